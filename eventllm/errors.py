@@ -1,0 +1,25 @@
+"""The exceptions eventllm raises on bad input.
+
+Every error a user can cause is an `EventLLMError`; its message names the bad value and the fix, and the
+CLI prints it as one line with a non-zero exit code.
+"""
+
+
+class EventLLMError(Exception):
+    """Base class of every error eventllm raises on bad input."""
+
+
+class CheckpointError(EventLLMError):
+    """A model file or folder cannot be read: corrupt, missing key, wrong shape, unknown architecture."""
+
+
+class ThresholdError(EventLLMError):
+    """A thresholds file is malformed or was made for another model."""
+
+
+class DataError(EventLLMError):
+    """Text or task data is missing, empty or malformed."""
+
+
+class ConfigError(EventLLMError):
+    """A configuration value (CLI option, config file) is invalid."""

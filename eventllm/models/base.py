@@ -1,0 +1,87 @@
+"""What every eventllm language model offers, whatever its architecture."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from torch import nn
+
+from eventllm.sparsity.threshold import ActivationThreshold
+
+
+class CausalLM(nn.Module):
+    """A causal language model with a threshold before every linear projection.
+
+    Subclasses set `arch` (the name written in files), `recurrent` (True when the model carries a
+    fixed-size state from token to token) and `PROJECTIONS` (the projection names of one layer, in data-flow
+    order), and implement `forward(idx, state) -> (logits, state)`, `projection_shapes()` and `init_state()`.
+    """
+
+    arch: str = ""
+    recurrent: bool = False
+    PROJECTIONS: tuple[str, ...] = ()
+    config: Any
+
+    # --- thresholds -------------------------------------------------------------------------------------
+    def threshold_sites(self) -> list[ActivationThreshold]:
+        """Every threshold of the model, layer by layer, in `PROJECTIONS` order."""
+        sites = [m for m in self.modules() if isinstance(m, ActivationThreshold)]
+        order = {name: i for i, name in enumerate(self.PROJECTIONS)}
+        return sorted(sites, key=lambda s: (s.layer, order[s.projection]))
+
+    def site(self, layer: int, projection: str) -> ActivationThreshold:
+        for s in self.threshold_sites():
+            if s.layer == layer and s.projection == projection:
+                return s
+        raise KeyError(f"no threshold site layer {layer} projection {projection!r}")
+
+    def get_thetas(self) -> dict[tuple[int, str], float]:
+        return {(s.layer, s.projection): s.theta for s in self.threshold_sites()}
+
+    def set_thetas(self, thetas: dict[tuple[int, str], float] | float) -> None:
+        """Set every θ to one value, or the θ of each (layer, projection) named in a dict."""
+        if isinstance(thetas, (int, float)):
+            for s in self.threshold_sites():
+                s.theta = float(thetas)
+            return
+        for (layer, proj), value in thetas.items():
+            self.site(layer, proj).theta = float(value)
+
+    def projection_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in_features, out_features) of each projection of one layer (all layers are alike)."""
+        raise NotImplementedError
+
+    @property
+    def n_layer(self) -> int:
+        return self.config.n_layer
+
+    # --- running ----------------------------------------------------------------------------------------
+    def init_state(self, batch: int = 1):
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, token: int | torch.Tensor, state):
+        """One token of recurrent inference: returns (logits [vocab], new state)."""
+        idx = torch.as_tensor(token, dtype=torch.long).reshape(1, 1)
+        logits, state = self(idx, state)
+        return logits[0, -1], state
+
+    # --- identity ---------------------------------------------------------------------------------------
+    def config_dict(self) -> dict:
+        return asdict(self.config)
+
+    def fingerprint(self) -> str:
+        """A short hash of the architecture, config and weights: thresholds files are tied to it."""
+        h = hashlib.sha256()
+        h.update(json.dumps({"arch": self.arch, "config": self.config_dict()}, sort_keys=True).encode())
+        for name, p in sorted(self.state_dict().items()):
+            h.update(name.encode())
+            t = p.detach().to(torch.float32).contiguous().flatten()
+            # a strided sample of every tensor keeps this fast on large models and still tells two apart
+            step = max(1, t.numel() // 4096)
+            h.update(t[::step].numpy().tobytes())
+        return h.hexdigest()[:16]

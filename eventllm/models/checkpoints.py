@@ -1,0 +1,231 @@
+"""Reading and writing model files: Hugging Face folders, BlinkDL RWKV-4 `.pth`, and eventllm safetensors.
+
+    load_checkpoint(path)            -> CausalLM (architecture detected from the files)
+    save_eventllm(model, path)       one .safetensors file with the config in its metadata (our format)
+    save_hf(model, folder)           config.json + model.safetensors, loadable by transformers
+    save_blinkdl(model, path)        RWKV-4 .pth in BlinkDL's layout, loadable by the `rwkv` package
+
+Every problem with a file raises `CheckpointError` naming the file (and the key, for a bad tensor).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from eventllm.errors import CheckpointError
+from eventllm.models.base import CausalLM
+from eventllm.models.opt import OPT, OPTConfig
+from eventllm.models.rwkv import RWKV, RWKVConfig
+
+FORMAT = "eventllm"
+FORMAT_VERSION = "1"
+ARCHS = {"rwkv4": (RWKV, RWKVConfig), "opt": (OPT, OPTConfig)}
+
+
+# --- names ----------------------------------------------------------------------------------------------
+def _rwkv_from_hf_name(key: str) -> str:
+    key = key.removeprefix("rwkv.")
+    for hf, ours in ((".pre_ln.", ".ln0."), (".attention.", ".att."), (".feed_forward.", ".ffn.")):
+        key = key.replace(hf, ours)
+    key = key.replace("embeddings.", "emb.", 1) if key.startswith("embeddings.") else key
+    for hf, ours in (("time_mix_key", "time_mix_k"), ("time_mix_value", "time_mix_v"), ("time_mix_receptance", "time_mix_r")):
+        key = key.replace(hf, ours)
+    return key
+
+
+def _rwkv_to_hf_name(key: str) -> str:
+    if key == "head.weight":
+        return key
+    for ours, hf in (("time_mix_k", "time_mix_key"), ("time_mix_v", "time_mix_value"), ("time_mix_r", "time_mix_receptance")):
+        key = key.replace(ours, hf)
+    for ours, hf in ((".ln0.", ".pre_ln."), (".att.", ".attention."), (".ffn.", ".feed_forward.")):
+        key = key.replace(ours, hf)
+    key = "embeddings." + key[len("emb."):] if key.startswith("emb.") else key
+    return "rwkv." + key
+
+
+# --- reading --------------------------------------------------------------------------------------------
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e}); re-export or re-download it") from None
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a corrupt or unsafe file
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: cannot be read as a PyTorch weights file ({first})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: expected a dict of tensors (a state dict), found {type(obj).__name__}")
+    return obj
+
+
+def _fill(model: CausalLM, tensors: dict[str, torch.Tensor], path: Path, target=None) -> CausalLM:
+    """Copy `tensors` into the model, checking that every key is present, known and of the right shape."""
+    target = model if target is None else target
+    expected = target.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    if missing:
+        raise CheckpointError(f"{path}: missing key {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+                              + "; the file is incomplete or of another architecture")
+    unknown = [k for k in tensors if k not in expected]
+    if unknown:
+        raise CheckpointError(f"{path}: unexpected key {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+                              + f"; not a {model.arch} checkpoint of this layout")
+    for k, want in expected.items():
+        got = tensors[k]
+        if tuple(got.shape) != tuple(want.shape):
+            raise CheckpointError(f"{path}: key {k!r} has shape {tuple(got.shape)}, expected {tuple(want.shape)} from the config")
+        if not torch.isfinite(got.float()).all():
+            raise CheckpointError(f"{path}: key {k!r} contains NaN or infinite values; the checkpoint is corrupt")
+    target.load_state_dict({k: tensors[k].to(want.dtype) for k, want in expected.items()}, strict=True)
+    return model.eval()
+
+
+def _load_blinkdl(path: Path) -> RWKV:
+    w = _read_torch(path)
+    if "emb.weight" not in w or "blocks.0.att.key.weight" not in w:
+        raise CheckpointError(f"{path}: missing key 'emb.weight' or 'blocks.0.att.key.weight'; not a BlinkDL RWKV checkpoint")
+    if any(".ln_x." in k or "time_faaaa" in k or "time_maa" in k for k in w):
+        raise CheckpointError(f"{path}: this is an RWKV-5/6/7 checkpoint (it has ln_x / time_faaaa / time_maa keys); eventllm supports RWKV-4")
+    n_layer = 1 + max(int(k.split(".")[1]) for k in w if k.startswith("blocks."))
+    cfg = RWKVConfig(
+        vocab_size=w["emb.weight"].shape[0], d_model=w["emb.weight"].shape[1], n_layer=n_layer,
+        d_attention=w["blocks.0.att.key.weight"].shape[0], d_ffn=w["blocks.0.ffn.key.weight"].shape[0],
+    )
+    tensors = {k: (v.reshape(-1) if ".time_" in k else v).float() for k, v in w.items()}
+    return _fill(RWKV(cfg), tensors, path)
+
+
+def _load_hf_folder(folder: Path) -> CausalLM:
+    cfg_path = folder / "config.json"
+    try:
+        hf = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from None
+    model_type = hf.get("model_type")
+    weights = [folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).exists()]
+    if not weights:
+        raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin beside config.json (sharded checkpoints: merge them first)")
+    wpath = weights[0]
+    tensors = _read_safetensors(wpath)[0] if wpath.suffix == ".safetensors" else _read_torch(wpath)
+    tensors = {k: v.float() for k, v in tensors.items()}
+    if model_type == "rwkv":
+        try:
+            cfg = RWKVConfig(
+                vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layer=hf["num_hidden_layers"],
+                d_attention=hf.get("attention_hidden_size") or 0, d_ffn=hf.get("intermediate_size") or 0,
+                layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+            )
+        except KeyError as e:
+            raise CheckpointError(f"{cfg_path}: missing key {e.args[0]!r}") from None
+        ours = {_rwkv_from_hf_name(k): (v.reshape(-1) if "time_" in k else v) for k, v in tensors.items()}
+        return _fill(RWKV(cfg), ours, wpath)
+    if model_type == "opt":
+        try:
+            cfg = OPTConfig.from_hf(hf)
+        except KeyError as e:
+            raise CheckpointError(f"{cfg_path}: missing key {e.args[0]!r}") from None
+        model = OPT(cfg)
+        tensors = {("model." + k if k.startswith("decoder.") else k): v for k, v in tensors.items()}
+        tensors.setdefault("lm_head.weight", tensors.get("model.decoder.embed_tokens.weight", torch.empty(0)))
+        return _fill(model, tensors, wpath, target=model.hf)
+    raise CheckpointError(f"{cfg_path}: unknown architecture model_type={model_type!r}; eventllm reads 'rwkv' (RWKV-4) and 'opt'")
+
+
+def _load_eventllm(path: Path) -> CausalLM:
+    tensors, meta = _read_safetensors(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: a safetensors file without eventllm metadata; pass the Hugging Face folder (with config.json) instead")
+    arch = meta.get("arch")
+    if arch not in ARCHS:
+        raise CheckpointError(f"{path}: unknown architecture {arch!r}; eventllm knows {sorted(ARCHS)}")
+    cls, cfg_cls = ARCHS[arch]
+    try:
+        cfg = cfg_cls(**json.loads(meta["config"]))
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: the config in the metadata is unreadable ({e})") from None
+    model = cls(cfg)
+    tensors = {k: v.float() for k, v in tensors.items()}
+    if arch == "opt":
+        tensors.setdefault("lm_head.weight", tensors.get("model.decoder.embed_tokens.weight", torch.empty(0)))
+        return _fill(model, tensors, path, target=model.hf)
+    return _fill(model, tensors, path)
+
+
+def load_checkpoint(path: str | Path) -> CausalLM:
+    """Load a model from a Hugging Face folder, a BlinkDL `.pth`, or an eventllm `.safetensors` (or a folder holding one)."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or folder")
+    if path.is_dir():
+        if (path / "config.json").exists():
+            return _load_hf_folder(path)
+        if (path / "model.safetensors").exists():
+            return _load_eventllm(path / "model.safetensors")
+        raise CheckpointError(f"{path}: a folder without config.json or model.safetensors; not a model folder")
+    if path.suffix in (".pth", ".pt"):
+        return _load_blinkdl(path)
+    if path.suffix == ".safetensors":
+        return _load_eventllm(path)
+    raise CheckpointError(f"{path}: unknown model file type {path.suffix!r}; use a folder, .pth or .safetensors")
+
+
+# --- writing --------------------------------------------------------------------------------------------
+def _weights(model: CausalLM) -> dict[str, torch.Tensor]:
+    return model.state_dict_for_save() if isinstance(model, OPT) else model.state_dict()
+
+
+def save_eventllm(model: CausalLM, path: str | Path, dtype: torch.dtype = torch.float32, extra: dict[str, str] | None = None) -> Path:
+    """Write the model as one safetensors file (our format); `dtype` may be float16/bfloat16 for shipping."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": model.arch, "config": json.dumps(model.config_dict())}
+    meta.update(extra or {})
+    save_file({k: v.detach().to(dtype).contiguous() for k, v in _weights(model).items()}, str(path), metadata=meta)
+    return path
+
+
+def save_hf(model: CausalLM, folder: str | Path) -> Path:
+    """Write a Hugging Face folder (config.json + model.safetensors) that transformers loads."""
+    folder = Path(folder)
+    if isinstance(model, RWKV):
+        from transformers import RwkvConfig, RwkvForCausalLM
+
+        c = model.config
+        hf = RwkvForCausalLM(RwkvConfig(
+            vocab_size=c.vocab_size, hidden_size=c.d_model, num_hidden_layers=c.n_layer,
+            attention_hidden_size=c.d_attention, intermediate_size=c.d_ffn, layer_norm_epsilon=c.layer_norm_eps,
+            rescale_every=0, tie_word_embeddings=False,
+        ))
+        sd = {_rwkv_to_hf_name(k): (v.reshape(1, 1, -1) if "time_mix" in k else v) for k, v in model.state_dict().items()}
+        hf.load_state_dict(sd, strict=True)
+    else:
+        hf = model.hf
+    hf.save_pretrained(str(folder))
+    return folder
+
+
+def save_blinkdl(model: RWKV, path: str | Path) -> Path:
+    """Write an RWKV-4 model as BlinkDL's `.pth` (time_mix as [1, 1, C]), as the `rwkv` package expects."""
+    if not isinstance(model, RWKV):
+        raise CheckpointError(f"BlinkDL .pth holds RWKV models only, not {model.arch}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sd = {k: (v.reshape(1, 1, -1) if "time_mix" in k else v).detach().clone() for k, v in model.state_dict().items()}
+    torch.save(sd, str(path))
+    return path

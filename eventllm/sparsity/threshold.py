@@ -1,0 +1,48 @@
+"""The threshold function placed before every linear projection: T_θ(x) = x if |x| > θ else 0."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+# An observer sees each projection input before and after thresholding (used by the sparsity
+# statistics and by calibration); it must not change the tensors.
+Observer = Callable[["ActivationThreshold", torch.Tensor, torch.Tensor], None]
+
+
+class ActivationThreshold(nn.Module):
+    """Zeroes the entries of a projection input whose magnitude is at most `theta`.
+
+    One instance sits before each linear projection of each layer; `layer` and `projection` name the site
+    (e.g. layer 3, "ffn.key"). With theta = 0 the input passes through untouched, so the dense model is
+    reproduced bit for bit (a value equal to 0 stays 0 either way).
+
+    >>> t = ActivationThreshold(0, "att.key", theta=0.5)
+    >>> t(torch.tensor([0.2, -0.7, 0.5, 1.0])).tolist()
+    [0.0, -0.699999988079071, 0.0, 1.0]
+    """
+
+    def __init__(self, layer: int, projection: str, theta: float = 0.0):
+        super().__init__()
+        self.layer = layer
+        self.projection = projection
+        self.theta = float(theta)
+        self.observer: Observer | None = None
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """T_θ(x) without telling the observer (for a second projection that shares this input)."""
+        if self.theta == 0.0:
+            return x
+        return torch.where(x.abs() > self.theta, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.apply(x)
+        if self.observer is not None:
+            self.observer(self, x, y)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"layer={self.layer}, projection={self.projection!r}, theta={self.theta:g}"
+
