@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 
 from eventllm.errors import CheckpointError
+from eventllm.models import ARCHS
 from eventllm.models.base import CausalLM
 from eventllm.models.opt import OPT, OPTConfig
 from eventllm.models.rwkv import RWKV, RWKVConfig
 
 FORMAT = "eventllm"
 FORMAT_VERSION = "1"
-ARCHS = {"rwkv4": (RWKV, RWKVConfig), "opt": (OPT, OPTConfig)}
 
 
 # --- names ----------------------------------------------------------------------------------------------

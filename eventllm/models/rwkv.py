@@ -220,6 +220,7 @@ class RWKV(CausalLM):
         super().__init__()
         self.config = config
         self.wkv_chunk = wkv_chunk
+        self.dropout = 0.0  # on the block outputs, in training only
         self.emb = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_out = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
@@ -255,9 +256,9 @@ class RWKV(CausalLM):
                 x = block.ln0(x)
             xa = block.ln1(x)
             att, shift, a, b, p = block.att(xa, state.att_shift[i], state.wkv_a[i], state.wkv_b[i], state.wkv_p[i], self.wkv_chunk)
-            x = x + att
+            x = x + F.dropout(att, self.dropout, self.training)
             ffn, fshift = block.ffn(block.ln2(x), state.ffn_shift[i])
-            x = x + ffn
+            x = x + F.dropout(ffn, self.dropout, self.training)
             for lst, t in zip(new, (shift, a, b, p, fshift)):
                 lst.append(t)
         logits = self.head(self.ln_out(x))

@@ -1,0 +1,5 @@
+import sys
+
+from eventllm.cli import main
+
+sys.exit(main())

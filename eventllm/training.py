@@ -1,0 +1,238 @@
+"""Training the zoo models from scratch: byte-level BPE tokenizer, then next-token prediction.
+
+    eventllm train examples/zoo/rwkv4-tiny.toml -o out/rwkv4-tiny      (GPU: bf16 autocast; CPU works too)
+
+The config file (TOML) names the architecture and its fields, the corpus and split, the tokenizer and the
+optimiser schedule (AdamW, linear warm-up, cosine decay). Every `eval_every` steps the validation loss is
+measured and a checkpoint written (`--resume` continues from it); the weights with the lowest validation
+loss are kept and written as `model.safetensors` (eventllm format) with the tokenizer beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from eventllm.data import read_texts
+from eventllm.errors import ConfigError
+from eventllm.models import OPT, build_model
+from eventllm.models.checkpoints import save_eventllm
+from eventllm.tokenizer import HFTokenizer
+
+
+@dataclass
+class TrainConfig:
+    name: str
+    arch: str
+    model: dict
+    corpus: str
+    tokenizer: str  # path to tokenizer.json; trained on the corpus's train split when missing
+    vocab_size: int = 8000
+    seed: int = 1234
+    context: int = 512
+    batch_size: int = 32
+    steps: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    dropout: float = 0.1
+    eval_every: int = 100
+    eval_batches: int = 20
+    dtype: str = "bf16"  # autocast dtype on GPU; CPU always trains in float32
+    notes: dict = field(default_factory=dict)
+
+
+def load_train_config(path: str | Path, base: Path | None = None) -> TrainConfig:
+    """Read a training config; relative paths in it are taken from the config file's folder."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
+    try:
+        cfg = TrainConfig(**raw)
+    except TypeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    root = base or path.parent
+    cfg.corpus = str((root / cfg.corpus).resolve()) if not Path(cfg.corpus).is_absolute() else cfg.corpus
+    cfg.tokenizer = str((root / cfg.tokenizer).resolve()) if not Path(cfg.tokenizer).is_absolute() else cfg.tokenizer
+    return cfg
+
+
+def train_tokenizer(texts: list[str], vocab_size: int, path: str | Path) -> HFTokenizer:
+    """Train a byte-level BPE (GPT-2 style) on `texts` and save it as tokenizer.json."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=["<|endoftext|>", "<|pad|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tok.save(str(path))
+    return HFTokenizer(path)
+
+
+def token_stream(texts: list[str], tok: HFTokenizer) -> np.ndarray:
+    """All texts as one token stream, books separated by the end-of-text token."""
+    ids: list[int] = []
+    for t in texts:
+        ids.extend(tok.encode(t))
+        if tok.eos_id is not None:
+            ids.append(tok.eos_id)
+    return np.asarray(ids, dtype=np.int32)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def _set_dropout(model, p: float) -> None:
+    if isinstance(model, OPT):
+        model.hf.model.decoder.dropout = p
+        for layer in model.hf.model.decoder.layers:
+            layer.dropout = p
+    else:
+        model.dropout = p
+
+
+def _loss(model, x, y, autocast_dtype):
+    with torch.autocast(device_type=x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        logits, _ = model(x)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+@torch.no_grad()
+def validation_loss(model, stream: torch.Tensor, cfg: TrainConfig, autocast_dtype) -> float:
+    """Mean next-token loss over evenly spaced windows of the validation stream (each from a fresh state)."""
+    model.eval()
+    n = (len(stream) - 1) // cfg.context
+    starts = np.linspace(0, (n - 1) * cfg.context, num=min(n, cfg.eval_batches * cfg.batch_size)).astype(int)
+    total, count = 0.0, 0
+    for i in range(0, len(starts), cfg.batch_size):
+        s = starts[i:i + cfg.batch_size]
+        x = torch.stack([stream[j:j + cfg.context] for j in s]).long()
+        y = torch.stack([stream[j + 1:j + 1 + cfg.context] for j in s]).long()
+        total += _loss(model, x, y, autocast_dtype).item() * len(s)
+        count += len(s)
+    model.train()
+    return total / count
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resume: bool = False, progress: bool = True,
+          max_seconds: float | None = None) -> dict:
+    """Train `cfg` and write model.safetensors, tokenizer.json and train_log.json under `out_dir`.
+
+    `max_seconds` ends training early (after a validation) when the wall time is spent; the log says so.
+    """
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+
+    train_texts = read_texts(cfg.corpus, "train")
+    tok_path = Path(cfg.tokenizer)
+    tok = HFTokenizer(tok_path) if tok_path.exists() else train_tokenizer(train_texts, cfg.vocab_size, tok_path)
+    train_ids = torch.from_numpy(token_stream(train_texts, tok)).to(device)
+    valid_ids = torch.from_numpy(token_stream(read_texts(cfg.corpus, "valid"), tok)).to(device)
+
+    model = build_model(cfg.arch, {**cfg.model, "vocab_size": tok.vocab_size})
+    if hasattr(model, "init_weights"):
+        model.init_weights(cfg.seed)
+    model.to(device).train()
+    _set_dropout(model, cfg.dropout)
+    decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "emb" not in n and "embed" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "emb" not in n and "embed" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.99), eps=1e-8)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.dtype) if device.startswith("cuda") else None
+
+    start, best, history = 0, (float("inf"), None, -1), []
+    ckpt = out / "checkpoint.pt"
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        start, history = state["step"], state["history"]
+        best = (state["best_loss"], state["best_weights"], state["best_step"])
+        rng = np.random.default_rng([cfg.seed, start])
+
+    n_params = sum(p.numel() for p in (model.hf.parameters() if isinstance(model, OPT) else model.parameters()))
+    tokens_per_step = cfg.batch_size * cfg.context
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc=cfg.name)
+    t0, tokens_done, stopped_early = time.perf_counter(), 0, None
+    for step in bar:
+        if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
+            stopped_early = step
+            vl = validation_loss(model, valid_ids, cfg, autocast_dtype)
+            history.append({"step": step, "train_loss": loss.item(), "valid_loss": vl, "lr": lr_at(step, cfg)})
+            if vl < best[0]:
+                best = (vl, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, step)
+            bar.write(f"time limit of {max_seconds:.0f} s reached at step {step}: stopping")
+            break
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        idx = torch.from_numpy(rng.integers(0, len(train_ids) - cfg.context - 1, size=cfg.batch_size)).to(device)
+        offs = idx[:, None] + torch.arange(cfg.context + 1, device=device)[None, :]
+        chunk = train_ids[offs].long()
+        loss = _loss(model, chunk[:, :-1], chunk[:, 1:], autocast_dtype)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        tokens_done += tokens_per_step
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_done / (time.perf_counter() - t0):,.0f}")
+        if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
+            vl = validation_loss(model, valid_ids, cfg, autocast_dtype)
+            history.append({"step": step + 1, "train_loss": loss.item(), "valid_loss": vl, "lr": lr_at(step, cfg)})
+            bar.write(f"step {step + 1}: train loss {loss.item():.3f}  valid loss {vl:.3f}  (ppl {math.exp(vl):.1f})")
+            if vl < best[0]:
+                best = (vl, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, step + 1)
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1, "history": history,
+                        "best_loss": best[0], "best_weights": best[1], "best_step": best[2]}, ckpt)
+    elapsed = time.perf_counter() - t0
+    model.load_state_dict(best[1])
+    model.to("cpu").eval()
+    _set_dropout(model, 0.0)
+    log = {
+        "name": cfg.name, "arch": cfg.arch, "config": model.config_dict(), "parameters": n_params,
+        "train_tokens_in_split": int(len(train_ids)), "valid_tokens_in_split": int(len(valid_ids)),
+        "tokens_seen": int(tokens_done), "epochs": tokens_done / len(train_ids), "stopped_early_at_step": stopped_early,
+        "best_step": best[2], "best_valid_loss_windowed": best[0], "train_seconds": elapsed,
+        "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu", "train_config": asdict(cfg),
+        "history": history,
+    }
+    save_eventllm(model, out / "model.safetensors", dtype=torch.bfloat16 if cfg.dtype == "bf16" else torch.float32)
+    if tok_path.resolve() != (out / "tokenizer.json").resolve():
+        shutil.copy(tok_path, out / "tokenizer.json")
+    (out / "train_log.json").write_text(json.dumps(log, indent=2))
+    ckpt.unlink(missing_ok=True)
+    return log
