@@ -213,7 +213,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             vl = validation_loss(model, valid_ids, cfg, autocast_dtype)
             history.append({"step": step + 1, "train_loss": loss.item(), "valid_loss": vl, "lr": lr_at(step, cfg)})
-            bar.write(f"step {step + 1}: train loss {loss.item():.3f}  valid loss {vl:.3f}  (ppl {math.exp(vl):.1f})")
+            rate = tokens_done / (time.perf_counter() - t0)
+            bar.write(f"step {step + 1}: train loss {loss.item():.3f}  valid loss {vl:.3f}  (ppl {math.exp(vl):.1f})  {rate:,.0f} tok/s")
             if vl < best[0]:
                 best = (vl, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, step + 1)
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1, "history": history,

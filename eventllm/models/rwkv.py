@@ -93,7 +93,7 @@ def wkv_step(w, u, k, v, a, b, p):
     return wkv, e1 * a + e2 * v, e1 * b + e2, q
 
 
-def wkv_chunked(w, u, k, v, a, b, p, chunk: int = 64):
+def wkv_chunked(w, u, k, v, a, b, p, chunk: int = 32):
     """The WKV recurrence over a sequence, `chunk` tokens at a time in parallel.
 
     Within a chunk every output is a weighted average over the chunk's earlier tokens, the current token
@@ -216,7 +216,7 @@ class RWKV(CausalLM):
     recurrent = True
     PROJECTIONS = ("att.key", "att.value", "att.receptance", "att.output", "ffn.key", "ffn.receptance", "ffn.value")
 
-    def __init__(self, config: RWKVConfig, wkv_chunk: int = 64):
+    def __init__(self, config: RWKVConfig, wkv_chunk: int = 32):
         super().__init__()
         self.config = config
         self.wkv_chunk = wkv_chunk
