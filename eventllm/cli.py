@@ -28,11 +28,112 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _load(args):
+    from eventllm.models.registry import load_model
+
+    loaded = load_model(args.model)
+    if getattr(args, "thresholds", None):
+        from eventllm.sparsity.thresholds import apply_thresholds
+
+        apply_thresholds(loaded.model, args.thresholds)
+    return loaded
+
+
+def _tokens(loaded, data: str, split: str, max_tokens: int | None) -> list[int]:
+    from eventllm.data import read_texts
+    from eventllm.errors import DataError
+
+    ids: list[int] = []
+    eos = loaded.tokenizer.eos_id
+    for text in read_texts(data, split):
+        ids.extend(loaded.tokenizer.encode(text))
+        if eos is not None:
+            ids.append(eos)
+        if max_tokens and len(ids) >= max_tokens:
+            break
+    ids = ids[:max_tokens] if max_tokens else ids
+    if len(ids) < 2:
+        raise DataError(f"{data} (split {split}): fewer than 2 tokens of text; pass a larger text")
+    return ids
+
+
+def cmd_info(args) -> int:
+    import platform
+
+    from eventllm.models.registry import zoo_card, zoo_names
+    from eventllm.report import format_table
+
+    if not args.model:
+        import torch
+
+        print(f"eventllm {__import__('eventllm').__version__}  (Python {platform.python_version()}, torch {torch.__version__})")
+        rows = []
+        for name in zoo_names():
+            card = zoo_card(name) or {}
+            rows.append([f"zoo:{name}", card.get("arch", "?"), f"{card.get('parameters', 0):,}", card.get("valid_ppl", "?")])
+        print(format_table(["model", "arch", "parameters", "valid ppl"], rows, title="Shipped models"))
+        return 0
+    loaded = _load(args)
+    m = loaded.model
+    n_params = sum(p.numel() for p in m.parameters())
+    print(f"{loaded.name}: {m.arch}, {n_params:,} parameters, fingerprint {m.fingerprint()}")
+    print("config: " + ", ".join(f"{k}={v}" for k, v in m.config_dict().items()))
+    print(f"tokenizer: {type(loaded.tokenizer).__name__}, {loaded.tokenizer.vocab_size} tokens")
+    shapes = m.projection_shapes()
+    thetas = m.get_thetas()
+    rows = [[p, shapes[p][0], shapes[p][1], f"{max(thetas[(i, p)] for i in range(m.n_layer)):g}"] for p in m.PROJECTIONS]
+    print(format_table(["projection", "in", "out", "max θ"], rows, title=f"Thresholded projections ({m.n_layer} layers)"))
+    if loaded.card:
+        c = loaded.card
+        print(f"card: trained on {c['corpus']} ({c['split']}), {c['training_tokens']:,} tokens seen; "
+              f"validation perplexity {c['valid_ppl']:.2f} (unigram baseline {c['unigram_ppl']:.1f})")
+        print(f"      training command: {c['training_command']}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from eventllm.evaluate.language_model import evaluate_stream, sparsity_table
+    from eventllm.report import format_table, pct
+
+    loaded = _load(args)
+    ids = _tokens(loaded, args.data, args.split, args.max_tokens)
+    result = evaluate_stream(loaded.model, ids, progress=not args.quiet)
+    result = {"model": loaded.name, "thresholds": args.thresholds, "data": args.data, "split": args.split, **result}
+    m = loaded.model
+    print(format_table(["layer", *m.PROJECTIONS], sparsity_table(result, m.PROJECTIONS),
+                       title="Projection-input sparsity, natural → thresholded"))
+    sp = result["sparsity"]
+    print(f"\n{loaded.name} on {args.data} [{args.split}], {result['tokens']:,} tokens")
+    print(f"perplexity {result['ppl']:.3f}" + (f" (dense {result['ppl_dense']:.3f}, {100 * result['ppl_increase']:+.2f}%)" if args.thresholds else ""))
+    print(f"average sparsity: natural {pct(sp['natural'])}, thresholded {pct(sp['thresholded'])}"
+          + (f" ({sp['ratio']:.2f}x)" if sp["ratio"] else ""))
+    print(f"MACs skipped: natural {pct(sp['mac_skipped']['natural'])}, thresholded {pct(sp['mac_skipped']['thresholded'])}")
+    if args.json:
+        _write_json(args.json, result)
+        print(f"wrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eventllm", description="Activation-sparse LLMs on event-driven neuromorphic hardware.")
     p.add_argument("--version", action="version", version=f"eventllm {__import__('eventllm').__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    i = sub.add_parser("info", help="versions and shipped models, or one model's architecture and card")
+    i.add_argument("--model", help="zoo:NAME, a Hugging Face folder, a BlinkDL .pth or an eventllm .safetensors")
+    i.add_argument("--thresholds", help="a thresholds JSON file to apply")
+    i.set_defaults(func=cmd_info)
+
+    e = sub.add_parser("evaluate", help="perplexity and activation sparsity (natural vs thresholded) on text")
+    e.add_argument("--model", default="zoo:rwkv4-tiny", help="model to evaluate (default: %(default)s)")
+    e.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted: dense")
+    e.add_argument("--data", required=True, help="a .txt file or a folder of them (e.g. ../shared/data/gutenberg)")
+    e.add_argument("--split", default="all", choices=["all", "train", "valid", "test"], help="part of each book (default: %(default)s)")
+    e.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens")
+    e.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    e.set_defaults(func=cmd_evaluate)
 
     t = sub.add_parser("train", help="train a model from a TOML config (the zoo models' recipe)")
     t.add_argument("config", help="training config (see examples/zoo/*.toml)")

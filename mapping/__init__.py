@@ -1,0 +1,1 @@
+"""Mapping process graphs onto neuromorphic many-core topologies (networkx; never imports torch)."""

@@ -1,0 +1,35 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("RWKV_JIT_ON", "0")  # the `rwkv` reference package: plain eager torch
+
+from eventllm.models import OPT, RWKV, OPTConfig, RWKVConfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture
+def small_rwkv() -> RWKV:
+    """A 3-layer RWKV-4 with random weights in every part (no zero matrices)."""
+    return RWKV(RWKVConfig(vocab_size=64, d_model=32, n_layer=3, d_ffn=96)).randomize(seed=1).eval()
+
+
+@pytest.fixture
+def small_opt() -> OPT:
+    return OPT(OPTConfig(vocab_size=64, d_model=32, n_layer=2, n_head=4, d_ffn=64, max_positions=128)).randomize(seed=2).eval()
+
+
+@pytest.fixture
+def tokens() -> torch.Tensor:
+    return torch.randint(0, 64, (2, 70), generator=torch.Generator().manual_seed(3))
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    if not (DATA / "gutenberg").exists():
+        pytest.skip(f"shared data not found at {DATA}")
+    return DATA

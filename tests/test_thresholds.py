@@ -1,0 +1,101 @@
+"""The threshold function, θ = 0 exactness, and thresholds files."""
+
+import json
+
+import pytest
+import torch
+
+from eventllm.errors import ThresholdError
+from eventllm.sparsity.stats import SparsityMeter
+from eventllm.sparsity.threshold import ActivationThreshold
+from eventllm.sparsity.thresholds import apply_thresholds, save_thresholds
+
+
+def test_hand_made_vector_gives_expected_zero_count():
+    x = torch.tensor([0.0, 0.05, -0.05, 0.1, -0.1, 0.2, -0.3, 1.0, -2.0, 0.1001])
+    site = ActivationThreshold(0, "att.key", theta=0.1)
+    y = site(x)
+    # |x| <= 0.1 is zeroed: 0, ±0.05, ±0.1  -> 5 zeros; the other 5 pass unchanged
+    assert int((y == 0).sum()) == 5
+    assert torch.equal(y[5:], x[5:])
+
+
+@pytest.mark.parametrize("fixture", ["small_rwkv", "small_opt"])
+def test_theta_zero_reproduces_dense_logits_exactly(fixture, request, tokens):
+    model = request.getfixturevalue(fixture)
+    with torch.no_grad():
+        dense, _ = model(tokens)
+        model.set_thetas(0.5)
+        sparse, _ = model(tokens)
+        model.set_thetas(0.0)
+        again, _ = model(tokens)
+    assert torch.equal(dense, again)
+    assert not torch.equal(dense, sparse)
+
+
+@pytest.mark.parametrize("fixture", ["small_rwkv", "small_opt"])
+def test_every_projection_has_one_threshold_per_layer(fixture, request):
+    model = request.getfixturevalue(fixture)
+    sites = model.threshold_sites()
+    assert [(s.layer, s.projection) for s in sites] == [(i, p) for i in range(model.n_layer) for p in model.PROJECTIONS]
+
+
+def test_thresholds_change_the_zero_count_as_set(small_rwkv, tokens):
+    small_rwkv.set_thetas({(1, "att.key"): 10.0})  # far above every activation: all zero
+    with SparsityMeter(small_rwkv) as meter, torch.no_grad():
+        small_rwkv(tokens)
+    frac = meter.zero_fraction()
+    assert frac[(1, "att.key")] == 1.0
+    assert frac[(0, "att.key")] == 0.0
+
+
+def test_file_round_trip(small_rwkv, tmp_path):
+    small_rwkv.set_thetas({(0, "att.key"): 0.25, (2, "ffn.value"): 0.5})
+    path = save_thresholds(small_rwkv, tmp_path / "thr.json", "test-model", meta={"how": "by hand"})
+    expected = small_rwkv.get_thetas()
+    small_rwkv.set_thetas(0.0)
+    doc = apply_thresholds(small_rwkv, path)
+    assert small_rwkv.get_thetas() == expected
+    assert doc["meta"] == {"how": "by hand"} and doc["model"]["name"] == "test-model"
+
+
+def test_file_for_another_model_is_rejected(small_rwkv, tmp_path):
+    from eventllm.models import RWKV, RWKVConfig
+
+    path = save_thresholds(small_rwkv, tmp_path / "thr.json", "model-a")
+    other = RWKV(small_rwkv.config).randomize(seed=99)
+    with pytest.raises(ThresholdError, match="made for model 'model-a'"):
+        apply_thresholds(other, path)
+    bigger = RWKV(RWKVConfig(vocab_size=64, d_model=32, n_layer=4, d_ffn=96)).randomize(seed=1)
+    with pytest.raises(ThresholdError, match="not this model"):
+        apply_thresholds(bigger, path)
+
+
+def test_opt_file_rejected_by_rwkv(small_rwkv, small_opt, tmp_path):
+    path = save_thresholds(small_opt, tmp_path / "thr.json", "opt")
+    with pytest.raises(ThresholdError, match="made for a 'opt' model"):
+        apply_thresholds(small_rwkv, path)
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ('{"format": "other"}', "not an eventllm thresholds file"),
+    ('{"format": "eventllm-thresholds", "version": 7}', "version 7"),
+    ('{"format": "eventllm-thresholds", "version": 1, "model": {}, "projections": []}', "missing key 'thresholds'"),
+    ('{"format": "eventllm-thresholds", "version": 1, "model": {}, "projections": [], "thresholds": [{"att.key": -1}]}', "finite number"),
+    ('{"format": "eventllm-thresholds", "version": 1, "model": {}, "projections": [], "thresholds": [{"att.key": NaN}]}', "finite number"),
+])
+def test_malformed_files_give_clear_errors(small_rwkv, tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(ThresholdError, match=message):
+        apply_thresholds(small_rwkv, path)
+
+
+def test_unknown_projection_is_named(small_rwkv, tmp_path):
+    path = save_thresholds(small_rwkv, tmp_path / "thr.json", "m")
+    doc = json.loads(path.read_text())
+    doc["thresholds"][0]["att.gate"] = 0.1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ThresholdError, match="unknown projection 'att.gate'"):
+        apply_thresholds(small_rwkv, path)
