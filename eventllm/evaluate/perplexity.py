@@ -70,3 +70,10 @@ def perplexity(model: CausalLM, ids: list[int] | torch.Tensor, chunk: int = 1024
                 break
     nll = total / count
     return PerplexityResult(ppl=math.exp(nll), nll=nll, tokens=count)
+
+
+def unigram_perplexity(train_ids: list[int], eval_ids: list[int], vocab_size: int) -> float:
+    """Perplexity of the add-one-smoothed unigram model of `train_ids` on `eval_ids[1:]` (the baseline to beat)."""
+    counts = torch.bincount(torch.as_tensor(train_ids, dtype=torch.long), minlength=vocab_size).double() + 1.0
+    logp = torch.log(counts / counts.sum())
+    return math.exp(-logp[torch.as_tensor(eval_ids[1:], dtype=torch.long)].mean().item())

@@ -1,0 +1,1 @@
+"""Text generation on top of the models (and, later, the simulator)."""

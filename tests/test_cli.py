@@ -1,0 +1,80 @@
+"""The `eventllm` command: help, JSON output, and one-line errors with a non-zero exit code."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from eventllm.models.checkpoints import save_eventllm
+from eventllm.tokenizer import ByteTokenizer
+
+
+def eventllm(*args, check=False):
+    return subprocess.run([sys.executable, "-m", "eventllm", *args], capture_output=True, text=True, check=check)
+
+
+@pytest.fixture
+def byte_model(tmp_path):
+    """A small random RWKV over bytes (256 tokens: the byte tokenizer needs no file)."""
+    from eventllm.models import RWKV, RWKVConfig
+
+    model = RWKV(RWKVConfig(vocab_size=256, d_model=32, n_layer=2, d_ffn=64)).randomize(seed=5)
+    return save_eventllm(model, tmp_path / "model.safetensors")
+
+
+@pytest.mark.parametrize("sub", [[], ["info"], ["evaluate"], ["train"]])
+def test_help(sub):
+    out = eventllm(*sub, "--help", check=True)
+    assert "usage: eventllm" in out.stdout
+
+
+def test_evaluate_writes_json(byte_model, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 20)
+    out_json = tmp_path / "out" / "result.json"
+    res = eventllm("evaluate", "--model", str(byte_model), "--data", str(text), "--json", str(out_json), "-q", check=True)
+    assert "Projection-input sparsity" in res.stdout
+    result = json.loads(out_json.read_text())
+    assert result["tokens"] == len(ByteTokenizer().encode(text.read_text())) - 1
+    assert result["ppl"] > 1
+    assert set(result["sparsity"]) >= {"natural", "thresholded", "per_layer"}
+    assert len(result["sparsity"]["per_layer"]) == 2
+
+
+def test_evaluate_with_thresholds_reports_both(byte_model, tmp_path):
+    from eventllm.models.checkpoints import load_checkpoint
+    from eventllm.sparsity.thresholds import save_thresholds
+
+    model = load_checkpoint(byte_model)
+    model.set_thetas(0.3)
+    thr = save_thresholds(model, tmp_path / "thr.json", str(byte_model))
+    text = tmp_path / "text.txt"
+    text.write_text("Some text to read, more than a few tokens long. " * 10)
+    out_json = tmp_path / "r.json"
+    eventllm("evaluate", "--model", str(byte_model), "--thresholds", str(thr), "--data", str(text), "--json", str(out_json), "-q", check=True)
+    r = json.loads(out_json.read_text())
+    assert r["sparsity"]["thresholded"] > r["sparsity"]["natural"]
+    assert r["ppl"] != r["ppl_dense"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["evaluate", "--model", "/nonexistent/model", "--data", "x"], "no such file or folder"),
+    (["evaluate", "--model", "zoo:nope", "--data", "x"], "unknown zoo model 'zoo:nope'"),
+    (["info", "--model", "zoo:rwkv4-tiny", "--thresholds", "/nonexistent.json"], "no such thresholds file"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message):
+    res = eventllm(*args)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and lines[0].startswith("eventllm ")
+
+
+def test_missing_data_is_one_line(byte_model, tmp_path):
+    res = eventllm("evaluate", "--model", str(byte_model), "--data", str(tmp_path / "none"))
+    assert res.returncode == 2 and "no such file or folder of text" in res.stderr
+
+
+def test_info_lists_zoo():
+    res = eventllm("info", check=True)
+    assert "zoo:rwkv4-tiny" in res.stdout and "zoo:opt-tiny" in res.stdout
