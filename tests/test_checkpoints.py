@@ -104,3 +104,12 @@ def test_missing_path_and_unknown_suffix(tmp_path):
     (tmp_path / "m.onnx").write_bytes(b"x")
     with pytest.raises(CheckpointError, match="unknown model file type '.onnx'"):
         load_checkpoint(tmp_path / "m.onnx")
+
+
+def test_hf_folder_with_pytorch_model_bin(small_opt, tokens, tmp_path):
+    folder = save_hf(small_opt, tmp_path / "hf")
+    from safetensors.torch import load_file
+
+    torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    assert same_logits(small_opt, load_checkpoint(folder), tokens)
