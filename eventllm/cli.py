@@ -114,6 +114,29 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from eventllm.report import format_table, pct
+    from eventllm.sparsity.calibrate import calibrate
+    from eventllm.sparsity.thresholds import save_thresholds
+
+    loaded = _load(args)
+    ids = _tokens(loaded, args.data, args.split, None)
+    res = calibrate(loaded.model, ids, max_ppl_increase=args.max_ppl_increase, target_sparsity=args.target_sparsity,
+                    loss_inc=args.loss_inc, tokens=args.tokens, context=args.context, step=args.step, seed=args.seed,
+                    progress=not args.quiet)
+    m = loaded.model
+    rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g} ({res.keeps[(i, p)]:.1f})" for p in m.PROJECTIONS] for i in range(m.n_layer)]
+    print(format_table(["layer", *m.PROJECTIONS], rows, title="Thresholds θ (Top-K kept fraction of the search)"))
+    print(f"\ncalibrated on {res.tokens:,} tokens of {args.data} [{args.split}] in {res.seconds:.1f} s ({res.evaluations} loss evaluations)")
+    print(f"per-site loss tolerance {res.loss_inc:.6f}, common θ scale {res.scale:.3f}")
+    print(f"on the calibration tokens: perplexity {100 * res.ppl_increase:+.2f}%, sparsity {pct(res.natural_sparsity)} → {pct(res.sparsity)}")
+    meta = res.meta() | {"data": args.data, "split": args.split, "seed": args.seed, "max_ppl_increase": args.max_ppl_increase,
+                         "target_sparsity": args.target_sparsity}
+    save_thresholds(m, args.output, loaded.name, meta=meta)
+    print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eventllm", description="Activation-sparse LLMs on event-driven neuromorphic hardware.")
     p.add_argument("--version", action="version", version=f"eventllm {__import__('eventllm').__version__}")
@@ -134,6 +157,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", metavar="OUT", help="write the results as JSON")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("calibrate", help="training-free threshold search (the paper's algorithm) -> thresholds JSON")
+    c.add_argument("--model", default="zoo:rwkv4-tiny", help="model to calibrate (default: %(default)s)")
+    c.add_argument("--data", required=True, help="calibration text: a .txt file or a folder of them")
+    c.add_argument("--split", default="train", choices=["all", "train", "valid", "test"], help="part of each book (default: %(default)s)")
+    goal = c.add_mutually_exclusive_group()
+    goal.add_argument("--max-ppl-increase", type=float, help="bound on the relative perplexity increase, e.g. 0.01 for 1%%")
+    goal.add_argument("--target-sparsity", type=float, help="mean projection-input sparsity to reach, e.g. 0.6")
+    goal.add_argument("--loss-inc", type=float, help="the paper's per-site loss ratio (default 1.001 when no goal is given)")
+    c.add_argument("--tokens", type=int, default=2048, help="calibration tokens (default: %(default)s)")
+    c.add_argument("--context", type=int, default=256, help="tokens per calibration window (default: %(default)s)")
+    c.add_argument("--step", default="linear", choices=["linear", "exp"], help="grid of kept fractions (default: %(default)s)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the calibration windows (default: %(default)s)")
+    c.add_argument("-o", "--output", required=True, help="thresholds JSON to write")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(func=cmd_calibrate)
 
     t = sub.add_parser("train", help="train a model from a TOML config (the zoo models' recipe)")
     t.add_argument("config", help="training config (see examples/zoo/*.toml)")

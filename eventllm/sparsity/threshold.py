@@ -29,10 +29,15 @@ class ActivationThreshold(nn.Module):
         self.layer = layer
         self.projection = projection
         self.theta = float(theta)
+        # Calibration only: keep the `keep` fraction of largest-magnitude entries of each token instead of
+        # thresholding (the Top-K stage of the paper's search); None in normal use.
+        self.keep: float | None = None
         self.observer: Observer | None = None
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """T_θ(x) without telling the observer (for a second projection that shares this input)."""
+        """T_θ(x) (or Top-K during calibration) without telling the observer (for a projection sharing this input)."""
+        if self.keep is not None:
+            return top_k_per_token(x, self.keep)
         if self.theta == 0.0:
             return x
         return torch.where(x.abs() > self.theta, x, torch.zeros((), dtype=x.dtype, device=x.device))
@@ -46,3 +51,15 @@ class ActivationThreshold(nn.Module):
     def extra_repr(self) -> str:
         return f"layer={self.layer}, projection={self.projection!r}, theta={self.theta:g}"
 
+
+
+def top_k_per_token(x: torch.Tensor, keep: float) -> torch.Tensor:
+    """Keep the int(n · keep) largest-magnitude entries of every vector along the last axis; zero the rest."""
+    n = x.shape[-1]
+    k = int(n * keep)
+    if k >= n:
+        return x
+    if k <= 0:
+        return torch.zeros_like(x)
+    idx = x.abs().topk(k, dim=-1).indices
+    return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))

@@ -1,0 +1,280 @@
+"""Training-free threshold calibration (Knunyants et al. 2025, "Explore Activation Sparsity in Recurrent LLMs
+for Energy-Efficient Neuromorphic Computing", Sec. III: training-free threshold initialisation; the authors'
+code: ERNIS-LAB/LLM-activation-sparsity, iterative_init.py and threshold_utils.py).
+
+The published algorithm, step by step, on a small batch of local calibration text:
+
+1. Measure the dense model's loss L on the calibration batch.
+2. Top-K search, greedy, site after site in data-flow order (layer 0 first; within a layer the projections
+   in `model.PROJECTIONS` order): replace the site's threshold by a Top-K that keeps the fraction k of each
+   token's largest-magnitude inputs, trying k from a descending grid (linear: 1.0, 0.9, …, 0.1; or
+   geometric from `start_k` to 0.01 in `k_num` values). Accept the smallest k whose loss satisfies
+   L_k / L < loss_inc, then make L_k the reference for the next site (so tolerances compound, as published).
+   A warm start: when earlier layers already chose a k for the same projection, start from their most
+   common choice and walk down (if it passes) or up (if it fails) from there.
+3. Top-K → threshold: run the batch through the Top-K model; for every site, the smallest non-zero
+   magnitude each token kept, averaged over tokens, becomes θ (the HardShrink threshold T_θ).
+
+What eventllm adds on top (each reported separately in the result):
+- `max_ppl_increase` (relative perplexity increase bound, e.g. 0.01 = 1%): the per-site tolerance is set so
+  that the compounded loss stays within the bound; after step 3, one common factor scales every θ, chosen by
+  bisection as the largest that keeps the increase within the bound on a larger check batch of the same
+  split (the small search batch alone under- or over-states the increase on held-out text).
+- `target_sparsity`: after steps 1–3, one common scale of all θ is bisected so that the mean projection-input
+  sparsity on the check batch reaches the target; the allocation across layers and projections (where
+  sparsity hurts least) comes from the search.
+- Sites whose search kept everything (k = 1.0) get θ = 0 instead of the mean smallest magnitude.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from eventllm.errors import DataError, ConfigError
+from eventllm.models.base import CausalLM
+from eventllm.sparsity.stats import SparsityMeter, SparsityReport
+
+
+@dataclass
+class CalibrationResult:
+    thetas: dict[tuple[int, str], float]
+    keeps: dict[tuple[int, str], float]
+    loss_dense: float
+    loss_final: float
+    sparsity: float  # mean projection-input sparsity on the check batch, final thresholds
+    natural_sparsity: float  # the same, θ = 0
+    scale: float  # common factor applied to the searched thresholds (1.0: none)
+    loss_inc: float
+    evaluations: int
+    seconds: float
+    tokens: int  # tokens of the search batch
+    check_tokens: int  # tokens of the batch the final scale was set and measured on
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def ppl_increase(self) -> float:
+        return math.exp(self.loss_final - self.loss_dense) - 1.0
+
+    def meta(self) -> dict:
+        return {
+            "method": "training-free (Knunyants et al. 2025, Top-K search then Top-K to threshold)",
+            "loss_inc": self.loss_inc, "scale": self.scale, "calibration_tokens": self.tokens, "check_tokens": self.check_tokens,
+            "loss_dense": self.loss_dense, "loss_thresholded": self.loss_final,
+            "ppl_increase_on_calibration": self.ppl_increase, "sparsity_on_calibration": self.sparsity,
+            "natural_sparsity_on_calibration": self.natural_sparsity, "evaluations": self.evaluations,
+            "seconds": self.seconds, "keep_fractions": [{"layer": l, "projection": p, "keep": k} for (l, p), k in self.keeps.items()],
+        }
+
+
+def keep_grid(start_k: float = 1.0, step: str = "linear", k_num: int = 8) -> list[float]:
+    """The descending grid of kept fractions the search walks (as published)."""
+    if step == "linear":
+        return [round(k, 4) for k in np.arange(start_k, 0.0, -0.1) if k > 1e-9]
+    if step == "exp":
+        return sorted({round(float(k), 2) for k in np.geomspace(start_k, 0.01, k_num)}, reverse=True)
+    raise ConfigError(f"unknown step {step!r}; use 'linear' or 'exp'")
+
+
+def calibration_batch(ids: list[int], tokens: int, context: int, seed: int) -> torch.Tensor:
+    """`tokens // context` windows of `context + 1` tokens at seeded random offsets of the stream."""
+    ids_t = torch.as_tensor(ids, dtype=torch.long)
+    if ids_t.numel() < context + 2:
+        raise DataError(f"calibration needs more than {context + 1} tokens of text, got {ids_t.numel()}; pass more text or a smaller --context")
+    n = max(1, tokens // context)
+    rng = np.random.default_rng(seed)
+    starts = np.sort(rng.integers(0, ids_t.numel() - context - 1, size=n))
+    return torch.stack([ids_t[s : s + context + 1] for s in starts])
+
+
+@torch.no_grad()
+def batch_loss(model: CausalLM, batch: torch.Tensor) -> float:
+    logits, _ = model(batch[:, :-1])
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)).item()
+    if not math.isfinite(loss):
+        raise DataError("the calibration loss is NaN or infinite; the model or the calibration data is broken")
+    return loss
+
+
+def _search(model: CausalLM, batch: torch.Tensor, loss_inc: float, grid: list[float], progress: bool, history: list) -> tuple[dict, int, float]:
+    """Step 2: the greedy Top-K search. Returns keep fractions, loss evaluations, final reference loss."""
+    from tqdm import tqdm
+
+    base = batch_loss(model, batch)
+    evaluations = 1
+    chosen_by_projection: dict[str, list[float]] = defaultdict(list)
+    keeps = {}
+    sites = model.threshold_sites()
+    bar = tqdm(sites, desc="calibrating", disable=not progress, unit="site")
+    for site in bar:
+        def trial(k: float) -> float:
+            nonlocal evaluations
+            site.keep = k
+            evaluations += 1
+            loss = batch_loss(model, batch)
+            history.append({"layer": site.layer, "projection": site.projection, "keep": k, "loss": loss, "ref": base})
+            return loss
+
+        best_k, best_loss = 1.0, base
+        earlier = chosen_by_projection[site.projection]
+        start = Counter(earlier).most_common(1)[0][0] if earlier else 1.0
+        if start in (1.0, grid[0]):
+            for k in grid:
+                loss = trial(k)
+                if loss / base < loss_inc:
+                    best_k, best_loss = k, loss
+                else:
+                    break
+        else:
+            i0 = grid.index(start)
+            loss = trial(start)
+            if loss / base < loss_inc:
+                best_k, best_loss = start, loss
+                for k in grid[i0 + 1:]:
+                    loss = trial(k)
+                    if loss / base < loss_inc:
+                        best_k, best_loss = k, loss
+                    else:
+                        break
+            else:
+                for k in reversed(grid[:i0]):
+                    loss = trial(k)
+                    if loss / base < loss_inc:
+                        best_k, best_loss = k, loss
+                        break
+        site.keep = best_k
+        keeps[(site.layer, site.projection)] = best_k
+        chosen_by_projection[site.projection].append(best_k)
+        base = best_loss
+        bar.set_postfix(layer=site.layer, proj=site.projection, keep=best_k, loss=f"{base:.4f}")
+    return keeps, evaluations, base
+
+
+@torch.no_grad()
+def _top_k_to_thresholds(model: CausalLM, batch: torch.Tensor, keeps: dict) -> dict[tuple[int, str], float]:
+    """Step 3: θ = mean over tokens of the smallest non-zero magnitude the Top-K kept."""
+    sums: dict = defaultdict(float)
+    counts: dict = defaultdict(int)
+
+    def observe(site, x, y):
+        a = y.detach().abs().flatten(0, -2)
+        smallest = a.masked_fill(a == 0, float("inf")).amin(dim=1)
+        smallest = smallest[torch.isfinite(smallest)]
+        sums[(site.layer, site.projection)] += smallest.sum().item()
+        counts[(site.layer, site.projection)] += smallest.numel()
+
+    sites = model.threshold_sites()
+    for s in sites:
+        s.observer = observe
+    try:
+        model(batch[:, :-1])
+    finally:
+        for s in sites:
+            s.observer = None
+    return {key: (sums[key] / counts[key] if keeps[key] < 1.0 and counts[key] else 0.0) for key in keeps}
+
+
+def _sparsity(model: CausalLM, batch: torch.Tensor) -> tuple[float, float]:
+    """(mean projection-input sparsity, loss) on the batch with the model's current thresholds."""
+    with SparsityMeter(model) as meter:
+        loss = batch_loss(model, batch)
+    return SparsityReport.from_meter(model, meter).average(), loss
+
+
+def _set_scaled(model: CausalLM, thetas: dict, scale: float) -> None:
+    model.set_thetas({k: v * scale for k, v in thetas.items()})
+
+
+def _bisect(ok, lo: float, hi: float, steps: int = 12) -> tuple[float, float]:
+    """Narrow [lo, hi] where ok(lo) holds and ok(hi) does not (ok monotone): returns the final (lo, hi)."""
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        if ok(mid):
+            lo = mid
+        else:
+            hi = mid
+    return lo, hi
+
+
+def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None = None, target_sparsity: float | None = None,
+              loss_inc: float | None = None, tokens: int = 2048, context: int = 256, step: str = "linear", start_k: float = 1.0,
+              k_num: int = 8, seed: int = 0, check_tokens: int = 8192, check_context: int = 512,
+              progress: bool = True) -> CalibrationResult:
+    """Find one θ per projection per layer from calibration tokens `ids`; the model is left with them set.
+
+    Exactly one of `max_ppl_increase`, `target_sparsity` or `loss_inc` (the paper's per-site loss ratio) may be
+    given; with none, loss_inc = 1.001 as in the authors' code.
+    """
+    given = [x is not None for x in (max_ppl_increase, target_sparsity, loss_inc)]
+    if sum(given) > 1:
+        raise ConfigError("give only one of --max-ppl-increase, --target-sparsity and --loss-inc")
+    if max_ppl_increase is not None and not (0 < max_ppl_increase < 10):
+        raise ConfigError(f"--max-ppl-increase must be a fraction such as 0.01 (1%), got {max_ppl_increase}")
+    if target_sparsity is not None and not (0 < target_sparsity < 1):
+        raise ConfigError(f"--target-sparsity must be between 0 and 1, got {target_sparsity}")
+    if loss_inc is not None and loss_inc <= 1.0:
+        raise ConfigError(f"--loss-inc must be above 1 (e.g. 1.001), got {loss_inc}")
+    t0 = time.perf_counter()
+    model.eval()
+    context = min(context, getattr(model.config, "max_positions", context))
+    batch = calibration_batch(ids, tokens, context, seed)
+    model.set_thetas(0.0)
+    loss_dense = batch_loss(model, batch)
+    n_sites = len(model.threshold_sites())
+    if loss_inc is None:
+        if max_ppl_increase is not None:
+            # compounding n per-site ratios must stay within the loss bound L + log(1 + Δ)
+            loss_inc = (1.0 + math.log1p(max_ppl_increase) / loss_dense) ** (1.0 / n_sites)
+        else:
+            loss_inc = 1.001
+    history: list[dict] = []
+    try:
+        keeps, evaluations, _ = _search(model, batch, loss_inc, keep_grid(start_k, step, k_num), progress, history)
+        thetas = _top_k_to_thresholds(model, batch, keeps)
+    finally:
+        for s in model.threshold_sites():
+            s.keep = None
+    # The final scale is set and checked on a larger batch of the same split (other windows, longer context):
+    # the search batch is small for speed, and the bound must hold beyond it.
+    check = calibration_batch(ids, check_tokens, min(check_context, getattr(model.config, "max_positions", check_context)), seed + 1)
+    model.set_thetas(0.0)
+    natural, loss_dense = _sparsity(model, check)
+    scale = 1.0
+    evaluations += 1
+    if max_ppl_increase is not None:
+        def within_bound(s: float) -> bool:
+            nonlocal evaluations
+            evaluations += 1
+            _set_scaled(model, thetas, s)
+            return math.exp(batch_loss(model, check) - loss_dense) - 1.0 <= max_ppl_increase
+
+        lo, hi = (1.0, 1.5) if within_bound(1.0) else (0.0, 1.0)
+        while lo >= 1.0 and within_bound(hi) and hi < 64:  # room left in the bound: raise every θ together
+            lo, hi = hi, hi * 1.5
+        scale, _ = _bisect(within_bound, lo, hi, steps=8)  # the largest scale within the bound
+    elif target_sparsity is not None and any(thetas.values()):
+        def short_of_target(s: float) -> bool:
+            nonlocal evaluations
+            evaluations += 1
+            _set_scaled(model, thetas, s)
+            return _sparsity(model, check)[0] < target_sparsity
+
+        hi = 1.0
+        while short_of_target(hi):  # grow until the target is reached
+            if hi > 1e4:
+                raise ConfigError(f"target sparsity {target_sparsity:.0%} is out of reach for this model")
+            hi *= 2.0
+        _, scale = _bisect(short_of_target, 0.0, hi)  # the smallest scale that reaches the target
+    _set_scaled(model, thetas, scale)
+    sparsity, loss = _sparsity(model, check)
+    return CalibrationResult(
+        thetas={k: v * scale for k, v in thetas.items()}, keeps=keeps, loss_dense=loss_dense, loss_final=loss,
+        sparsity=sparsity, natural_sparsity=natural, scale=scale, loss_inc=loss_inc, evaluations=evaluations + 1,
+        seconds=time.perf_counter() - t0, tokens=int(batch[:, 1:].numel()), check_tokens=int(check[:, 1:].numel()), history=history,
+    )

@@ -1,0 +1,84 @@
+"""The training-free threshold search on a small model."""
+
+import math
+
+import pytest
+import torch
+
+from eventllm.errors import ConfigError, DataError
+from eventllm.sparsity.calibrate import batch_loss, calibrate, calibration_batch, keep_grid
+from eventllm.sparsity.stats import SparsityMeter, SparsityReport
+from eventllm.sparsity.threshold import top_k_per_token
+
+SMALL = dict(tokens=256, context=32, check_tokens=512, check_context=64, progress=False)
+
+
+@pytest.fixture
+def stream():
+    # a repetitive stream, so that the random model's loss is not flat
+    g = torch.Generator().manual_seed(7)
+    base = torch.randint(0, 64, (40,), generator=g)
+    noise = torch.randint(0, 64, (3000,), generator=g)
+    return [int(base[i % 40]) if i % 5 else int(noise[i]) for i in range(3000)]
+
+
+def test_top_k_keeps_the_largest_magnitudes_per_token():
+    x = torch.tensor([[0.1, -3.0, 0.5, 2.0], [1.0, 1.5, -0.2, 0.0]])
+    assert top_k_per_token(x, 0.5).tolist() == [[0.0, -3.0, 0.0, 2.0], [1.0, 1.5, 0.0, 0.0]]
+    assert torch.equal(top_k_per_token(x, 1.0), x)
+
+
+def test_keep_grid_as_published():
+    assert keep_grid(1.0, "linear") == [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    exp = keep_grid(1.0, "exp", 8)
+    assert exp[0] == 1.0 and exp[-1] == 0.01 and exp == sorted(exp, reverse=True)
+
+
+def test_sparsity_is_monotonic_in_theta(small_rwkv, stream):
+    batch = calibration_batch(stream, 256, 32, seed=0)
+    seen = []
+    for theta in (0.0, 0.05, 0.1, 0.2, 0.4, 0.8):
+        small_rwkv.set_thetas(theta)
+        with SparsityMeter(small_rwkv) as meter:
+            batch_loss(small_rwkv, batch)
+        seen.append(SparsityReport.from_meter(small_rwkv, meter).average())
+    assert seen == sorted(seen) and seen[-1] > seen[0]
+
+
+def test_perplexity_bound_is_respected_on_the_calibration_data(small_rwkv, stream):
+    res = calibrate(small_rwkv, stream, max_ppl_increase=0.02, seed=3, **SMALL)
+    assert res.ppl_increase <= 0.02
+    # recompute independently on the same check batch with the thresholds the model now holds
+    check = calibration_batch(stream, 512, 64, seed=4)
+    sparse = batch_loss(small_rwkv, check)
+    small_rwkv.set_thetas(0.0)
+    dense = batch_loss(small_rwkv, check)
+    assert math.exp(sparse - dense) - 1 == pytest.approx(res.ppl_increase, abs=1e-6)
+    assert res.sparsity > res.natural_sparsity
+
+
+def test_target_sparsity_is_met(small_rwkv, stream):
+    res = calibrate(small_rwkv, stream, target_sparsity=0.6, seed=0, **SMALL)
+    assert 0.6 <= res.sparsity < 0.65
+
+
+def test_same_seed_same_thresholds(small_rwkv, stream):
+    a = calibrate(small_rwkv, stream, loss_inc=1.01, seed=1, **SMALL).thetas
+    b = calibrate(small_rwkv, stream, loss_inc=1.01, seed=1, **SMALL).thetas
+    c = calibrate(small_rwkv, stream, loss_inc=1.01, seed=2, **SMALL).thetas
+    assert a == b and a != c
+
+
+def test_calibrates_opt(small_opt, stream):
+    res = calibrate(small_opt, stream, max_ppl_increase=0.05, seed=0, **SMALL)
+    assert set(res.thetas) == {(i, p) for i in range(2) for p in small_opt.PROJECTIONS}
+    assert res.ppl_increase <= 0.05
+
+
+def test_bad_requests_are_clear(small_rwkv, stream):
+    with pytest.raises(ConfigError, match="only one of"):
+        calibrate(small_rwkv, stream, max_ppl_increase=0.01, target_sparsity=0.5, **SMALL)
+    with pytest.raises(ConfigError, match="fraction such as 0.01"):
+        calibrate(small_rwkv, stream, max_ppl_increase=5 * 100, **SMALL)
+    with pytest.raises(DataError, match="calibration needs more than"):
+        calibrate(small_rwkv, stream[:20], **SMALL)
