@@ -23,7 +23,7 @@ def byte_model(tmp_path):
     return save_eventllm(model, tmp_path / "model.safetensors")
 
 
-@pytest.mark.parametrize("sub", [[], ["info"], ["evaluate"], ["train"]])
+@pytest.mark.parametrize("sub", [[], ["info"], ["evaluate"], ["calibrate"], ["train"]])
 def test_help(sub):
     out = eventllm(*sub, "--help", check=True)
     assert "usage: eventllm" in out.stdout
@@ -78,3 +78,22 @@ def test_missing_data_is_one_line(byte_model, tmp_path):
 def test_info_lists_zoo():
     res = eventllm("info", check=True)
     assert "zoo:rwkv4-tiny" in res.stdout and "zoo:opt-tiny" in res.stdout
+
+
+def test_calibrate_writes_thresholds_that_evaluate_accepts(byte_model, tmp_path):
+    text = tmp_path / "text.txt"
+    text.write_text("A short calibration text about ships, whales and the sea. " * 60)
+    thr = tmp_path / "thr.json"
+    res = eventllm("calibrate", "--model", str(byte_model), "--data", str(text), "--split", "all", "--target-sparsity", "0.5",
+                   "--tokens", "256", "--context", "64", "-o", str(thr), "-q", check=True)
+    assert "Thresholds θ" in res.stdout
+    doc = json.loads(thr.read_text())
+    assert doc["meta"]["sparsity_on_calibration"] >= 0.5
+    out = tmp_path / "ev.json"
+    eventllm("evaluate", "--model", str(byte_model), "--thresholds", str(thr), "--data", str(text), "--json", str(out), "-q", check=True)
+    assert json.loads(out.read_text())["sparsity"]["thresholded"] > 0.3
+
+
+def test_calibrate_conflicting_goals_exit_2(byte_model, tmp_path):
+    res = eventllm("calibrate", "--model", str(byte_model), "--data", "x", "--target-sparsity", "0.5", "--max-ppl-increase", "0.01", "-o", "t.json")
+    assert res.returncode == 2 and "not allowed with argument" in res.stderr
