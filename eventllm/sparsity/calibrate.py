@@ -121,33 +121,27 @@ def _search(model: CausalLM, batch: torch.Tensor, loss_inc: float, grid: list[fl
             history.append({"layer": site.layer, "projection": site.projection, "keep": k, "loss": loss, "ref": base})
             return loss
 
-        best_k, best_loss = 1.0, base
+        def walk_down(ks: list[float]):
+            """Accept each k while the loss stays within the tolerance; stop at the first that fails."""
+            found = None
+            for k in ks:
+                loss = trial(k)
+                if loss / base >= loss_inc:
+                    break
+                found = (k, loss)
+            return found
+
         earlier = chosen_by_projection[site.projection]
-        start = Counter(earlier).most_common(1)[0][0] if earlier else 1.0
-        if start in (1.0, grid[0]):
-            for k in grid:
+        start = Counter(earlier).most_common(1)[0][0] if earlier else grid[0]
+        i0 = grid.index(start) if start in grid else 0
+        found = walk_down(grid[i0:])
+        if found is None and i0 > 0:  # the warm start failed: walk up to the first k that passes
+            for k in reversed(grid[:i0]):
                 loss = trial(k)
                 if loss / base < loss_inc:
-                    best_k, best_loss = k, loss
-                else:
+                    found = (k, loss)
                     break
-        else:
-            i0 = grid.index(start)
-            loss = trial(start)
-            if loss / base < loss_inc:
-                best_k, best_loss = start, loss
-                for k in grid[i0 + 1:]:
-                    loss = trial(k)
-                    if loss / base < loss_inc:
-                        best_k, best_loss = k, loss
-                    else:
-                        break
-            else:
-                for k in reversed(grid[:i0]):
-                    loss = trial(k)
-                    if loss / base < loss_inc:
-                        best_k, best_loss = k, loss
-                        break
+        best_k, best_loss = found or (1.0, base)
         site.keep = best_k
         keeps[(site.layer, site.projection)] = best_k
         chosen_by_projection[site.projection].append(best_k)
