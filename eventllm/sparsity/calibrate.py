@@ -18,10 +18,11 @@ The published algorithm, step by step, on a small batch of local calibration tex
 What eventllm adds on top (each reported separately in the result):
 - `max_ppl_increase` (relative perplexity increase bound, e.g. 0.01 = 1%): the per-site tolerance is set so
   that the compounded loss stays within the bound; after step 3, one common factor scales every θ, chosen by
-  bisection as the largest that keeps the increase within the bound on a larger check batch of the same
-  split (the small search batch alone under- or over-states the increase on held-out text).
+  bisection as the largest that keeps the increase within the bound on a longer check stream of the same
+  split, run with the state carried as evaluation runs it (the small search batch of short windows alone
+  understates the increase on long text).
 - `target_sparsity`: after steps 1–3, one common scale of all θ is bisected so that the mean projection-input
-  sparsity on the check batch reaches the target; the allocation across layers and projections (where
+  sparsity on the check stream reaches the target; the allocation across layers and projections (where
   sparsity hurts least) comes from the search.
 - Sites whose search kept everything (k = 1.0) get θ = 0 instead of the mean smallest magnitude.
 """
@@ -37,7 +38,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eventllm.errors import DataError, ConfigError
+from eventllm.errors import ConfigError, DataError
+from eventllm.evaluate.perplexity import perplexity
 from eventllm.models.base import CausalLM
 from eventllm.sparsity.stats import SparsityMeter, SparsityReport
 
@@ -48,14 +50,14 @@ class CalibrationResult:
     keeps: dict[tuple[int, str], float]
     loss_dense: float
     loss_final: float
-    sparsity: float  # mean projection-input sparsity on the check batch, final thresholds
+    sparsity: float  # mean projection-input sparsity on the check stream, final thresholds
     natural_sparsity: float  # the same, θ = 0
     scale: float  # common factor applied to the searched thresholds (1.0: none)
     loss_inc: float
     evaluations: int
     seconds: float
     tokens: int  # tokens of the search batch
-    check_tokens: int  # tokens of the batch the final scale was set and measured on
+    check_tokens: int  # tokens of the stream the final scale was set and measured on
     history: list[dict] = field(default_factory=list)
 
     @property
@@ -174,13 +176,6 @@ def _top_k_to_thresholds(model: CausalLM, batch: torch.Tensor, keeps: dict) -> d
     return {key: (sums[key] / counts[key] if keeps[key] < 1.0 and counts[key] else 0.0) for key in keeps}
 
 
-def _sparsity(model: CausalLM, batch: torch.Tensor) -> tuple[float, float]:
-    """(mean projection-input sparsity, loss) on the batch with the model's current thresholds."""
-    with SparsityMeter(model) as meter:
-        loss = batch_loss(model, batch)
-    return SparsityReport.from_meter(model, meter).average(), loss
-
-
 def _set_scaled(model: CausalLM, thetas: dict, scale: float) -> None:
     model.set_thetas({k: v * scale for k, v in thetas.items()})
 
@@ -198,8 +193,7 @@ def _bisect(ok, lo: float, hi: float, steps: int = 12) -> tuple[float, float]:
 
 def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None = None, target_sparsity: float | None = None,
               loss_inc: float | None = None, tokens: int = 2048, context: int = 256, step: str = "linear", start_k: float = 1.0,
-              k_num: int = 8, seed: int = 0, check_tokens: int = 8192, check_context: int = 512,
-              progress: bool = True) -> CalibrationResult:
+              k_num: int = 8, seed: int = 0, check_tokens: int = 8192, progress: bool = True) -> CalibrationResult:
     """Find one θ per projection per layer from calibration tokens `ids`; the model is left with them set.
 
     Exactly one of `max_ppl_increase`, `target_sparsity` or `loss_inc` (the paper's per-site loss ratio) may be
@@ -234,11 +228,21 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
     finally:
         for s in model.threshold_sites():
             s.keep = None
-    # The final scale is set and checked on a larger batch of the same split (other windows, longer context):
-    # the search batch is small for speed, and the bound must hold beyond it.
-    check = calibration_batch(ids, check_tokens, min(check_context, getattr(model.config, "max_positions", check_context)), seed + 1)
+    # The final scale is set and checked on a longer stretch of the same split, run as `eventllm evaluate` runs
+    # text (one contiguous stream, the state carried): the small search batch of short windows alone
+    # understates how the errors of thresholding accumulate over a long context.
+    ids_t = torch.as_tensor(ids, dtype=torch.long)
+    n_check = min(check_tokens, ids_t.numel())
+    start = int(np.random.default_rng(seed + 1).integers(0, ids_t.numel() - n_check + 1))
+    check = ids_t[start : start + n_check]
+
+    def check_run() -> tuple[float, float]:
+        with SparsityMeter(model) as meter:
+            nll = perplexity(model, check).nll
+        return SparsityReport.from_meter(model, meter).average(), nll
+
     model.set_thetas(0.0)
-    natural, loss_dense = _sparsity(model, check)
+    natural, loss_dense = check_run()
     scale = 1.0
     evaluations += 1
     if max_ppl_increase is not None:
@@ -246,7 +250,7 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
             nonlocal evaluations
             evaluations += 1
             _set_scaled(model, thetas, s)
-            return math.exp(batch_loss(model, check) - loss_dense) - 1.0 <= max_ppl_increase
+            return math.exp(check_run()[1] - loss_dense) - 1.0 <= max_ppl_increase
 
         lo, hi = (1.0, 1.5) if within_bound(1.0) else (0.0, 1.0)
         while lo >= 1.0 and within_bound(hi) and hi < 64:  # room left in the bound: raise every θ together
@@ -257,7 +261,7 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
             nonlocal evaluations
             evaluations += 1
             _set_scaled(model, thetas, s)
-            return _sparsity(model, check)[0] < target_sparsity
+            return check_run()[0] < target_sparsity
 
         hi = 1.0
         while short_of_target(hi):  # grow until the target is reached
@@ -266,9 +270,9 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
             hi *= 2.0
         _, scale = _bisect(short_of_target, 0.0, hi)  # the smallest scale that reaches the target
     _set_scaled(model, thetas, scale)
-    sparsity, loss = _sparsity(model, check)
+    sparsity, loss = check_run()
     return CalibrationResult(
         thetas={k: v * scale for k, v in thetas.items()}, keeps=keeps, loss_dense=loss_dense, loss_final=loss,
         sparsity=sparsity, natural_sparsity=natural, scale=scale, loss_inc=loss_inc, evaluations=evaluations + 1,
-        seconds=time.perf_counter() - t0, tokens=int(batch[:, 1:].numel()), check_tokens=int(check[:, 1:].numel()), history=history,
+        seconds=time.perf_counter() - t0, tokens=int(batch[:, 1:].numel()), check_tokens=int(check.numel() - 1), history=history,
     )
