@@ -40,17 +40,10 @@ def _load(args):
 
 
 def _tokens(loaded, data: str, split: str, max_tokens: int | None) -> list[int]:
-    from eventllm.data import read_texts
+    from eventllm.data import read_texts, token_stream
     from eventllm.errors import DataError
 
-    ids: list[int] = []
-    eos = loaded.tokenizer.eos_id
-    for text in read_texts(data, split):
-        ids.extend(loaded.tokenizer.encode(text))
-        if eos is not None:
-            ids.append(eos)
-        if max_tokens and len(ids) >= max_tokens:
-            break
+    ids = token_stream(read_texts(data, split), loaded.tokenizer).tolist()
     ids = ids[:max_tokens] if max_tokens else ids
     if len(ids) < 2:
         raise DataError(f"{data} (split {split}): fewer than 2 tokens of text; pass a larger text")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from eventllm.errors import DataError
 
 SPLITS = ("all", "train", "valid", "test")
@@ -74,3 +76,13 @@ def read_texts(path: str | Path, split: str = "all") -> list[str]:
     if not any(t.strip() for t in out):
         raise DataError(f"{path}: no text in split {split!r} (the files are empty); pass a folder or file with text")
     return out
+
+
+def token_stream(texts: list[str], tok) -> np.ndarray:
+    """All texts as one token stream, books separated by the end-of-text token."""
+    ids: list[int] = []
+    for t in texts:
+        ids.extend(tok.encode(t))
+        if tok.eos_id is not None:
+            ids.append(tok.eos_id)
+    return np.asarray(ids, dtype=np.int32)

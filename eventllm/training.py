@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eventllm.data import read_texts
+from eventllm.data import read_texts, token_stream
 from eventllm.errors import ConfigError
 from eventllm.models import OPT, build_model
 from eventllm.models.checkpoints import save_eventllm
@@ -92,16 +92,6 @@ def train_tokenizer(texts: list[str], vocab_size: int, path: str | Path) -> HFTo
     path.parent.mkdir(parents=True, exist_ok=True)
     tok.save(str(path))
     return HFTokenizer(path)
-
-
-def token_stream(texts: list[str], tok: HFTokenizer) -> np.ndarray:
-    """All texts as one token stream, books separated by the end-of-text token."""
-    ids: list[int] = []
-    for t in texts:
-        ids.extend(tok.encode(t))
-        if tok.eos_id is not None:
-            ids.append(tok.eos_id)
-    return np.asarray(ids, dtype=np.int32)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

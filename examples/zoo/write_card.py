@@ -13,11 +13,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from eventllm.data import read_texts
+from eventllm.data import read_texts, token_stream
 from eventllm.evaluate.perplexity import unigram_perplexity
 from eventllm.generate.sampling import generate_text
 from eventllm.models.registry import ZOO_DIR, load_model
-from eventllm.training import token_stream
 
 PROMPTS = [
     "It was a bright cold day in April, and",
