@@ -23,3 +23,11 @@ class DataError(EventLLMError):
 
 class ConfigError(EventLLMError):
     """A configuration value (CLI option, config file) is invalid."""
+
+
+class GraphError(EventLLMError):
+    """A process graph is malformed: ports of different shapes, an unconnected input, a bad graph folder."""
+
+
+class MappingError(EventLLMError):
+    """A topology is invalid or too small for the graph, or a mapping file does not fit its graph."""

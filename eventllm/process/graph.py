@@ -1,0 +1,239 @@
+"""A process graph: the processes of a model and their connections, in one object.
+
+The graph is what `eventllm build` writes and what the mapper, the simulator and the Lava bridge read.
+Within one token the processes run in dependency order (the graph is acyclic; recurrence lives in state
+Vars). A graph saves to a folder — `graph.json` (structure) and `arrays.npz` (every Var) — and loads back
+bit-exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from eventllm.errors import GraphError
+from eventllm.process.core import Connection, InPort, OutPort, Process
+from eventllm.process.library import KINDS
+
+FORMAT = "eventllm-graph"
+VERSION = 1
+
+
+class ProcessGraph:
+    """Processes (in insertion order) plus the connections between their ports.
+
+    `output` names the out-port whose vector is the model output (the logits), e.g. "head.out". In-ports
+    named `token` are the graph's inputs; every other in-port must be connected.
+    """
+
+    def __init__(self, processes: list[Process], output: str, meta: dict | None = None):
+        self.processes: dict[str, Process] = {}
+        for p in processes:
+            if p.name in self.processes:
+                raise GraphError(f"two processes are named {p.name!r}; process names must be unique")
+            self.processes[p.name] = p
+        self.output = output
+        self.meta = dict(meta or {})
+        self.output_port()  # checks the name
+        self._order: list[Process] | None = None
+
+    # --- access -----------------------------------------------------------------------------------------
+    def __iter__(self):
+        return iter(self.processes.values())
+
+    def __len__(self) -> int:
+        return len(self.processes)
+
+    def __getitem__(self, name: str) -> Process:
+        try:
+            return self.processes[name]
+        except KeyError:
+            raise GraphError(f"the graph has no process {name!r}") from None
+
+    def port(self, path: str) -> InPort | OutPort:
+        """The port named 'process.port' (process names may contain dots; the port name is the last part)."""
+        proc, _, port = path.rpartition(".")
+        p = self[proc]
+        found = p.out_ports.get(port) or p.in_ports.get(port)
+        if found is None:
+            raise GraphError(f"process {proc!r} has no port {port!r} (ports: {', '.join([*p.in_ports, *p.out_ports])})")
+        return found
+
+    def output_port(self) -> OutPort:
+        port = self.port(self.output)
+        if not isinstance(port, OutPort):
+            raise GraphError(f"the graph output {self.output!r} must be an out-port")
+        return port
+
+    def connections(self) -> list[Connection]:
+        return [c for p in self for port in p.out_ports.values() for c in port.targets if c.dst.process.name in self.processes]
+
+    def inputs(self) -> list[InPort]:
+        """The in-ports fed from outside the graph (token inputs, or cut edges of a subgraph)."""
+        return [port for p in self for port in p.in_ports.values()
+                if not any(c.src.process.name in self.processes for c in port.sources)]
+
+    # --- order ------------------------------------------------------------------------------------------
+    def topological_order(self) -> list[Process]:
+        """The processes in an order where every process comes after those that feed it (Kahn's algorithm)."""
+        if self._order is not None:
+            return self._order
+        indegree = {name: 0 for name in self.processes}
+        children: dict[str, list[str]] = {name: [] for name in self.processes}
+        for c in self.connections():
+            indegree[c.dst.process.name] += 1
+            children[c.src.process.name].append(c.dst.process.name)
+        ready = [n for n, d in indegree.items() if d == 0]
+        order = []
+        while ready:
+            name = ready.pop(0)
+            order.append(self.processes[name])
+            for child in children[name]:
+                indegree[child] -= 1
+                if indegree[child] == 0:
+                    ready.append(child)
+        if len(order) != len(self.processes):
+            stuck = sorted(n for n, d in indegree.items() if d > 0)
+            raise GraphError(f"the graph has a cycle through {', '.join(stuck[:5])}: within one token the graph must be "
+                             "acyclic; carry values across tokens in a state Var instead")
+        self._order = order
+        return order
+
+    def layers(self) -> list[int]:
+        return sorted({p.layer for p in self if p.layer is not None})
+
+    # --- sizes ------------------------------------------------------------------------------------------
+    def n_parameters(self) -> int:
+        return sum(p.n_parameters() for p in self)
+
+    def nbytes(self, role: str | None = None) -> int:
+        return sum(p.nbytes(role) for p in self)
+
+    def dense_synops_per_token(self) -> int:
+        """Synaptic operations of one token if every input were an event (the dense cost)."""
+        return sum(int(np.prod(p.vars["weights"].value.shape)) for p in self if p.kind == "dense")
+
+    def summary_rows(self) -> list[list]:
+        """One row per process kind: count, parameters, state bytes."""
+        kinds = Counter(p.kind for p in self)
+        rows = []
+        for kind in kinds:
+            procs = [p for p in self if p.kind == kind]
+            rows.append([kind, kinds[kind], f"{sum(p.n_parameters() for p in procs):,}", f"{sum(p.nbytes('state') for p in procs):,}"])
+        return rows
+
+    # --- interchange ------------------------------------------------------------------------------------
+    def to_networkx(self):
+        """A networkx.MultiDiGraph: nodes are processes (kind, layer, attrs, vars, ports), edges connections.
+
+        Edge keys are 'src_port->dst_port'; each edge carries `src_port`, `dst_port` and `size`. The node's
+        `vars` attribute holds the arrays themselves (not copies), so `from_networkx` rebuilds the graph.
+
+        >>> g = graph.to_networkx()                               # doctest: +SKIP
+        >>> g.nodes["L0.att.key"]["kind"], g.number_of_edges()    # doctest: +SKIP
+        ('dense', 42)
+        """
+        import networkx as nx
+
+        g = nx.MultiDiGraph(output=self.output, meta=dict(self.meta))
+        for p in self:
+            g.add_node(p.name, kind=p.kind, layer=p.layer, attrs=dict(p.attrs),
+                       vars={n: v.value for n, v in p.vars.items()}, roles={n: v.role for n, v in p.vars.items()},
+                       in_ports={n: port.size for n, port in p.in_ports.items()},
+                       out_ports={n: port.size for n, port in p.out_ports.items()},
+                       parameters=p.n_parameters(), weight_bytes=p.nbytes("weight") + p.nbytes("param"),
+                       state_bytes=p.nbytes("state"))
+        for c in self.connections():
+            g.add_edge(c.src.process.name, c.dst.process.name, key=f"{c.src.name}->{c.dst.name}",
+                       src_port=c.src.name, dst_port=c.dst.name, size=c.src.size)
+        return g
+
+    @classmethod
+    def from_networkx(cls, g) -> "ProcessGraph":
+        """Rebuild a graph from `to_networkx`'s output (arrays copied)."""
+        procs = {}
+        for name, data in g.nodes(data=True):
+            procs[name] = _rebuild(name, data["kind"], data["layer"], data["attrs"], data["vars"], data["roles"])
+        for src, dst, data in g.edges(data=True):
+            getattr(procs[src], data["src_port"]).connect(getattr(procs[dst], data["dst_port"]))
+        return cls(list(procs.values()), g.graph["output"], g.graph.get("meta"))
+
+    def structure(self) -> dict:
+        """Everything but the arrays: processes (kind, layer, attrs, Var shapes and roles) and connections."""
+        return {
+            "format": FORMAT, "version": VERSION, "output": self.output, "meta": self.meta,
+            "processes": [
+                {"name": p.name, "kind": p.kind, "layer": p.layer, "attrs": p.attrs,
+                 "vars": {n: {"shape": list(v.shape), "dtype": str(v.value.dtype), "role": v.role} for n, v in p.vars.items()}}
+                for p in self
+            ],
+            "connections": [[c.src.path, c.dst.path] for c in self.connections()],
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `graph.json` and `arrays.npz` (every Var, state included) into `folder`."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {f"{p.name}/{n}": v.value for p in self for n, v in p.vars.items()}
+        np.savez(folder / "arrays.npz", **arrays)
+        (folder / "graph.json").write_text(json.dumps(self.structure(), indent=1) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ProcessGraph":
+        """Read a graph folder written by `save`; clear errors for another format/version or missing arrays."""
+        folder = Path(folder)
+        meta_file, arrays_file = folder / "graph.json", folder / "arrays.npz"
+        if not folder.is_dir():
+            raise GraphError(f"{folder} is not a graph folder; build one with `eventllm build --model M -o {folder}`")
+        for f in (meta_file, arrays_file):
+            if not f.is_file():
+                raise GraphError(f"{folder} has no {f.name}; it is not a complete graph folder (rebuild it with `eventllm build`)")
+        try:
+            s = json.loads(meta_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise GraphError(f"{meta_file} is not valid JSON ({e}); rebuild the graph with `eventllm build`") from None
+        if not isinstance(s, dict) or s.get("format") != FORMAT:
+            raise GraphError(f"{meta_file} is not an eventllm graph (format {s.get('format') if isinstance(s, dict) else None!r})")
+        if s.get("version") != VERSION:
+            raise GraphError(f"{folder} was written by graph format version {s.get('version')}; this eventllm reads version "
+                             f"{VERSION}: rebuild it with this version's `eventllm build`")
+        try:
+            npz = np.load(arrays_file, allow_pickle=False)
+            arrays = {k: npz[k] for k in npz.files}
+        except Exception as e:  # a truncated or corrupt zip raises several kinds of errors
+            raise GraphError(f"{arrays_file} cannot be read ({type(e).__name__}: {e}); rebuild the graph") from None
+        procs = {}
+        for spec in s["processes"]:
+            values, roles = {}, {}
+            for n, info in spec["vars"].items():
+                key = f"{spec['name']}/{n}"
+                if key not in arrays:
+                    raise GraphError(f"{arrays_file} has no array {key!r}; the folder is incomplete, rebuild the graph")
+                if list(arrays[key].shape) != info["shape"]:
+                    raise GraphError(f"{arrays_file}: {key} has shape {list(arrays[key].shape)}, graph.json says {info['shape']}")
+                values[n], roles[n] = arrays[key], info["role"]
+            procs[spec["name"]] = _rebuild(spec["name"], spec["kind"], spec["layer"], spec["attrs"], values, roles)
+        for src, dst in s["connections"]:
+            sp, _, sport = src.rpartition(".")
+            dp, _, dport = dst.rpartition(".")
+            if sp not in procs or dp not in procs:
+                raise GraphError(f"{meta_file}: connection {src} -> {dst} names an unknown process")
+            procs[sp].out_ports[sport].connect(procs[dp].in_ports[dport])
+        return cls(list(procs.values()), s["output"], s.get("meta"))
+
+
+def _rebuild(name: str, kind: str, layer, attrs: dict, values: dict, roles: dict) -> Process:
+    if kind not in KINDS:
+        raise GraphError(f"process {name!r} has unknown kind {kind!r}; known kinds: {', '.join(sorted(KINDS))}")
+    fixed = {n: v for n, v in values.items() if roles[n] != "state"}
+    proc = KINDS[kind](name, layer=layer, **attrs, **fixed)
+    for n, v in values.items():
+        if roles[n] == "state":
+            proc.vars[n].value[...] = v
+        elif not np.array_equal(proc.vars[n].value, v):  # guards against a constructor that transforms its input
+            raise GraphError(f"{name}.{n} did not round-trip")
+    return proc
