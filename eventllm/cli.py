@@ -130,6 +130,35 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_build(args) -> int:
+    from eventllm.data import SAMPLE_TEXT
+    from eventllm.process.build import build_graph
+    from eventllm.process.executor import measure_event_rates
+    from eventllm.report import format_table, pct
+
+    loaded = _load(args)
+    graph = build_graph(loaded.model, name=loaded.name)
+    graph.meta["thresholds"] = args.thresholds
+    if args.data:
+        ids = _tokens(loaded, args.data, args.split, args.tokens)
+        source = f"{args.data} [{args.split}]"
+    else:
+        ids = loaded.tokenizer.encode(SAMPLE_TEXT)[: args.tokens]
+        source = "the built-in sample text"
+    rates = measure_event_rates(graph, ids)
+    graph.meta["event_rates"] = rates | {"source": source}
+    graph.save(args.output)
+    print(format_table(["kind", "processes", "parameters", "state bytes"], graph.summary_rows(),
+                       title=f"Process graph of {loaded.name} ({len(graph)} processes, {len(graph.connections())} connections)"))
+    dense = graph.dense_synops_per_token()
+    measured = sum(rates["synops"].values())
+    print(f"\nparameters {graph.n_parameters():,}; weights {graph.nbytes('weight') / 2**20:.1f} MiB (float32), state {graph.nbytes('state'):,} bytes")
+    print(f"synaptic ops per token: dense {dense:,}; with events only ({rates['tokens']} tokens of {source}) "
+          f"{measured:,.0f} ({pct(1 - measured / dense)} skipped, {dense / measured:.2f}x fewer)")
+    print(f"wrote {args.output}/graph.json and arrays.npz")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eventllm", description="Activation-sparse LLMs on event-driven neuromorphic hardware.")
     p.add_argument("--version", action="version", version=f"eventllm {__import__('eventllm').__version__}")
@@ -166,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", required=True, help="thresholds JSON to write")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_calibrate)
+
+    b = sub.add_parser("build", help="export a model (with thresholds) as an event-driven process graph folder")
+    b.add_argument("--model", default="zoo:rwkv4-tiny", help="model to export (default: %(default)s)")
+    b.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted: θ = 0 (natural sparsity)")
+    b.add_argument("--data", help="text to measure event rates on (default: a built-in sample paragraph)")
+    b.add_argument("--split", default="valid", choices=["all", "train", "valid", "test"], help="part of each book (default: %(default)s)")
+    b.add_argument("--tokens", type=int, default=64, help="tokens to measure event rates on (default: %(default)s)")
+    b.add_argument("-o", "--output", required=True, help="graph folder to write (graph.json + arrays.npz)")
+    b.set_defaults(func=cmd_build)
 
     t = sub.add_parser("train", help="train a model from a TOML config (the zoo models' recipe)")
     t.add_argument("config", help="training config (see examples/zoo/*.toml)")

@@ -15,6 +15,13 @@ import numpy as np
 
 from eventllm.errors import DataError
 
+# A short English paragraph (written for this project) to measure event rates on when no corpus is given.
+SAMPLE_TEXT = (
+    "It was late in the autumn when the old captain came back to the village by the sea. He walked slowly up the "
+    "road from the harbour, looking at the houses as if he had never seen them before, and when he reached the inn "
+    "he sat down by the fire and asked for a glass of wine and the news of the last ten years."
+)
+
 SPLITS = ("all", "train", "valid", "test")
 SPLIT_FRACTIONS = {"train": (0.0, 0.90), "valid": (0.90, 0.95), "test": (0.95, 1.0)}
 

@@ -109,3 +109,23 @@ class Executor:
         """The values a probed port carried, one row per token."""
         return np.stack(self.probes[path])
 
+
+
+def measure_event_rates(graph: ProcessGraph, tokens: list[int]) -> dict:
+    """Run `tokens` from a fresh state and return the mean events per token of every process.
+
+    The result goes into `graph.meta["event_rates"]`, where the mapper reads the expected traffic;
+    the graph's state is reset afterwards.
+    """
+    if len(tokens) == 0:
+        raise GraphError("measuring event rates needs at least one token")
+    ex = Executor(graph)
+    ex.run(tokens)
+    n = ex.counts.tokens
+    rates = {
+        "tokens": n,
+        "events_out": {name: c["events_out"] / n for name, c in ex.counts.per_process.items()},
+        "synops": {name: c["synops"] / n for name, c in ex.counts.per_process.items() if graph[name].kind == "dense"},
+    }
+    ex.reset()
+    return rates
