@@ -1,18 +1,26 @@
 # One-command set-up (idempotent), the tests, and the main job.
 PYTHON ?= python3.11
 VENV   := .venv
+LAVA   := .venv-lava
 BIN    := $(VENV)/bin
 DATA   ?= ../shared/data
 
 .PHONY: setup test demo clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(LAVA)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $@
+
+# lava-nc runs only on Python 3.10: the Lava bridge gets its own environment (numpy + lava-nc, no torch).
+$(LAVA)/.installed:
+	@py=$$(sh .ci/python310); \
+	if [ -z "$$py" ]; then echo "note: no Python 3.10 found; the Lava bridge tests will be skipped"; \
+	else (test -x $(LAVA)/bin/python || $$py -m venv $(LAVA)) && \
+	     $(LAVA)/bin/pip install -q --disable-pip-version-check lava-nc==0.10.0 && touch $@; fi
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -22,4 +30,4 @@ demo: setup
 	$(BIN)/eventllm evaluate --model zoo:rwkv4-tiny --data $(DATA)/gutenberg --split valid --json out/evaluate.json
 
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) $(LAVA) out .pytest_cache
