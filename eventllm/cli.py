@@ -159,6 +159,44 @@ def cmd_build(args) -> int:
     return 0
 
 
+def cmd_map(args) -> int:
+    from pathlib import Path
+
+    from eventllm.process.graph import ProcessGraph
+    from eventllm.report import format_table
+    from mapping import map_graph
+
+    graph = ProcessGraph.load(args.graph)
+    m = map_graph(graph, args.topology, placement=args.placement, seed=args.seed)
+    s = m.summary()
+    t = m.topology
+    print(f"{graph.meta.get('model') or args.graph} on {t.name}: {t.note or f'{t.rows}x{t.cols}'}")
+    rows = [
+        ["cores (used / in the mesh)", f"{s['cores_used']:,} / {s['cores']:,} on {s['chips']} chip(s)"],
+        ["shards (processes split)", f"{s['shards']:,} ({s['split_processes']} split)"],
+        ["parameter memory", f"{s['param_bytes'] / 2**20:,.2f} MiB at {t.core.word_bits}-bit words"],
+        ["memory per used core", f"max {s['core_memory_max'] / 1024:,.1f} KiB, mean {s['core_memory_mean'] / 1024:,.1f} KiB of {t.core.memory_bytes / 1024:,.0f} KiB"],
+        ["NoC events per token", f"{s['noc_events_per_token']:,.0f} ({graph.meta.get('event_rates') and 'measured rates' or 'dense rates'})"],
+        ["events x hops per token", f"{s['hop_traffic']:,.0f}"],
+        ["chip-to-chip crossings x events", f"{s['chip_crossing_traffic']:,.0f}"],
+        ["max link load (events/token)", f"{s['max_link_load']:,.0f} over {s['links_used']:,} links used"],
+        ["time", f"{s['seconds']:.2f} s ({args.placement})"],
+    ]
+    print(format_table(["", "value"], rows))
+    if args.placement == "bisection":
+        for base in ("sequential", "random"):
+            other = map_graph(graph, t, placement=base, seed=args.seed).hop_traffic()
+            if other > 0:
+                print(f"events x hops vs {base} placement: {s['hop_traffic'] / other:.2f}x ({100 * (1 - s['hop_traffic'] / other):.0f}% less)")
+    m.save(args.output)
+    print(f"wrote {args.output}")
+    if not args.no_heatmap and t.noc.kind != "custom":
+        png = Path(args.heatmap or Path(args.output).with_suffix(".png"))
+        m.heatmap(png)
+        print(f"wrote {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eventllm", description="Activation-sparse LLMs on event-driven neuromorphic hardware.")
     p.add_argument("--version", action="version", version=f"eventllm {__import__('eventllm').__version__}")
@@ -204,6 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tokens", type=int, default=64, help="tokens to measure event rates on (default: %(default)s)")
     b.add_argument("-o", "--output", required=True, help="graph folder to write (graph.json + arrays.npz)")
     b.set_defaults(func=cmd_build)
+
+    mp = sub.add_parser("map", help="map a process graph onto neuromorphic cores -> mapping JSON + core heat map")
+    mp.add_argument("graph", help="graph folder (from `eventllm build`)")
+    mp.add_argument("--topology", default="seneca", help="preset (seneca, loihi2), PRESET:ROWSxCOLS or a TOML file (default: %(default)s)")
+    mp.add_argument("--placement", default="bisection", choices=["bisection", "sequential", "random"], help="placement method (default: %(default)s)")
+    mp.add_argument("--seed", type=int, default=0, help="seed for the placement (default: %(default)s)")
+    mp.add_argument("-o", "--output", required=True, help="mapping JSON to write")
+    mp.add_argument("--heatmap", help="PNG of per-core memory and traffic (default: OUTPUT with .png)")
+    mp.add_argument("--no-heatmap", action="store_true", help="do not draw the heat map")
+    mp.set_defaults(func=cmd_map)
 
     t = sub.add_parser("train", help="train a model from a TOML config (the zoo models' recipe)")
     t.add_argument("config", help="training config (see examples/zoo/*.toml)")

@@ -10,6 +10,7 @@ Process names: `emb`, (`ln0`), then per layer `L{i}.<part>` — e.g. `L0.att.key
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -22,22 +23,24 @@ from eventllm.process.library import (
     SquaredReLU, Threshold,
 )
 
+# RWKV-4's projections in data-flow order (as eventllm.models.rwkv.RWKV.PROJECTIONS, without importing torch)
+RWKV_PROJECTIONS = ("att.key", "att.value", "att.receptance", "att.output", "ffn.key", "ffn.receptance", "ffn.value")
+
 
 def _np(t) -> np.ndarray:
     return t.detach().float().cpu().numpy()
 
 
 class _Builder:
-    """Collects processes in data-flow order and wires them."""
+    """Collects processes in data-flow order and wires them; weights come from `w(key)` (checkpoint names)."""
 
-    def __init__(self):
+    def __init__(self, weights: Mapping[str, np.ndarray]):
+        self.w = weights
         self.procs: list[Process] = []
 
     def add(self, proc: Process, *feeds: OutPort) -> Process:
-        """Add `proc` and connect `feeds` to its in-ports, in declaration order."""
-        ins = list(proc.in_ports.values())
-        if proc.kind in ("embedding", "positional_embedding"):
-            ins = []
+        """Add `proc` and connect `feeds` to its in-ports, in declaration order (token inputs excepted)."""
+        ins = [p for name, p in proc.in_ports.items() if name != "token"]
         if len(feeds) != len(ins):
             raise GraphError(f"{proc.name}: {len(ins)} in-ports but {len(feeds)} feeds")
         for src, dst in zip(feeds, ins):
@@ -45,49 +48,103 @@ class _Builder:
         self.procs.append(proc)
         return proc
 
+    def layer_norm(self, name: str, key: str, layer: int | None, eps: float, x: OutPort) -> OutPort:
+        return self.add(LayerNorm(name, weight=self.w[key + ".weight"], bias=self.w[key + ".bias"], eps=eps, layer=layer), x).out
+
     def thresholded_dense(self, name: str, layer: int, projection: str, x: OutPort, theta: float, weight, bias=None) -> OutPort:
         t = self.add(Threshold(f"{name}.threshold", n=x.size, theta=theta, layer=layer, projection=projection), x)
-        d = self.add(Dense(name, weights=_np(weight), bias=None if bias is None else _np(bias), layer=layer,
-                           projection=projection), t.out)
+        d = self.add(Dense(name, weights=weight, bias=bias, layer=layer, projection=projection), t.out)
         return d.out
 
 
-def _layer_norm(name: str, ln, layer: int | None) -> LayerNorm:
-    return LayerNorm(name, weight=_np(ln.weight), bias=_np(ln.bias), eps=ln.eps, layer=layer)
+def rwkv_graph(weights: Mapping[str, np.ndarray], config: dict, thetas: dict[tuple[int, str], float]) -> ProcessGraph:
+    """The RWKV-4 graph from BlinkDL-named arrays (`emb.weight`, `blocks.0.att.key.weight`, …)."""
+    b = _Builder(weights)
+    w = weights
+    eps = config.get("layer_norm_eps", 1e-5)
+    A, C, H = config["d_attention"], config["d_model"], config["d_ffn"]
+    x = b.add(Embedding("emb", weights=w["emb.weight"])).out
+    x = b.layer_norm("ln0", "blocks.0.ln0", None, eps, x)
+    for i in range(config["n_layer"]):
+        p, k_ = f"L{i}.", f"blocks.{i}."
+        att, ffn = k_ + "att.", k_ + "ffn."
+        h = b.layer_norm(p + "ln1", k_ + "ln1", i, eps, x)
+        s = b.add(ShiftMix(p + "att.shift", mix_k=w[att + "time_mix_k"], mix_v=w[att + "time_mix_v"],
+                           mix_r=w[att + "time_mix_r"], layer=i), h)
+        k = b.thresholded_dense(p + "att.key", i, "att.key", s.k, thetas[(i, "att.key")], w[att + "key.weight"])
+        v = b.thresholded_dense(p + "att.value", i, "att.value", s.v, thetas[(i, "att.value")], w[att + "value.weight"])
+        r = b.thresholded_dense(p + "att.receptance", i, "att.receptance", s.r, thetas[(i, "att.receptance")], w[att + "receptance.weight"])
+        r = b.add(Sigmoid(p + "att.sigmoid", n=A, layer=i), r).out
+        wkv = b.add(WKV(p + "att.wkv", time_decay=w[att + "time_decay"], time_first=w[att + "time_first"], layer=i), k, v).out
+        g = b.add(Multiply(p + "att.gate", n=A, layer=i), r, wkv).out
+        o = b.thresholded_dense(p + "att.output", i, "att.output", g, thetas[(i, "att.output")], w[att + "output.weight"])
+        x = b.add(Add(p + "att.residual", n=C, layer=i), x, o).out
+        h = b.layer_norm(p + "ln2", k_ + "ln2", i, eps, x)
+        s = b.add(ShiftMix(p + "ffn.shift", mix_k=w[ffn + "time_mix_k"], mix_r=w[ffn + "time_mix_r"], layer=i), h)
+        k = b.thresholded_dense(p + "ffn.key", i, "ffn.key", s.k, thetas[(i, "ffn.key")], w[ffn + "key.weight"])
+        k = b.add(SquaredReLU(p + "ffn.sqrelu", n=H, layer=i), k).out
+        v = b.thresholded_dense(p + "ffn.value", i, "ffn.value", k, thetas[(i, "ffn.value")], w[ffn + "value.weight"])
+        r = b.thresholded_dense(p + "ffn.receptance", i, "ffn.receptance", s.r, thetas[(i, "ffn.receptance")], w[ffn + "receptance.weight"])
+        r = b.add(Sigmoid(p + "ffn.sigmoid", n=C, layer=i), r).out
+        g = b.add(Multiply(p + "ffn.gate", n=C, layer=i), r, v).out
+        x = b.add(Add(p + "ffn.residual", n=C, layer=i), x, g).out
+    x = b.layer_norm("ln_out", "ln_out", None, eps, x)
+    b.add(Dense("head", weights=w["head.weight"]), x)
+    return ProcessGraph(b.procs, "head.out")
 
 
 def build_rwkv(model) -> ProcessGraph:
-    b = _Builder()
-    cfg = model.config
-    theta = model.get_thetas()
-    x = b.add(Embedding("emb", weights=_np(model.emb.weight))).out
-    x = b.add(_layer_norm("ln0", model.blocks[0].ln0, None), x).out
-    for i, block in enumerate(model.blocks):
-        p = f"L{i}."
-        att, ffn = block.att, block.ffn
-        h = b.add(_layer_norm(p + "ln1", block.ln1, i), x).out
-        s = b.add(ShiftMix(p + "att.shift", mix_k=_np(att.time_mix_k), mix_v=_np(att.time_mix_v),
-                           mix_r=_np(att.time_mix_r), layer=i), h)
-        k = b.thresholded_dense(p + "att.key", i, "att.key", s.k, theta[(i, "att.key")], att.key.weight)
-        v = b.thresholded_dense(p + "att.value", i, "att.value", s.v, theta[(i, "att.value")], att.value.weight)
-        r = b.thresholded_dense(p + "att.receptance", i, "att.receptance", s.r, theta[(i, "att.receptance")], att.receptance.weight)
-        r = b.add(Sigmoid(p + "att.sigmoid", n=cfg.d_attention, layer=i), r).out
-        wkv = b.add(WKV(p + "att.wkv", time_decay=_np(att.time_decay), time_first=_np(att.time_first), layer=i), k, v).out
-        g = b.add(Multiply(p + "att.gate", n=cfg.d_attention, layer=i), r, wkv).out
-        o = b.thresholded_dense(p + "att.output", i, "att.output", g, theta[(i, "att.output")], att.output.weight)
-        x = b.add(Add(p + "att.residual", n=cfg.d_model, layer=i), x, o).out
-        h = b.add(_layer_norm(p + "ln2", block.ln2, i), x).out
-        s = b.add(ShiftMix(p + "ffn.shift", mix_k=_np(ffn.time_mix_k), mix_r=_np(ffn.time_mix_r), layer=i), h)
-        k = b.thresholded_dense(p + "ffn.key", i, "ffn.key", s.k, theta[(i, "ffn.key")], ffn.key.weight)
-        k = b.add(SquaredReLU(p + "ffn.sqrelu", n=cfg.d_ffn, layer=i), k).out
-        v = b.thresholded_dense(p + "ffn.value", i, "ffn.value", k, theta[(i, "ffn.value")], ffn.value.weight)
-        r = b.thresholded_dense(p + "ffn.receptance", i, "ffn.receptance", s.r, theta[(i, "ffn.receptance")], ffn.receptance.weight)
-        r = b.add(Sigmoid(p + "ffn.sigmoid", n=cfg.d_model, layer=i), r).out
-        g = b.add(Multiply(p + "ffn.gate", n=cfg.d_model, layer=i), r, v).out
-        x = b.add(Add(p + "ffn.residual", n=cfg.d_model, layer=i), x, g).out
-    x = b.add(_layer_norm("ln_out", model.ln_out, None), x).out
-    b.add(Dense("head", weights=_np(model.head.weight)), x)
-    return ProcessGraph(b.procs, "head.out")
+    weights = {k: _np(v) for k, v in model.state_dict().items()}
+    return rwkv_graph(weights, model.config_dict(), model.get_thetas())
+
+
+class ShapeOnlyRWKVWeights(Mapping):
+    """BlinkDL-named RWKV-4 'weights' that are only shapes: every array is one zero broadcast to its shape.
+
+    For mapping studies of large models (e.g. RWKV-4 3B) without allocating their weights.
+    """
+
+    def __init__(self, n_layer: int, d_model: int, vocab_size: int, d_ffn: int | None = None):
+        self.L, self.C, self.V = n_layer, d_model, vocab_size
+        self.H = d_ffn or 4 * d_model
+
+    def _shape(self, key: str) -> tuple[int, ...]:
+        C, H, V = self.C, self.H, self.V
+        if key == "emb.weight":
+            return (V, C)
+        if key == "head.weight":
+            return (V, C)
+        if key.endswith(("ln0.weight", "ln0.bias", "ln1.weight", "ln1.bias", "ln2.weight", "ln2.bias")) or key.startswith("ln_out"):
+            return (C,)
+        if "time_" in key:
+            return (C,)
+        name = key.split(".")[-3] + "." + key.split(".")[-2]
+        return {"att.key": (C, C), "att.value": (C, C), "att.receptance": (C, C), "att.output": (C, C),
+                "ffn.key": (H, C), "ffn.receptance": (C, C), "ffn.value": (C, H)}[name]
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return np.broadcast_to(np.float32(0.5 if "time_mix" in key or key.endswith("ln0.weight") else 0.0), self._shape(key))
+
+    def __iter__(self):
+        raise TypeError("shape-only weights are looked up by name, not listed")
+
+    def __len__(self) -> int:
+        return 0
+
+
+def rwkv_shape_graph(n_layer: int, d_model: int, vocab_size: int = 50277, d_ffn: int | None = None) -> ProcessGraph:
+    """An RWKV-4 graph with real structure and sizes but no weight memory (every array a broadcast zero).
+
+    >>> g = rwkv_shape_graph(32, 2560)     # the shape of RWKV-4 3B; allocates a few MB, not 12 GB
+    >>> round(g.n_parameters() / 1e9, 2)
+    2.98
+    """
+    cfg = {"n_layer": n_layer, "d_model": d_model, "d_attention": d_model, "d_ffn": d_ffn or 4 * d_model}
+    thetas = {(i, p): 0.0 for i in range(n_layer) for p in RWKV_PROJECTIONS}
+    graph = rwkv_graph(ShapeOnlyRWKVWeights(n_layer, d_model, vocab_size, d_ffn), cfg, thetas)
+    graph.meta.update({"arch": "rwkv4", "model": f"rwkv4 shape {n_layer}x{d_model}", "shape_only": True,
+                       "config": cfg | {"vocab_size": vocab_size}, "projections": list(RWKV_PROJECTIONS), "n_layer": n_layer})
+    return graph
 
 
 def build_opt(model) -> ProcessGraph:
@@ -99,28 +156,29 @@ def build_opt(model) -> ProcessGraph:
         raise GraphError("OPT with do_layer_norm_before=False (OPT-350m) is not supported by the graph builder yet")
     if cfg.activation != "relu":
         raise GraphError(f"OPT activation {cfg.activation!r} is not supported by the graph builder (only relu)")
-    b = _Builder()
+    w = {k.removeprefix("model.decoder."): _np(v) for k, v in model.hf.state_dict().items()}
+    b = _Builder(w)
     theta = model.get_thetas()
-    d = cfg.d_model
-    x = b.add(PositionalEmbedding("emb", weights=_np(dec.embed_tokens.weight), positions=_np(dec.embed_positions.weight),
+    d, eps = cfg.d_model, dec.final_layer_norm.eps
+    x = b.add(PositionalEmbedding("emb", weights=w["embed_tokens.weight"], positions=w["embed_positions.weight"],
                                   offset=dec.embed_positions.offset)).out
     for i, layer in enumerate(dec.layers):
-        p = f"L{i}."
-        at = layer.self_attn
-        h = b.add(_layer_norm(p + "ln1", layer.self_attn_layer_norm, i), x).out
-        qkv_w = np.concatenate([_np(at.q_proj.weight), _np(at.k_proj.weight), _np(at.v_proj.weight)])
-        qkv_b = np.concatenate([_np(at.q_proj.bias), _np(at.k_proj.bias), _np(at.v_proj.bias)])
-        t = b.add(Threshold(p + "attn.qkv.threshold", n=d, theta=theta[(i, "attn.qkv")], layer=i, projection="attn.qkv"), h)
-        qkv = b.add(Dense(p + "attn.qkv", weights=qkv_w, bias=qkv_b, layer=i, projection="attn.qkv"), t.out).out
-        a = b.add(Attention(p + "attn", d=d, n_head=cfg.n_head, max_positions=cfg.max_positions, scale=at.scaling, layer=i), qkv).out
-        o = b.thresholded_dense(p + "attn.out", i, "attn.out", a, theta[(i, "attn.out")], at.out_proj.weight, at.out_proj.bias)
+        p, k_ = f"L{i}.", f"layers.{i}."
+        at = k_ + "self_attn."
+        h = b.layer_norm(p + "ln1", k_ + "self_attn_layer_norm", i, eps, x)
+        qkv_w = np.concatenate([w[at + "q_proj.weight"], w[at + "k_proj.weight"], w[at + "v_proj.weight"]])
+        qkv_b = np.concatenate([w[at + "q_proj.bias"], w[at + "k_proj.bias"], w[at + "v_proj.bias"]])
+        qkv = b.thresholded_dense(p + "attn.qkv", i, "attn.qkv", h, theta[(i, "attn.qkv")], qkv_w, qkv_b)
+        a = b.add(Attention(p + "attn", d=d, n_head=cfg.n_head, max_positions=cfg.max_positions,
+                            scale=layer.self_attn.scaling, layer=i), qkv).out
+        o = b.thresholded_dense(p + "attn.out", i, "attn.out", a, theta[(i, "attn.out")], w[at + "out_proj.weight"], w[at + "out_proj.bias"])
         x = b.add(Add(p + "attn.residual", n=d, layer=i), x, o).out
-        h = b.add(_layer_norm(p + "ln2", layer.final_layer_norm, i), x).out
-        f = b.thresholded_dense(p + "ffn.fc1", i, "ffn.fc1", h, theta[(i, "ffn.fc1")], layer.fc1.weight, layer.fc1.bias)
+        h = b.layer_norm(p + "ln2", k_ + "final_layer_norm", i, eps, x)
+        f = b.thresholded_dense(p + "ffn.fc1", i, "ffn.fc1", h, theta[(i, "ffn.fc1")], w[k_ + "fc1.weight"], w[k_ + "fc1.bias"])
         f = b.add(ReLU(p + "ffn.relu", n=cfg.d_ffn, layer=i), f).out
-        f = b.thresholded_dense(p + "ffn.fc2", i, "ffn.fc2", f, theta[(i, "ffn.fc2")], layer.fc2.weight, layer.fc2.bias)
+        f = b.thresholded_dense(p + "ffn.fc2", i, "ffn.fc2", f, theta[(i, "ffn.fc2")], w[k_ + "fc2.weight"], w[k_ + "fc2.bias"])
         x = b.add(Add(p + "ffn.residual", n=d, layer=i), x, f).out
-    x = b.add(_layer_norm("ln_out", dec.final_layer_norm, None), x).out
+    x = b.layer_norm("ln_out", "final_layer_norm", None, eps, x)
     b.add(Dense("head", weights=_np(model.hf.lm_head.weight)), x)
     return ProcessGraph(b.procs, "head.out")
 

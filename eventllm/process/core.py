@@ -121,8 +121,11 @@ class Process:
     def _var(self, name: str, value, role: str, dtype=np.float32) -> np.ndarray:
         if role not in ROLES:
             raise GraphError(f"{self.name}.{name}: role must be one of {ROLES}, got {role!r}")
-        arr = np.array(value, dtype=dtype, copy=True)
-        if role != "state" and not np.all(np.isfinite(arr)):
+        if isinstance(value, np.ndarray) and value.ndim and not any(value.strides) and value.dtype == dtype:
+            arr = value  # a broadcast scalar (shape-only graphs): kept as a view, never materialised
+        else:
+            arr = np.array(value, dtype=dtype, copy=True)
+        if role != "state" and not np.all(np.isfinite(arr.flat[0] if not any(arr.strides) else arr)):
             raise GraphError(f"{self.name}.{name} contains NaN or infinite values; check the model weights")
         self.vars[name] = Var(name, arr, role)
         return arr

@@ -31,6 +31,7 @@ class EventCounts:
 
     tokens: int = 0
     per_process: dict[str, dict[str, int]] = field(default_factory=dict)
+    per_port: dict[str, int] = field(default_factory=dict)  # events sent by each out-port ('proc.port')
 
     def total(self, counter: str, kind: str | None = None, graph: ProcessGraph | None = None) -> int:
         return sum(c[counter] for name, c in self.per_process.items() if kind is None or graph[name].kind == kind)
@@ -59,7 +60,8 @@ class Executor:
         """Start a new sequence: every state Var back to its initial value, counters and probes cleared."""
         for p in self.graph:
             p.reset()
-        self.counts = EventCounts(0, {p.name: dict.fromkeys(COUNTERS, 0) for p in self.graph})
+        self.counts = EventCounts(0, {p.name: dict.fromkeys(COUNTERS, 0) for p in self.graph},
+                                  {port.path: 0 for p in self.graph for port in p.out_ports.values()})
         for values in self.probes.values():
             values.clear()
 
@@ -91,7 +93,9 @@ class Executor:
                 c["events_in"] += sum(int(np.count_nonzero(x)) for k, x in inputs.items() if k != "token")
                 c["neuron_ops"] += sum(y.size for y in outputs.values())
             for pname, y in outputs.items():
-                c["events_out"] += int(np.count_nonzero(y))
+                nnz = int(np.count_nonzero(y))
+                c["events_out"] += nnz
+                self.counts.per_port[f"{proc.name}.{pname}"] += nnz
                 values[(proc.name, pname)] = y
         self.counts.tokens += 1
         for path, recorded in self.probes.items():
@@ -125,6 +129,7 @@ def measure_event_rates(graph: ProcessGraph, tokens: list[int]) -> dict:
     rates = {
         "tokens": n,
         "events_out": {name: c["events_out"] / n for name, c in ex.counts.per_process.items()},
+        "ports": {path: e / n for path, e in ex.counts.per_port.items()},
         "synops": {name: c["synops"] / n for name, c in ex.counts.per_process.items() if graph[name].kind == "dense"},
     }
     ex.reset()

@@ -1,0 +1,277 @@
+"""Neuromorphic hardware as data: cores with their memory and clock, and the network-on-chip between them.
+
+A `Topology` is a set of cores on a 2-D mesh (or a torus, or a user's own graph of links), possibly spread
+over several chips joined by slower chip-to-chip links. Presets live in `mapping/presets/NAME.toml` with
+their sources; `load_topology` reads a preset name (`seneca`, `loihi2`), a fixed size (`seneca:8x8`) or a
+user TOML file.
+
+>>> topo = load_topology("seneca:4x4")
+>>> topo.n_cores, topo.hops(0, 15)
+(16, 6)
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from eventllm.errors import MappingError
+
+PRESETS = Path(__file__).parent / "presets"
+
+
+@dataclass
+class CoreSpec:
+    memory_bytes: int  # data memory for weights, parameters, state and buffers
+    word_bits: int  # width of a stored weight / activation
+    npe: int  # neuron processing elements working in parallel
+    clock_hz: float
+
+    @property
+    def word_bytes(self) -> float:
+        return self.word_bits / 8
+
+
+@dataclass
+class NocSpec:
+    kind: str = "mesh"  # mesh | torus | custom
+    packet_bits: int = 32
+    hop_energy_j: float = 2e-12
+    hop_latency_cycles: float = 1.0
+
+
+@dataclass
+class ChipSpec:
+    rows: int = 16
+    cols: int = 16
+    link_energy_j: float = 20e-12
+    link_latency_cycles: float = 20.0
+
+
+@dataclass
+class Topology:
+    """Cores numbered 0..n-1. On a mesh/torus, core c sits at (row, col) = divmod(c, cols) of the global grid
+    (chips tile that grid, `chip.rows` x `chip.cols` cores each); a custom topology lists its links."""
+
+    name: str
+    core: CoreSpec
+    noc: NocSpec
+    chip: ChipSpec
+    rows: int = 0
+    cols: int = 0
+    links: list[tuple[int, int]] | None = None  # custom topologies only
+    n_custom: int = 0
+    sources: dict = field(default_factory=dict)
+    note: str = ""  # how the size was chosen
+
+    @property
+    def n_cores(self) -> int:
+        return self.n_custom if self.noc.kind == "custom" else self.rows * self.cols
+
+    @property
+    def n_chips(self) -> int:
+        if self.noc.kind == "custom":
+            return 1
+        return math.ceil(self.rows / self.chip.rows) * math.ceil(self.cols / self.chip.cols)
+
+    def coords(self, cores) -> tuple[np.ndarray, np.ndarray]:
+        c = np.asarray(cores)
+        return c // self.cols, c % self.cols
+
+    def hops(self, a, b):
+        """Router hops from core a to core b (arrays work elementwise)."""
+        if self.noc.kind == "custom":
+            d = self._distances()
+            return d[np.asarray(a), np.asarray(b)]
+        (ra, ca), (rb, cb) = self.coords(a), self.coords(b)
+        dr, dc = np.abs(ra - rb), np.abs(ca - cb)
+        if self.noc.kind == "torus":
+            dr, dc = np.minimum(dr, self.rows - dr), np.minimum(dc, self.cols - dc)
+        out = dr + dc
+        return int(out) if np.ndim(out) == 0 else out
+
+    def chip_crossings(self, a, b):
+        """Chip-to-chip links an XY route from a to b crosses (0 on one chip)."""
+        if self.noc.kind == "custom":
+            return 0 * np.asarray(a)
+        (ra, ca), (rb, cb) = self.coords(a), self.coords(b)
+        out = np.abs(ra // self.chip.rows - rb // self.chip.rows) + np.abs(ca // self.chip.cols - cb // self.chip.cols)
+        return int(out) if np.ndim(out) == 0 else out
+
+    def route(self, a: int, b: int) -> list[int]:
+        """The cores a packet visits from a to b: dimension-order (X then Y) on meshes and tori, a networkx
+        shortest path on custom topologies."""
+        if self.noc.kind == "custom":
+            import networkx as nx
+
+            return nx.shortest_path(self.graph(), a, b)
+        (ra, ca), (rb, cb) = divmod(a, self.cols), divmod(b, self.cols)
+        path = [a]
+        for axis, (start, end, size) in enumerate(((ca, cb, self.cols), (ra, rb, self.rows))):
+            step = 1 if end >= start else -1
+            dist = abs(end - start)
+            if self.noc.kind == "torus" and dist > size - dist:
+                step, dist = -step, size - dist
+            pos = start
+            for _ in range(dist):
+                pos = (pos + step) % size
+                r, c = (ra, pos) if axis == 0 else (pos, cb)
+                path.append(r * self.cols + c)
+        return path
+
+    def graph(self):
+        """The NoC as a networkx.Graph: nodes are cores (with row, col, chip), edges are links."""
+        import networkx as nx
+
+        g = nx.Graph(name=self.name)
+        if self.noc.kind == "custom":
+            g.add_nodes_from(range(self.n_custom))
+            g.add_edges_from(self.links)
+            return g
+        for c in range(self.n_cores):
+            r, col = divmod(c, self.cols)
+            g.add_node(c, row=r, col=col, chip=(r // self.chip.rows, col // self.chip.cols))
+        for c in range(self.n_cores):
+            r, col = divmod(c, self.cols)
+            for rr, cc in ((r, col + 1), (r + 1, col)):
+                if self.noc.kind == "torus":
+                    rr, cc = rr % self.rows, cc % self.cols
+                if rr < self.rows and cc < self.cols and (rr, cc) != (r, col):
+                    g.add_edge(c, rr * self.cols + cc)
+        return g
+
+    def _distances(self) -> np.ndarray:
+        if not hasattr(self, "_dist"):
+            import networkx as nx
+
+            d = np.zeros((self.n_custom, self.n_custom), dtype=np.int64)
+            for src, lengths in nx.all_pairs_shortest_path_length(self.graph()):
+                for dst, n in lengths.items():
+                    d[src, dst] = n
+            self._dist = d
+        return self._dist
+
+    def resized(self, rows: int, cols: int, note: str = "") -> "Topology":
+        return Topology(self.name, self.core, self.noc, self.chip, rows, cols, None, 0, self.sources, note)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "core": asdict(self.core), "noc": asdict(self.noc), "chip": asdict(self.chip),
+                "rows": self.rows, "cols": self.cols, "links": self.links, "n_custom": self.n_custom,
+                "sources": self.sources, "note": self.note}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Topology":
+        return cls(d["name"], CoreSpec(**d["core"]), NocSpec(**d["noc"]), ChipSpec(**d["chip"]), d["rows"], d["cols"],
+                   [tuple(x) for x in d["links"]] if d.get("links") else None, d.get("n_custom", 0), d.get("sources", {}),
+                   d.get("note", ""))
+
+
+# --- reading presets and user files -------------------------------------------------------------------------
+_SECTIONS = {"core": CoreSpec, "noc": NocSpec, "chip": ChipSpec}
+_TOP_KEYS = {"name", "description", "core", "noc", "chip", "mesh", "sources", "custom"}
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.toml"))
+
+
+def parse_topology(data: dict, where: str) -> Topology:
+    """Validate a topology description (the TOML's content) and build the Topology."""
+    unknown = set(data) - _TOP_KEYS
+    if unknown:
+        raise MappingError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_TOP_KEYS))}")
+    parts = {}
+    for section, cls in _SECTIONS.items():
+        given = data.get(section, {})
+        if not isinstance(given, dict):
+            raise MappingError(f"{where}: [{section}] must be a table")
+        allowed = set(cls.__dataclass_fields__)
+        bad = set(given) - allowed
+        if bad:
+            raise MappingError(f"{where}: unknown key(s) in [{section}]: {', '.join(sorted(bad))}; allowed: {', '.join(sorted(allowed))}")
+        if section == "core" and set(allowed) - set(given):
+            raise MappingError(f"{where}: [core] needs {', '.join(sorted(allowed - set(given)))}")
+        for k, v in given.items():
+            if k == "kind":
+                continue
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (v == 0 and k in ("memory_bytes", "word_bits", "npe", "clock_hz", "rows", "cols", "packet_bits")):
+                raise MappingError(f"{where}: [{section}] {k} = {v!r} must be a {'positive' if k != 'hop_latency_cycles' else 'non-negative'} number")
+        parts[section] = cls(**given)
+    if parts["noc"].kind not in ("mesh", "torus", "custom"):
+        raise MappingError(f"{where}: [noc] kind must be mesh, torus or custom, got {parts['noc'].kind!r}")
+    topo = Topology(data.get("name", Path(where).stem), parts["core"], parts["noc"], parts["chip"], sources=data.get("sources", {}))
+    if parts["noc"].kind == "custom":
+        custom = data.get("custom", {})
+        n, links = custom.get("cores"), custom.get("links")
+        if not isinstance(n, int) or n <= 0 or not isinstance(links, list):
+            raise MappingError(f"{where}: a custom topology needs [custom] cores = N and links = [[a, b], …]")
+        for link in links:
+            if not (isinstance(link, list) and len(link) == 2 and all(isinstance(x, int) and 0 <= x < n for x in link)):
+                raise MappingError(f"{where}: link {link!r} must be [a, b] with cores in 0..{n - 1}")
+        topo.n_custom, topo.links = n, [tuple(x) for x in links]
+        import networkx as nx
+
+        if not nx.is_connected(topo.graph()):
+            parts_ = nx.number_connected_components(topo.graph())
+            raise MappingError(f"{where}: the links leave the cores in {parts_} disconnected groups; every core must reach every other")
+    else:
+        mesh = data.get("mesh", {})
+        bad = set(mesh) - {"rows", "cols"}
+        if bad:
+            raise MappingError(f"{where}: unknown key(s) in [mesh]: {', '.join(sorted(bad))}; allowed: cols, rows")
+        for k in ("rows", "cols"):
+            if k in mesh and (not isinstance(mesh[k], int) or mesh[k] <= 0):
+                raise MappingError(f"{where}: [mesh] {k} = {mesh[k]!r} must be a positive integer")
+        topo.rows, topo.cols = mesh.get("rows", 0), mesh.get("cols", 0)
+    return topo
+
+
+def _read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise MappingError(f"{path} is not valid TOML ({e}); fix the file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise MappingError(f"cannot read topology file {path} ({e})") from None
+
+
+def load_topology(spec: str, cores_needed: int | None = None) -> Topology:
+    """A preset (`seneca`, `loihi2`), a preset at a fixed size (`seneca:ROWSxCOLS`) or a TOML file.
+
+    A preset without a size becomes the smallest near-square mesh with at least `cores_needed` cores (its
+    `note` says so); a mesh bigger than one chip is tiled into the preset's chips.
+    """
+    name, _, size = spec.partition(":")
+    path = Path(spec)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise MappingError(f"topology file {spec} not found; give a preset ({', '.join(preset_names())}) or a TOML file")
+        topo = parse_topology(_read_toml(path), str(path))
+        if topo.noc.kind != "custom" and not (topo.rows and topo.cols):
+            if cores_needed is None:
+                raise MappingError(f"{path}: give the mesh size in [mesh] rows/cols")
+            topo = _auto_size(topo, cores_needed)
+        return topo
+    if name not in preset_names():
+        raise MappingError(f"unknown topology {spec!r}: use a preset ({', '.join(preset_names())}), PRESET:ROWSxCOLS or a .toml file")
+    topo = parse_topology(_read_toml(PRESETS / f"{name}.toml"), name)
+    if size:
+        try:
+            rows, cols = (int(x) for x in size.lower().split("x"))
+            assert rows > 0 and cols > 0
+        except (ValueError, AssertionError):
+            raise MappingError(f"bad size {size!r} in {spec!r}: write ROWSxCOLS, e.g. {name}:8x8") from None
+        return topo.resized(rows, cols, f"{rows}x{cols} cores as requested")
+    if cores_needed is None:
+        return topo.resized(topo.chip.rows, topo.chip.cols, "one chip")
+    return _auto_size(topo, cores_needed)
+
+
+def _auto_size(topo: Topology, n: int) -> Topology:
+    rows = max(1, math.isqrt(n))
+    cols = math.ceil(n / rows)
+    return topo.resized(rows, cols, f"smallest near-square mesh for the {n} cores the graph needs: {rows}x{cols}")
