@@ -75,11 +75,15 @@ class ThresholdModel(ProcessModel):
 
 
 class DenseModel(ProcessModel):
+    def __init__(self, process):
+        super().__init__(process)
+        # one row per input: an input event selects one contiguous row (W's column), as a core's memory holds it
+        self.by_input = np.ascontiguousarray(self.v["weights"].T)
+
     def run(self, inputs):
         x = inputs["inp"]
         idx = np.flatnonzero(x)  # the input events
-        w = self.v["weights"]
-        y = w @ x if idx.size == x.size else w[:, idx] @ x[idx]  # no events skipped: the plain product is the same sum
+        y = x @ self.by_input if idx.size == x.size else x[idx] @ self.by_input[idx]  # no event skipped: the plain product
         if "bias" in self.v:
             y = y + self.v["bias"]
         return {"out": y.astype(np.float32, copy=False)}

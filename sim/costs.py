@@ -1,0 +1,56 @@
+"""Cost tables as data (Accelergy style): energy and cycles per action, one TOML file per hardware preset.
+
+`load_costs("seneca")` reads `sim/presets/seneca.toml`; a path reads a user's own file with the same keys.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventllm.errors import ConfigError
+
+PRESETS = Path(__file__).parent / "presets"
+
+ENERGY_KEYS = ("synop", "weight_read", "param_read", "state_read", "state_write", "neuron_op", "neuron_update",
+               "event_in", "event_out", "noc_hop", "chip_link", "static_power_w")
+TIME_KEYS = ("synop", "neuron_op", "event_in", "event_out", "packet", "hop", "chip_link")
+
+
+@dataclass
+class CostModel:
+    name: str
+    topology: str
+    energy: dict[str, float]  # joules per action (static_power_w: watts per used core)
+    cycles: dict[str, float]  # cycles per action
+    source: str = ""
+
+
+def load_costs(spec: str) -> CostModel:
+    path = Path(spec)
+    if path.suffix != ".toml":
+        path = PRESETS / f"{spec}.toml"
+        if not path.exists():
+            names = ", ".join(sorted(p.stem for p in PRESETS.glob("*.toml")))
+            raise ConfigError(f"unknown cost preset {spec!r}; use one of {names} or a .toml file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"cost file {path} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML ({e})") from None
+    unknown = set(data) - {"name", "topology", "energy_j", "time_cycles"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: name, topology, [energy_j], [time_cycles]")
+    energy, cycles = data.get("energy_j", {}), data.get("time_cycles", {})
+    for table, keys, label in ((energy, ENERGY_KEYS, "energy_j"), (cycles, TIME_KEYS, "time_cycles")):
+        missing, extra = set(keys) - set(table), set(table) - set(keys)
+        if missing or extra:
+            raise ConfigError(f"{path}: [{label}] " + (f"misses {', '.join(sorted(missing))}" if missing else "")
+                              + ("; " if missing and extra else "") + (f"has unknown {', '.join(sorted(extra))}" if extra else ""))
+        for k, v in table.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise ConfigError(f"{path}: [{label}] {k} = {v!r} must be a non-negative number")
+    return CostModel(data.get("name", path.stem), data.get("topology", data.get("name", path.stem)),
+                     {k: float(energy[k]) for k in ENERGY_KEYS}, {k: float(cycles[k]) for k in TIME_KEYS}, str(path))

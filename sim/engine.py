@@ -1,0 +1,347 @@
+"""The simulator: a mapped process graph executed token by token as message passing between cores.
+
+Per token, every process runs once in dependency order with the same numpy process models as the reference
+executor (so the logits are the executor's, bit for bit), and every shard of it — on its core — is charged
+for what an event-driven core does:
+
+  Dense shard     reads the weight row segment of each input event it receives and accumulates
+                  (synaptic ops = weight reads = input events × its outputs); a shard split by inputs sends
+                  its whole vector of partial sums;
+  other process   neuron ops per output entry (by kind), parameter reads, state reads and writes;
+  every shard     captures its incoming events and generates one event per non-zero output entry;
+  NoC             each event travels as one packet from the sending shard's core to every shard that needs
+                  it (unicast, X-then-Y routes of the mapping), counted in packets, hops and chip crossings.
+
+Counting is vectorised per process and per connection (prefix sums over the non-zero mask), never per
+event. `event_driven=False` charges every entry as if it were non-zero: a conventional dense processor.
+
+Latency per token is the critical path: a shard starts when the last packet it needs has arrived and
+takes its compute cycles (events in and out serially, ops spread over the core's NPEs); transfers take
+hop and chip-link cycles. Cores are assumed to work on their shards without contention; energy is dynamic
+energy (Σ count × energy per action) plus static power × latency × cores used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from eventllm.errors import GraphError, MappingError
+from eventllm.process.graph import ProcessGraph
+from eventllm.process.models import model_for
+from mapping.result import Mapping
+from sim.costs import CostModel
+
+COUNTERS = ("events_in", "events_out", "synops", "neuron_ops", "neuron_updates", "weight_reads", "param_reads",
+            "state_reads", "state_writes", "packets", "hops", "chip_crossings")
+C = {name: i for i, name in enumerate(COUNTERS)}
+
+# Arithmetic operations per output entry of each neuron-like process (what its process model computes)
+OPS_PER_ENTRY = {
+    "embedding": 0, "positional_embedding": 1, "layer_norm": 6, "shift_mix": 3, "threshold": 1, "sigmoid": 4,
+    "relu": 1, "squared_relu": 2, "multiply": 1, "add": 1, "wkv": 14, "attention": 0,
+}
+
+ENERGY_GROUPS = {
+    "synaptic": (("synops", "synop"), ("weight_reads", "weight_read")),
+    "neuron": (("neuron_ops", "neuron_op"), ("neuron_updates", "neuron_update"), ("param_reads", "param_read")),
+    "state memory": (("state_reads", "state_read"), ("state_writes", "state_write")),
+    "events": (("events_in", "event_in"), ("events_out", "event_out")),
+    "noc": (("hops", "noc_hop"), ("chip_crossings", "chip_link")),
+}
+
+
+@dataclass
+class SimResult:
+    """Totals over the simulated tokens plus per-token figures."""
+
+    tokens: int = 0
+    counts: np.ndarray | None = None  # [shards, counters] summed over tokens
+    energy_per_token: list = field(default_factory=list)  # joules
+    latency_per_token: list = field(default_factory=list)  # seconds
+    sparsity_per_token: list = field(default_factory=list)
+    layer_finish: list = field(default_factory=list)  # per token: finish time of each layer group
+    logits: list = field(default_factory=list)
+
+
+class Simulator:
+    """Runs `graph` mapped by `mapping` with the costs of `costs`.
+
+    >>> sim = Simulator(graph, mapping, load_costs("seneca"))      # doctest: +SKIP
+    >>> logits = sim.step(token)                                   # and sim.result has the counts
+    """
+
+    def __init__(self, graph: ProcessGraph, mapping: Mapping, costs: CostModel, event_driven: bool = True):
+        names = {s.process for s in mapping.shards}
+        if names != set(graph.processes):
+            raise MappingError(f"the mapping covers {len(names)} processes, the graph has {len(graph)}; "
+                               "map this graph with `eventllm map` first")
+        self.graph, self.mapping, self.costs, self.event_driven = graph, mapping, costs, event_driven
+        self.topo = mapping.topology
+        self.order = graph.topological_order()
+        self.models = {p.name: model_for(p) for p in self.order}
+        self.n_shards = len(mapping.shards)
+        self.core = mapping.shard_core
+        self.shards_of: dict[str, np.ndarray] = {}
+        for s in mapping.shards:
+            self.shards_of.setdefault(s.process, []).append(s.id)
+        self.shards_of = {k: np.array(v) for k, v in self.shards_of.items()}
+        sh = mapping.shards
+        self.lo = np.array([s.lo for s in sh])
+        self.hi = np.array([s.hi for s in sh])
+        self.split = [s.split for s in sh]
+        self.thresholds = [p for p in self.order if p.kind == "threshold"]
+        self._plan_pairs()
+        self._plan_layers()
+        self.reset()
+
+    # --- planning -----------------------------------------------------------------------------------------
+    def _out_range(self, sid: int, size: int) -> list[tuple[int, int]]:
+        """Which entries of its process's out-vector a shard produces."""
+        s = self.mapping.shards[sid]
+        if s.split == "outputs":
+            return [(s.lo, s.hi)]
+        if s.split == "heads":
+            hd = size // s.axis
+            return [(s.lo * hd, s.hi * hd)]
+        return [(0, size)]
+
+    def _in_ranges(self, sid: int, size: int) -> list[tuple[int, int]]:
+        """Which entries of an in-vector a shard needs."""
+        s = self.mapping.shards[sid]
+        if s.split == "inputs":
+            return [(s.lo, s.hi)]
+        if s.split == "heads":  # q, k and v of its heads
+            d = size // 3
+            hd = d // s.axis
+            return [(part * d + s.lo * hd, part * d + s.hi * hd) for part in range(3)]
+        return [(0, size)]
+
+    def _plan_pairs(self) -> None:
+        """Lay every out-port end to end in one vector (per token, one prefix sum over its non-zero mask gives
+        any range's event count) and express shards' outputs, inputs and the NoC pairs as ranges of it."""
+        self.port_offset: dict[str, int] = {}
+        n = 0
+        for p in self.order:
+            for port in p.out_ports.values():
+                self.port_offset[port.path] = n
+                n += port.size
+        self.vector_size = n
+        # each shard's outputs
+        out_a = np.zeros(self.n_shards, np.int64)
+        out_b = np.zeros(self.n_shards, np.int64)
+        for p in self.order:
+            first = next(iter(p.out_ports.values()))
+            total = sum(port.size for port in p.out_ports.values())
+            for sid in self.shards_of[p.name]:
+                (a, b), = self._out_range(sid, total) if self.split[sid] != "inputs" else [(0, total)]
+                out_a[sid], out_b[sid] = self.port_offset[first.path] + a, self.port_offset[first.path] + b
+        self.out_a, self.out_b = out_a, out_b
+        # each shard's inputs (ranges of its sources' out-ports) and the pairs that carry them
+        in_rows, pair_rows = [], []
+        self.process_pairs: dict[str, np.ndarray] = {}
+        for p in self.order:
+            mine = []
+            for pname, port in p.in_ports.items():
+                if not port.sources:
+                    continue
+                src = port.sources[0].src
+                off = self.port_offset[src.path]
+                for d in self.shards_of[p.name]:
+                    for x, y in self._in_ranges(d, port.size):
+                        in_rows.append((d, off + x, off + y))
+                for s_ in self.shards_of[src.process.name]:
+                    partial = self.split[s_] == "inputs"
+                    out = [(0, src.size)] if partial else self._out_range(s_, src.size)
+                    for d in self.shards_of[p.name]:
+                        for a, b in out:
+                            for x, y in self._in_ranges(d, port.size):
+                                lo, hi = max(a, x), min(b, y)
+                                if hi > lo:
+                                    mine.append(len(pair_rows))
+                                    pair_rows.append((s_, d, off + lo, off + hi, partial))
+            self.process_pairs[p.name] = np.array(mine, dtype=np.int64)
+        arr = np.array(in_rows, dtype=np.int64).reshape(-1, 3)
+        self.in_shard, self.in_lo, self.in_hi = arr[:, 0], arr[:, 1], arr[:, 2]
+        arr = np.array(pair_rows, dtype=np.int64).reshape(-1, 5)
+        self.p_src, self.p_dst, self.p_lo, self.p_hi = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
+        self.p_partial = arr[:, 4].astype(bool)
+        a, b = self.core[self.p_src], self.core[self.p_dst]
+        self.p_remote = a != b
+        self.p_hops = np.where(self.p_remote, self.topo.hops(a, b), 0).astype(np.int64)
+        self.p_crossings = np.asarray(self.topo.chip_crossings(a, b), dtype=np.int64) * self.p_remote
+        cy, clock = self.costs.cycles, self.topo.core.clock_hz
+        self.p_transfer = (self.p_hops * cy["hop"] + self.p_crossings * cy["chip_link"]) / clock
+        # per-shard constants: synaptic fan-out of an input event, and the counts that do not depend on the data
+        self.fanout = np.zeros(self.n_shards)
+        self.static = np.zeros((self.n_shards, len(COUNTERS)))
+        for p in self.order:
+            ids = self.shards_of[p.name]
+            if p.kind == "dense":
+                n_out = p.out_ports["out"].size
+                for sid in ids:
+                    rows = self.hi[sid] - self.lo[sid] if self.split[sid] == "outputs" else n_out
+                    self.fanout[sid] = rows
+                    if "bias" in p.vars and (self.split[sid] != "inputs" or sid == ids[0]):
+                        self.static[sid, C["param_reads"]] += rows
+            elif p.kind not in ("embedding", "positional_embedding", "attention"):
+                sid = ids[0]
+                n_out = sum(port.size for port in p.out_ports.values())
+                self.static[sid, C["neuron_updates"]] = n_out
+                self.static[sid, C["neuron_ops"]] = OPS_PER_ENTRY.get(p.kind, 1) * n_out
+                self.static[sid, C["param_reads"]] = sum(v.value.size for v in p.vars.values() if v.role == "param")
+                state = sum(v.value.size for v in p.vars.values() if v.role == "state")
+                self.static[sid, C["state_reads"]] = self.static[sid, C["state_writes"]] = state
+        self.partial_shards = np.array([i for i in range(self.n_shards) if self.split[i] == "inputs"], dtype=np.int64)
+        self.threshold_ranges = np.array([(self.port_offset[f"{p.name}.out"], self.port_offset[f"{p.name}.out"] + p.out_ports["out"].size)
+                                          for p in self.thresholds], dtype=np.int64).reshape(-1, 2)
+
+    def _plan_layers(self) -> None:
+        layers = sorted({p.layer for p in self.order if p.layer is not None})
+        self.layer_names = ["input"] + [f"L{i}" for i in layers] + ["output"]
+        seen_layer = False
+        group = {}
+        for p in self.order:
+            if p.layer is not None:
+                seen_layer = True
+                group[p.name] = 1 + layers.index(p.layer)
+            else:
+                group[p.name] = len(self.layer_names) - 1 if seen_layer else 0
+        self.group_of_process = group
+        self.group_of_shard = np.array([group[s.process] for s in self.mapping.shards])
+
+    # --- running ------------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        for p in self.graph:
+            p.reset()
+        self.result = SimResult(counts=np.zeros((self.n_shards, len(COUNTERS))))
+
+    def _special(self, proc, outputs, token: int, counts: np.ndarray) -> None:
+        """Counts of the processes whose work depends on more than their events: table lookups, attention."""
+        ids = self.shards_of[proc.name]
+        if proc.kind in ("embedding", "positional_embedding"):
+            d = outputs["out"].size
+            rows = [token]
+            if proc.kind == "positional_embedding":
+                vocab = proc.vars["weights"].value.shape[0]
+                rows.append(vocab + int(proc.vars["position"].value[0]) - 1 + proc.attrs["offset"])
+            for r in rows:
+                active = ids[(self.lo[ids] <= r) & (r < self.hi[ids])]
+                counts[active, C["weight_reads"]] += d
+            owner = (self.lo[ids] <= token) & (token < self.hi[ids])
+            counts[ids[~owner], C["events_out"]] = 0  # only the shard holding the token's row sends
+            counts[ids[owner], C["neuron_updates"]] += d
+            counts[ids[owner], C["neuron_ops"]] += OPS_PER_ENTRY[proc.kind] * d
+            return
+        a = proc.attrs  # attention: the work grows with the number of cached tokens
+        pos = int(proc.vars["position"].value[0])
+        frac = (self.hi[ids] - self.lo[ids]) / a["n_head"]
+        d_part = a["d"] * frac
+        counts[ids, C["neuron_ops"]] += 2 * pos * d_part + 4 * pos * a["n_head"] * frac
+        counts[ids, C["neuron_updates"]] += d_part
+        counts[ids, C["state_reads"]] += 2 * pos * d_part
+        counts[ids, C["state_writes"]] += 2 * d_part
+
+    def step(self, token: int) -> np.ndarray:
+        """Simulate one token; returns the logits (and adds this token's counts, energy and latency to `result`)."""
+        values: dict[str, np.ndarray] = {}
+        token_vec = np.array([token], dtype=np.int64)
+        special = []
+        for proc in self.order:
+            inputs = {}
+            for pname, port in proc.in_ports.items():
+                if port.sources:
+                    inputs[pname] = values[port.sources[0].src.path]
+                elif pname == "token":
+                    inputs[pname] = token_vec
+                else:
+                    raise GraphError(f"in-port {port.path} is not connected")
+            outputs = self.models[proc.name].run(inputs)
+            for pname, y in outputs.items():
+                values[f"{proc.name}.{pname}"] = y
+            if proc.kind in ("embedding", "positional_embedding", "attention"):
+                special.append((proc, outputs))
+        vec = np.concatenate([values[path] for path in self.port_offset])
+        nonzero = vec != 0
+        cum = np.zeros(self.vector_size + 1, np.int64)
+        np.cumsum(nonzero if self.event_driven else np.ones(self.vector_size, bool), out=cum[1:])
+        counts = self.static.copy()
+        ev_in = np.bincount(self.in_shard, cum[self.in_hi] - cum[self.in_lo], self.n_shards)
+        counts[:, C["events_in"]] = ev_in
+        counts[:, C["events_out"]] = cum[self.out_b] - cum[self.out_a]
+        part = self.partial_shards
+        counts[part, C["events_out"]] = np.where(ev_in[part] > 0, self.out_b[part] - self.out_a[part], 0)
+        synops = ev_in * self.fanout
+        counts[:, C["synops"]] = synops
+        counts[:, C["weight_reads"]] = synops
+        for proc, outputs in special:
+            self._special(proc, outputs, token, counts)
+        # messages: each pair carries the events in its range (a partial-sum pair: all of it, if its sender worked)
+        ev = cum[self.p_hi] - cum[self.p_lo]
+        if self.p_partial.any():
+            ev = np.where(self.p_partial, np.where(ev_in[self.p_src] > 0, self.p_hi - self.p_lo, 0), ev)
+        packets = ev * self.p_remote
+        counts[:, C["packets"]] = np.bincount(self.p_src, packets, self.n_shards)
+        counts[:, C["hops"]] = np.bincount(self.p_src, packets * self.p_hops, self.n_shards)
+        counts[:, C["chip_crossings"]] = np.bincount(self.p_src, packets * self.p_crossings, self.n_shards)
+        latency, layer_finish = self._latency(counts, packets)
+        r = self.result
+        r.tokens += 1
+        r.counts += counts
+        r.energy_per_token.append(self._energy(counts.sum(0), latency))
+        r.latency_per_token.append(latency)
+        r.layer_finish.append(layer_finish)
+        if len(self.threshold_ranges):
+            full = np.zeros(self.vector_size + 1, np.int64)
+            np.cumsum(nonzero, out=full[1:])
+            a, b = self.threshold_ranges[:, 0], self.threshold_ranges[:, 1]
+            r.sparsity_per_token.append(float(np.mean(1 - (full[b] - full[a]) / (b - a))))
+        else:
+            r.sparsity_per_token.append(0.0)
+        out = values[self.graph.output]
+        r.logits.append(out)
+        return out
+
+    def run(self, tokens) -> np.ndarray:
+        return np.stack([self.step(int(t)) for t in tokens])
+
+    # --- costs --------------------------------------------------------------------------------------------
+    def _compute_cycles(self, counts: np.ndarray) -> np.ndarray:
+        cy, npe = self.costs.cycles, self.topo.core.npe
+        parallel = counts[:, C["synops"]] * cy["synop"] + counts[:, C["neuron_ops"]] * cy["neuron_op"]
+        return (counts[:, C["events_in"]] * cy["event_in"] + np.ceil(parallel / npe)
+                + counts[:, C["events_out"]] * cy["event_out"] + counts[:, C["packets"]] * cy["packet"])
+
+    def _latency(self, counts: np.ndarray, packets: np.ndarray) -> tuple[float, list[float]]:
+        compute = self._compute_cycles(counts) / self.topo.core.clock_hz
+        arrive_delay = np.where(packets > 0, self.p_transfer, 0.0)
+        finish = np.zeros(self.n_shards)
+        group_finish = np.zeros(len(self.layer_names))
+        for proc in self.order:
+            ids = self.shards_of[proc.name]
+            pairs = self.process_pairs[proc.name]
+            if len(ids) == 1:
+                start = (finish[self.p_src[pairs]] + arrive_delay[pairs]).max() if len(pairs) else 0.0
+                finish[ids[0]] = start + compute[ids[0]]
+                done = finish[ids[0]]
+            else:
+                start = np.zeros(len(ids))
+                np.maximum.at(start, self.p_dst[pairs] - ids[0], finish[self.p_src[pairs]] + arrive_delay[pairs])
+                finish[ids] = start + compute[ids]  # a process's shards have consecutive ids
+                done = finish[ids].max()
+            g = self.group_of_process[proc.name]
+            if done > group_finish[g]:
+                group_finish[g] = done
+        return float(finish.max()), np.maximum.accumulate(group_finish).tolist()
+
+    def _energy(self, totals: np.ndarray, latency: float) -> float:
+        return sum(self.energy_breakdown(totals, latency).values())
+
+    def energy_breakdown(self, totals: np.ndarray, latency: float) -> dict[str, float]:
+        """Joules by kind of action for the given counter totals."""
+        e = self.costs.energy
+        out = {g: sum(totals[C[c]] * e[k] for c, k in pairs) for g, pairs in ENERGY_GROUPS.items()}
+        out["static"] = e["static_power_w"] * latency * self.mapping.cores_used
+        return out
