@@ -131,6 +131,8 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_build(args) -> int:
+    from pathlib import Path
+
     from eventllm.data import SAMPLE_TEXT
     from eventllm.process.build import build_graph
     from eventllm.process.executor import measure_event_rates
@@ -148,6 +150,11 @@ def cmd_build(args) -> int:
     rates = measure_event_rates(graph, ids)
     graph.meta["event_rates"] = rates | {"source": source}
     graph.save(args.output)
+    tok_file = getattr(loaded.tokenizer, "path", None)
+    if tok_file is not None:  # the graph folder carries its tokenizer, so `simulate --prompt` needs nothing else
+        import shutil
+
+        shutil.copyfile(tok_file, Path(args.output) / "tokenizer.json")
     print(format_table(["kind", "processes", "parameters", "state bytes"], graph.summary_rows(),
                        title=f"Process graph of {loaded.name} ({len(graph)} processes, {len(graph.connections())} connections)"))
     dense = graph.dense_synops_per_token()
@@ -194,6 +201,66 @@ def cmd_map(args) -> int:
         png = Path(args.heatmap or Path(args.output).with_suffix(".png"))
         m.heatmap(png)
         print(f"wrote {png}")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from pathlib import Path
+
+    from eventllm.errors import ConfigError
+    from eventllm.process.graph import ProcessGraph
+    from eventllm.report import format_table, pct
+    from mapping import Mapping
+    from sim.costs import load_costs
+    from sim.report import plots, results_json, simulate
+
+    graph = ProcessGraph.load(args.graph)
+    mapping = Mapping.load(args.mapping, graph)
+    costs = load_costs(args.costs or mapping.topology.name)
+    if args.token_ids:
+        try:
+            tokens = [int(t) for t in args.token_ids.split(",")]
+        except ValueError:
+            raise ConfigError(f"--token-ids must be comma-separated integers, got {args.token_ids!r}") from None
+    else:
+        from eventllm.tokenizer import load_tokenizer
+
+        if not (Path(args.graph) / "tokenizer.json").exists():
+            raise ConfigError(f"{args.graph} has no tokenizer.json (built from a model without one); pass --token-ids")
+        vocab = graph["emb"].vars["weights"].value.shape[0] if "emb" in graph.processes else 0
+        tokens = load_tokenizer(args.graph, vocab).encode(args.prompt)
+    tokens = tokens[: args.max_tokens]
+    if not tokens:
+        raise ConfigError("the prompt gives no tokens; pass a non-empty --prompt")
+    modes = ("thresholded", "natural", "dense") if args.compare_dense else ("thresholded",)
+    runs = simulate(graph, mapping, costs, tokens, modes, progress=not args.quiet)
+    model = graph.meta.get("model") or args.graph
+    info = {"graph": str(args.graph), "model": model, "mapping": str(args.mapping), "topology": mapping.topology.name,
+            "costs": costs.name, "prompt": args.prompt if not args.token_ids else None, "token_ids": tokens}
+    result = results_json(runs, info)
+    main = runs["thresholded"]
+    rows = []
+    for m in modes:
+        r = runs[m]
+        rows.append([m, f"{r['energy_per_token_j'] * 1e6:.3f}", f"{r['latency_per_token_s'] * 1e6:.2f}", pct(r["activation_sparsity"]),
+                     f"{r['synaptic_ops_per_token'] / 1e6:.3f}",
+                     f"{r['counts_per_token']['weight_reads'] * mapping.topology.core.word_bytes / 2**20:.2f}",
+                     f"{r['counts_per_token']['packets']:,.0f}",
+                     f"{r['energy_per_token_j'] / main['energy_per_token_j']:.2f}x", f"{r['latency_per_token_s'] / main['latency_per_token_s']:.2f}x"])
+    print(format_table(["run", "µJ/token", "µs/token", "sparsity", "Msynops", "weight MiB read", "packets", "energy vs thr", "latency vs thr"],
+                       rows, title=f"{model} on {mapping.topology.name} ({mapping.cores_used} cores), {len(tokens)} tokens"))
+    layer_rows = [[b["layer"], f"{b['energy_j'] * 1e6:.3f}", f"{b['latency_s'] * 1e6:.2f}", f"{b['synaptic_ops'] / 1e3:,.0f}"]
+                  for b in main["by_layer"]]
+    print(format_table(["layer", "µJ/token", "µs/token", "ksynops"], layer_rows, title="\nBy layer (thresholded)"))
+    kind_rows = [[k, f"{v * 1e6:.3f}", pct(v / main["energy_per_token_j"])] for k, v in main["energy_breakdown_j"].items()]
+    print(format_table(["energy kind", "µJ/token", "share"], kind_rows, title="\nBy kind of action (thresholded)"))
+    if args.json:
+        _write_json(args.json, result)
+        print(f"wrote {args.json}")
+    if args.report:
+        _write_json(Path(args.report) / "simulation.json", result)
+        for path in plots(runs, mapping, args.report, model):
+            print(f"wrote {path}")
     return 0
 
 
@@ -252,6 +319,20 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--heatmap", help="PNG of per-core memory and traffic (default: OUTPUT with .png)")
     mp.add_argument("--no-heatmap", action="store_true", help="do not draw the heat map")
     mp.set_defaults(func=cmd_map)
+
+    sm = sub.add_parser("simulate", help="simulate a mapped graph on a prompt: energy and latency per token")
+    sm.add_argument("graph", help="graph folder (from `eventllm build`)")
+    sm.add_argument("--mapping", required=True, help="mapping JSON (from `eventllm map`)")
+    sm.add_argument("--costs", help="cost preset (seneca, loihi2) or TOML file (default: the mapping's topology preset)")
+    sm.add_argument("--prompt", default="It was a bright cold day in April, and the clocks were striking thirteen.",
+                    help="text to run (default: %(default)r)")
+    sm.add_argument("--token-ids", help="comma-separated token ids instead of --prompt")
+    sm.add_argument("--max-tokens", type=int, default=64, help="simulate at most this many tokens (default: %(default)s)")
+    sm.add_argument("--compare-dense", action="store_true", help="also simulate θ = 0 with and without zero skipping")
+    sm.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    sm.add_argument("--report", metavar="DIR", help="write simulation.json and plots into DIR")
+    sm.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    sm.set_defaults(func=cmd_simulate)
 
     t = sub.add_parser("train", help="train a model from a TOML config (the zoo models' recipe)")
     t.add_argument("config", help="training config (see examples/zoo/*.toml)")

@@ -107,7 +107,7 @@ def partition(graph: ProcessGraph, topology: Topology) -> list[Shard]:
             shards.append(Shard(len(shards), proc.name, proc.kind, proc.layer, split, part, parts, lo, hi, axis,
                                 _nbytes(param_el, wb), _nbytes(state_el, wb), _nbytes(io_el, wb)))
 
-        if whole <= M:
+        if whole <= M and proc.kind not in ("embedding", "positional_embedding"):
             add("whole", 0, 1, 0, 1, 1, params, state, io)
             continue
         if proc.kind == "dense":
@@ -125,12 +125,12 @@ def partition(graph: ProcessGraph, topology: Topology) -> list[Shard]:
         elif proc.kind in ("embedding", "positional_embedding"):
             tables = [v.value for n, v in proc.vars.items() if v.role == "weight"]
             rows, d = sum(t.shape[0] for t in tables), tables[0].shape[1]
-            per = max(1, (M - _nbytes(d + 1, wb)) // max(1, _nbytes(d, wb)))
-            n = math.ceil(rows / per)
+            per = max(1, (M - _nbytes(d + 1 + state, wb)) // max(1, _nbytes(d, wb)))
+            n = 1 if whole <= M else math.ceil(rows / per)
             bounds = np.linspace(0, rows, n + 1).round().astype(int)
             for k in range(n):
                 lo, hi = int(bounds[k]), int(bounds[k + 1])
-                add("rows", k, n, lo, hi, rows, (hi - lo) * d, state if k == 0 else 0, d + 1)
+                add("rows", k, n, lo, hi, rows, (hi - lo) * d, state if k == 0 else 0, d)
         elif proc.kind == "attention":
             heads = proc.attrs["n_head"]
             per_head = state // heads
