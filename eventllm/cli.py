@@ -264,11 +264,140 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def _shipped_thresholds(model_spec: str):
+    """The calibrated thresholds a zoo model ships with (None for other models)."""
+    from eventllm.models.registry import ZOO_DIR
+
+    if model_spec.startswith("zoo:"):
+        path = ZOO_DIR / model_spec[4:] / "thresholds.json"
+        return str(path) if path.exists() else None
+    return None
+
+
+def _session_summary_table(summary: dict) -> str:
+    from eventllm.report import format_table, pct
+
+    rows = [["backend", summary["backend"]], ["turns", summary["turns"]],
+            ["tokens processed (prompt + generated)", summary["tokens"]], ["tokens generated", summary["generated_tokens"]],
+            ["tokens/s (wall clock)", f"{summary['tokens_per_s']:.1f}"], ["activation sparsity", pct(summary["sparsity"])]]
+    if "energy_per_token_j" in summary:
+        rows += [["energy per token (simulated)", f"{summary['energy_per_token_j'] * 1e6:.2f} µJ"],
+                 ["latency per token (simulated)", f"{summary['latency_per_token_s'] * 1e6:.1f} µs"],
+                 ["dense ÷ sparse energy", f"{summary['energy_ratio']:.2f}x"],
+                 ["dense ÷ sparse latency", f"{summary['latency_ratio']:.2f}x"]]
+    return format_table(["session", "value"], rows)
+
+
+def cmd_generate(args) -> int:
+    from eventllm.generate.backends import make_backend
+    from eventllm.generate.sampling import Sampling
+    from eventllm.generate.session import Session
+    from eventllm.models.registry import load_model
+    from eventllm.sparsity.thresholds import apply_thresholds
+
+    loaded = load_model(args.model)
+    thresholds = None if args.no_thresholds else (args.thresholds or _shipped_thresholds(args.model))
+    if thresholds:
+        apply_thresholds(loaded.model, thresholds)
+    backend = make_backend(args.backend, loaded.model, args.topology, args.costs, loaded.name)
+    # one prompt: continue it for --max-tokens; a conversation: a reply ends at a blank line
+    session = Session(backend, loaded.tokenizer, Sampling(args.temperature, args.top_p, args.seed), args.max_tokens,
+                      stop_at_blank_line=not args.prompt)
+    where = f" on {backend.mapping.topology.name} ({backend.mapping.cores_used} cores)" if args.backend == "sim" else ""
+    print(f"{loaded.name}, thresholds: {thresholds or 'none (θ = 0)'}, backend: {args.backend}{where}", file=sys.stderr)
+    live = sys.stdout.isatty() and not args.quiet
+
+    def status(st) -> str:
+        text = f"{100 * st.sparsity:.0f}% sparse"
+        if st.energy_j is not None:
+            text += f" · {st.energy_j * 1e6:.1f} µJ · {st.latency_s * 1e6:.0f} µs"
+        return text
+
+    shown = [0]
+
+    def on_token(st):
+        if live:  # a dim status after the cursor, erased before the next piece of text
+            msg = f"  \x1b[2m⟨{status(st)}⟩\x1b[0m"
+            sys.stdout.write(msg + f"\x1b[{len(status(st)) + 4}D")
+            sys.stdout.flush()
+            shown[0] = 1
+
+    def run_turn(prompt: str) -> None:
+        if not args.prompt:
+            sys.stdout.write("model> ")
+        sys.stdout.write(prompt if args.prompt else "")
+        for piece in session.reply(prompt, on_token):
+            if shown[0]:
+                sys.stdout.write("\x1b[K")
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        if shown[0]:
+            sys.stdout.write("\x1b[K")
+        sys.stdout.write("\n")
+        st = session.stats[-1] if session.stats else None
+        if st is not None and not args.quiet:
+            n = len(session.turns[-1].reply_ids)
+            print(f"[{n} tokens · last token {status(st)}]", file=sys.stderr)
+        sys.stdout.flush()
+
+    try:
+        if args.prompt:
+            run_turn(args.prompt)
+        elif sys.stdin.isatty():
+            print("Type a prompt and press Enter; Ctrl-D or Ctrl-C ends the session.", file=sys.stderr)
+            while True:
+                try:
+                    line = input("you> ")
+                except EOFError:
+                    print()
+                    break
+                if line.strip():
+                    run_turn(line)
+        else:
+            for line in sys.stdin:
+                if line.strip():
+                    sys.stdout.write(f"you> {line.rstrip()}\n")
+                    run_turn(line.rstrip("\n"))
+    except KeyboardInterrupt:
+        sys.stdout.write("\x1b[K\n(interrupted)\n" if live else "\n(interrupted)\n")
+    summary = session.summary() | {"model": loaded.name, "thresholds": thresholds,
+                                   "turns_text": [{"prompt": t.prompt, "reply": t.reply or loaded.tokenizer.decode(t.reply_ids)} for t in session.turns]}
+    print(_session_summary_table(summary))
+    if args.json:
+        _write_json(args.json, summary)
+        print(f"wrote {args.json}")
+    sys.stdout.flush()
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from pathlib import Path
+
+    from eventllm.demo import run_demo
+
+    data = args.data
+    if data is None and Path("../shared/data/gutenberg").is_dir():
+        data = "../shared/data/gutenberg"  # the repository's layout: the shared data beside the checkout
+    run_demo(args.model, args.output, data, args.calibrate, args.prompt, args.eval_tokens, args.max_tokens, progress=not args.quiet)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eventllm", description="Activation-sparse LLMs on event-driven neuromorphic hardware.")
     p.add_argument("--version", action="version", version=f"eventllm {__import__('eventllm').__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+
+    d = sub.add_parser("demo", help="the whole pipeline on the shipped default model, with a report folder")
+    d.add_argument("--model", default="zoo:rwkv4-tiny", help="model (default: %(default)s)")
+    d.add_argument("--data", help="text for perplexity (default: ../shared/data/gutenberg when present)")
+    d.add_argument("--calibrate", action="store_true", help="calibrate thresholds now instead of using the shipped ones")
+    d.add_argument("--prompt", default="The captain looked at the sea and said", help="prompt to simulate and continue")
+    d.add_argument("--eval-tokens", type=int, default=8192, help="held-out tokens for perplexity (default: %(default)s)")
+    d.add_argument("--max-tokens", type=int, default=40, help="tokens to generate (default: %(default)s)")
+    d.add_argument("-o", "--output", default="out/demo", help="report folder (default: %(default)s)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_demo)
 
     i = sub.add_parser("info", help="versions and shipped models, or one model's architecture and card")
     i.add_argument("--model", help="zoo:NAME, a Hugging Face folder, a BlinkDL .pth or an eventllm .safetensors")
@@ -333,6 +462,22 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--report", metavar="DIR", help="write simulation.json and plots into DIR")
     sm.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     sm.set_defaults(func=cmd_simulate)
+
+    g = sub.add_parser("generate", help="generate text (one prompt, piped prompts or an interactive session) with live energy figures")
+    g.add_argument("--model", default="zoo:rwkv4-tiny", help="model (default: %(default)s)")
+    g.add_argument("--thresholds", help="thresholds JSON (default: the zoo model's shipped calibrated thresholds)")
+    g.add_argument("--no-thresholds", action="store_true", help="run with θ = 0 (natural sparsity)")
+    g.add_argument("--backend", default="sim", choices=["sim", "torch"], help="event-driven simulator or torch (default: %(default)s)")
+    g.add_argument("--topology", default="seneca", help="topology for the sim backend (default: %(default)s)")
+    g.add_argument("--costs", help="cost preset or TOML for the sim backend (default: the topology's preset)")
+    g.add_argument("--prompt", help="one prompt; without it: an interactive session (or one prompt per line on stdin)")
+    g.add_argument("--max-tokens", type=int, default=64, help="tokens to generate per prompt (default: %(default)s)")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding (default: %(default)s)")
+    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    g.add_argument("--json", metavar="OUT", help="write the session summary and texts as JSON")
+    g.add_argument("-q", "--quiet", action="store_true", help="no live status line")
+    g.set_defaults(func=cmd_generate)
 
     t = sub.add_parser("train", help="train a model from a TOML config (the zoo models' recipe)")
     t.add_argument("config", help="training config (see examples/zoo/*.toml)")

@@ -1,0 +1,139 @@
+"""`eventllm demo`: the whole method on the shipped default model, end to end, with a report folder.
+
+    thresholds (shipped, or calibrated now) → perplexity and sparsity on held-out text → process graph →
+    mapping onto the SENECA preset → simulation of a prompt (dense / natural / thresholded) → a generated
+    continuation on the simulator backend.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from eventllm.report import format_table, pct
+
+DEFAULT_PROMPT = "The captain looked at the sea and said"
+
+
+def _step(title: str) -> float:
+    print(f"\n=== {title} ===", flush=True)
+    return time.perf_counter()
+
+
+def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: bool, prompt: str, eval_tokens: int,
+             max_tokens: int, progress: bool = True) -> dict:
+    from eventllm.evaluate.language_model import evaluate_stream
+    from eventllm.generate.backends import SimBackend
+    from eventllm.generate.sampling import Sampling
+    from eventllm.generate.session import Session
+    from eventllm.models.registry import ZOO_DIR, load_model
+    from eventllm.process.build import build_graph
+    from eventllm.process.executor import measure_event_rates
+    from eventllm.sparsity.thresholds import apply_thresholds, save_thresholds
+    from mapping import map_graph
+    from sim.costs import load_costs
+    from sim.report import plots, public, results_json, simulate
+
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"model": model_spec, "steps": {}}
+    t0 = time.perf_counter()
+
+    t = _step(f"1. model and thresholds ({model_spec})")
+    loaded = load_model(model_spec)
+    model = loaded.model.eval()
+    shipped = ZOO_DIR / model_spec[4:] / "thresholds.json" if model_spec.startswith("zoo:") else None
+    if calibrate or shipped is None or not shipped.exists():
+        from eventllm.data import read_texts, token_stream
+        from eventllm.errors import DataError
+        from eventllm.sparsity.calibrate import calibrate as run_calibration
+
+        if data is None:
+            raise DataError("calibration needs text: pass --data (e.g. ../shared/data/gutenberg)")
+        ids = token_stream(read_texts(data, "train"), loaded.tokenizer).tolist()
+        res = run_calibration(model, ids, max_ppl_increase=0.01, progress=progress)
+        thresholds = out / "thresholds.json"
+        save_thresholds(model, thresholds, loaded.name, meta=res.meta())
+        print(f"calibrated in {res.seconds:.0f} s: sparsity {pct(res.natural_sparsity)} → {pct(res.sparsity)} on the calibration text")
+    else:
+        thresholds = shipped
+        print(f"using the shipped calibrated thresholds {thresholds.relative_to(ZOO_DIR.parent.parent)} "
+              "(made by `eventllm calibrate … --max-ppl-increase 0.01`; pass --calibrate to redo it)")
+    apply_thresholds(model, thresholds)
+    report["thresholds"] = str(thresholds)
+    report["steps"]["thresholds_s"] = time.perf_counter() - t
+
+    t = _step("2. perplexity and activation sparsity on held-out text")
+    if data:
+        from eventllm.data import read_texts, token_stream
+
+        ids = token_stream(read_texts(data, "test"), loaded.tokenizer).tolist()[:eval_tokens]
+        ev = evaluate_stream(model, ids, progress=progress)
+        sp = ev["sparsity"]
+        print(f"{len(ids):,} tokens of {data} [test]: perplexity {ev['ppl_dense']:.2f} → {ev['ppl']:.2f} "
+              f"({100 * ev['ppl_increase']:+.2f}%), sparsity {pct(sp['natural'])} → {pct(sp['thresholded'])} "
+              f"({sp['ratio']:.2f}x natural), MACs skipped {pct(sp['mac_skipped']['thresholded'])}")
+        report["evaluation"] = {k: ev[k] for k in ("tokens", "ppl", "ppl_dense", "ppl_increase")} | {
+            "sparsity_natural": sp["natural"], "sparsity_thresholded": sp["thresholded"]}
+    else:
+        print("skipped: no --data given (pass --data ../shared/data/gutenberg to measure perplexity)")
+    report["steps"]["evaluate_s"] = time.perf_counter() - t
+
+    t = _step("3. event-driven process graph")
+    graph = build_graph(model, name=loaded.name)
+    graph.meta["event_rates"] = measure_event_rates(graph, loaded.tokenizer.encode(prompt))
+    graph.save(out / "graph")
+    dense = graph.dense_synops_per_token()
+    measured = sum(graph.meta["event_rates"]["synops"].values())
+    print(f"{len(graph)} processes, {len(graph.connections())} connections, {graph.n_parameters():,} parameters; "
+          f"synaptic ops per token: dense {dense:,}, event-driven {measured:,.0f} ({dense / measured:.2f}x fewer); wrote {out / 'graph'}")
+    report["graph"] = {"processes": len(graph), "parameters": graph.n_parameters(), "dense_synops": dense, "event_synops": measured}
+    report["steps"]["build_s"] = time.perf_counter() - t
+
+    t = _step("4. mapping onto SENECA-like cores")
+    mapping = map_graph(graph, "seneca")
+    seq = map_graph(graph, mapping.topology, placement="sequential").hop_traffic()
+    s = mapping.summary()
+    mapping.save(out / "mapping.json")
+    mapping.heatmap(out / "mapping.png")
+    print(f"{mapping.topology.note}; {s['cores_used']} cores, {s['shards']} shards, {s['param_bytes'] / 2**20:.1f} MiB of "
+          f"weights at {mapping.topology.core.word_bits} bits; events x hops {s['hop_traffic']:,.0f} per token "
+          f"({100 * (1 - s['hop_traffic'] / seq):.0f}% below sequential placement); wrote mapping.json, mapping.png")
+    report["mapping"] = {k: s[k] for k in ("cores", "cores_used", "shards", "hop_traffic", "max_link_load")} | {"sequential_hop_traffic": seq}
+    report["steps"]["map_s"] = time.perf_counter() - t
+
+    t = _step(f"5. simulation of the prompt {prompt!r}")
+    costs = load_costs("seneca")
+    tokens = loaded.tokenizer.encode(prompt)
+    runs = simulate(graph, mapping, costs, tokens, ("thresholded", "natural", "dense"), progress=progress)
+    sim_json = results_json(runs, {"model": loaded.name, "topology": "seneca", "costs": "seneca", "prompt": prompt})
+    (out / "simulation.json").write_text(json.dumps(sim_json, indent=1) + "\n")
+    rows = [[m, pct(runs[m]["activation_sparsity"]), f"{runs[m]['energy_per_token_j'] * 1e6:.2f}",
+             f"{runs[m]['latency_per_token_s'] * 1e6:.1f}", f"{runs[m]['synaptic_ops_per_token'] / 1e6:.2f}",
+             f"{runs[m]['energy_per_token_j'] / runs['thresholded']['energy_per_token_j']:.2f}x"] for m in ("dense", "natural", "thresholded")]
+    print(format_table(["run", "sparsity", "µJ/token", "µs/token", "Msynops/token", "energy ÷ thresholded"], rows))
+    written = plots(runs, mapping, out, loaded.name)
+    print("wrote simulation.json, " + ", ".join(p.name for p in written))
+    report["simulation"] = {m: {k: v for k, v in public(runs[m]).items() if k in ("energy_per_token_j", "latency_per_token_s",
+                                                                                  "activation_sparsity", "synaptic_ops_per_token")}
+                            for m in runs}
+    report["steps"]["simulate_s"] = time.perf_counter() - t
+
+    t = _step("6. text generation on the simulator (greedy)")
+    backend = SimBackend(model, "seneca", model_name=loaded.name)
+    session = Session(backend, loaded.tokenizer, Sampling(), max_tokens, stop_at_blank_line=False)
+    print(prompt, end="", flush=True)
+    for piece in session.reply(prompt):
+        print(piece, end="", flush=True)
+    print()
+    summary = session.summary()
+    print(f"{summary['generated_tokens']} tokens at {summary['tokens_per_s']:.0f} tokens/s (simulated); "
+          f"{summary['energy_per_token_j'] * 1e6:.2f} µJ and {summary['latency_per_token_s'] * 1e6:.0f} µs per token on SENECA; "
+          f"dense ÷ sparse: energy {summary['energy_ratio']:.2f}x, latency {summary['latency_ratio']:.2f}x")
+    report["generation"] = summary | {"text": prompt + session.turns[-1].reply}
+    report["steps"]["generate_s"] = time.perf_counter() - t
+    report["seconds"] = time.perf_counter() - t0
+    (out / "demo.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\ndone in {report['seconds']:.0f} s; report in {out}/ (demo.json, simulation.json, graph/, mapping.json, *.png)")
+    return report

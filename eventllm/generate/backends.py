@@ -1,0 +1,89 @@
+"""Where the tokens of a generation session are computed: the torch model, or the event-driven simulator.
+
+Both give `step(token) -> logits` over a carried state plus per-token statistics; the simulator backend
+also runs a dense shadow (θ = 0, no zero skipping) on the same tokens so the session can show what the
+sparsity saved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from eventllm.models.base import CausalLM
+from eventllm.sparsity.stats import SparsityMeter
+
+
+@dataclass
+class TokenStats:
+    sparsity: float  # mean zero fraction over the projection inputs
+    energy_j: float | None = None  # simulated, per token
+    latency_s: float | None = None
+    dense_energy_j: float | None = None
+    dense_latency_s: float | None = None
+
+
+class TorchBackend:
+    """The torch model in step mode; sparsity from the threshold sites."""
+
+    name = "torch"
+
+    def __init__(self, model: CausalLM):
+        self.model = model.eval()
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = self.model.init_state(1)
+
+    def step(self, token: int) -> tuple[torch.Tensor, TokenStats]:
+        with SparsityMeter(self.model) as meter:
+            logits, self.state = self.model.step(token, self.state)
+        fr = meter.zero_fraction()
+        return logits.float(), TokenStats(float(np.mean(list(fr.values()))) if fr else 0.0)
+
+
+class SimBackend:
+    """The model's event-driven graph, mapped onto a topology and simulated token by token."""
+
+    name = "sim"
+
+    def __init__(self, model: CausalLM, topology: str = "seneca", costs: str | None = None, model_name: str | None = None):
+        from eventllm.process.build import build_graph
+        from mapping import map_graph
+        from sim.costs import load_costs
+        from sim.engine import Simulator
+
+        self.graph = build_graph(model, name=model_name)
+        self.mapping = map_graph(self.graph, topology)
+        cost_model = load_costs(costs or self.mapping.topology.name)
+        self.sim = Simulator(self.graph, self.mapping, cost_model, event_driven=True)
+        # the dense shadow: same tokens, every entry processed (its counts do not depend on the values)
+        self.shadow_graph = build_graph(model, name=model_name)
+        for p in self.shadow_graph:
+            if p.kind == "threshold":
+                p.vars["theta"].value[...] = 0.0
+        self.dense = Simulator(self.shadow_graph, self.mapping, cost_model, event_driven=False)
+
+    def reset(self) -> None:
+        self.sim.reset()
+        self.dense.reset()
+
+    def step(self, token: int) -> tuple[torch.Tensor, TokenStats]:
+        logits = self.sim.step(token)
+        self.dense.step(token)
+        r, d = self.sim.result, self.dense.result
+        stats = TokenStats(r.sparsity_per_token[-1], r.energy_per_token[-1], r.latency_per_token[-1],
+                           d.energy_per_token[-1], d.latency_per_token[-1])
+        return torch.from_numpy(np.asarray(logits, dtype=np.float32)), stats
+
+
+def make_backend(kind: str, model: CausalLM, topology: str = "seneca", costs: str | None = None, model_name: str | None = None):
+    from eventllm.errors import ConfigError
+
+    if kind == "torch":
+        return TorchBackend(model)
+    if kind == "sim":
+        return SimBackend(model, topology, costs, model_name)
+    raise ConfigError(f"unknown backend {kind!r}; use torch or sim")
