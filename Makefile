@@ -26,8 +26,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/eventllm info --model zoo:rwkv4-tiny
-	$(BIN)/eventllm evaluate --model zoo:rwkv4-tiny --data $(DATA)/gutenberg --split valid --json out/evaluate.json
+	$(BIN)/eventllm demo --data $(DATA)/gutenberg --output out/demo
 
 clean:
 	rm -rf $(VENV) $(LAVA) out .pytest_cache

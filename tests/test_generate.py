@@ -1,0 +1,119 @@
+"""Generation sessions (interactive, piped, one-shot), the simulator backend against torch, the demo, examples."""
+
+import json
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from eventllm.generate.backends import SimBackend, TorchBackend
+from eventllm.generate.sampling import Sampling
+from eventllm.generate.session import Session
+from eventllm.models.registry import ZOO_DIR, load_model
+from eventllm.sparsity.thresholds import apply_thresholds
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "eventllm"]
+
+
+def spawn(*args):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
+    return pexpect.spawn(sys.executable, ["-m", "eventllm", "generate", *args], cwd=str(ROOT), env=env,
+                         encoding="utf-8", timeout=120)
+
+
+def test_interactive_session_streams_tokens_and_ends_on_eof():
+    child = spawn("--max-tokens", "8")  # simulator backend: live energy figures
+    child.expect_exact("you> ")
+    child.sendline("It was a dark night")
+    child.expect_exact("model> ")
+    child.expect(r"µJ")  # the live status line of a streamed token
+    child.expect_exact("you> ")
+    child.sendline("The old man")
+    child.expect_exact("you> ")
+    child.sendeof()
+    child.expect("tokens generated")
+    child.expect("energy per token")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_ctrl_c_ends_the_session_cleanly_with_the_summary():
+    child = spawn("--backend", "torch", "--max-tokens", "6")
+    child.expect_exact("you> ")
+    child.sendline("The captain said")
+    child.expect_exact("you> ")
+    child.sendintr()
+    child.expect_exact("(interrupted)")
+    child.expect("tokens generated")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
+def test_prompts_piped_on_stdin_are_turns(tmp_path):
+    r = subprocess.run([*CLI, "generate", "--backend", "torch", "--max-tokens", "5", "--json", str(tmp_path / "s.json")],
+                       input="It was a dark night\nThe old man\n", capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "s.json").read_text())
+    assert s["turns"] == 2 and [t["prompt"] for t in s["turns_text"]] == ["It was a dark night", "The old man"]
+    assert 0 < s["generated_tokens"] <= 10
+
+
+def test_greedy_tokens_on_the_simulator_equal_torch():
+    loaded = load_model("zoo:rwkv4-tiny")
+    apply_thresholds(loaded.model, ZOO_DIR / "rwkv4-tiny" / "thresholds.json")
+    replies = {}
+    for backend in (TorchBackend(loaded.model), SimBackend(loaded.model, "seneca")):
+        s = Session(backend, loaded.tokenizer, Sampling(), max_tokens=24, stop_at_blank_line=False)
+        "".join(s.reply("The captain looked at the sea and said"))
+        "".join(s.reply(" Then he turned to the boy"))
+        replies[backend.name] = [t.reply_ids for t in s.turns]
+        if backend.name == "sim":
+            summary = s.summary()
+            assert summary["energy_ratio"] > 1 and summary["latency_ratio"] > 1
+    assert replies["sim"] == replies["torch"]
+    assert sum(len(r) for r in replies["sim"]) == 48
+
+
+def test_one_shot_generation_with_sampling_is_reproducible():
+    runs = [subprocess.run([*CLI, "generate", "--backend", "torch", "--prompt", "The sea", "--max-tokens", "10",
+                            "--temperature", "0.9", "--top-p", "0.9", "--seed", "3"], capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs)
+    texts = [r.stdout.split("\nsession")[0] for r in runs]  # the generated text, before the summary table
+    assert texts[0] == texts[1] and texts[0].startswith("The sea") and len(texts[0]) > len("The sea")
+
+
+def test_demo_runs_end_to_end_and_writes_its_report(tmp_path, data_dir):
+    r = subprocess.run([*CLI, "demo", "--data", str(data_dir / "gutenberg"), "--eval-tokens", "512", "--max-tokens", "6",
+                        "-o", str(tmp_path / "demo"), "-q"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    for step in ("1. model", "2. perplexity", "3. event-driven", "4. mapping", "5. simulation", "6. text generation"):
+        assert step in r.stdout
+    report = json.loads((tmp_path / "demo" / "demo.json").read_text())
+    assert report["simulation"]["thresholded"]["energy_per_token_j"] < report["simulation"]["dense"]["energy_per_token_j"]
+    for f in ("simulation.json", "mapping.json", "mapping.png", "energy_breakdown.png", "layer_latency.png", "core_activity.png",
+              "graph/graph.json"):
+        assert (tmp_path / "demo" / f).exists()
+
+
+def test_example_custom_topology(tmp_path):
+    results = runpy.run_path(str(ROOT / "examples" / "map_custom_topology.py"))["main"](str(tmp_path))
+    assert results["torus-512k"]["cores_used"] < results["seneca"]["cores_used"]  # twice the memory per core
+    assert (tmp_path / "torus-512k.png").exists()
+
+
+def test_example_compare_presets():
+    results = runpy.run_path(str(ROOT / "examples" / "compare_presets.py"))["main"]("The sea")
+    assert set(results) == {"seneca", "loihi2"} and all(r["energy_ratio"] > 1 for r in results.values())
+
+
+def test_example_chat_session():
+    s = runpy.run_path(str(ROOT / "examples" / "chat_session.py"))["main"](4)
+    assert s["turns"] == 3 and s["generated_tokens"] <= 12
