@@ -84,23 +84,68 @@ def cmd_info(args) -> int:
     return 0
 
 
+def _task_specs(tasks: str, task_data: str) -> list[tuple[str, str | None]]:
+    """'ppl,lambada,piqa=FILE' → [(name, path)]; lambada defaults to the shared copy."""
+    from pathlib import Path
+
+    from eventllm.errors import ConfigError
+    from eventllm.evaluate.tasks import DEFAULT_FILES, TASKS
+
+    out = []
+    for spec in [t.strip() for t in tasks.split(",") if t.strip()]:
+        name, _, path = spec.partition("=")
+        if name != "ppl" and name not in TASKS:
+            raise ConfigError(f"unknown task {name!r}; known: ppl, {', '.join(TASKS)} (give a file as NAME=PATH)")
+        if name not in ("ppl",) and not path:
+            if name not in DEFAULT_FILES:
+                raise ConfigError(f"task {name} needs its JSONL file: --tasks {name}=PATH (none ships with eventllm)")
+            path = str(Path(task_data) / DEFAULT_FILES[name])
+        out.append((name, path or None))
+    if not out:
+        raise ConfigError("--tasks is empty; e.g. --tasks ppl,lambada")
+    return out
+
+
 def cmd_evaluate(args) -> int:
+    from eventllm.errors import ConfigError
     from eventllm.evaluate.language_model import evaluate_stream, sparsity_table
+    from eventllm.evaluate.tasks import run_task
     from eventllm.report import format_table, pct
 
+    specs = _task_specs(args.tasks, args.task_data)
+    if any(n == "ppl" for n, _ in specs) and not args.data:
+        raise ConfigError("the ppl task needs text: pass --data (e.g. ../shared/data/gutenberg), or drop ppl from --tasks")
     loaded = _load(args)
-    ids = _tokens(loaded, args.data, args.split, args.max_tokens)
-    result = evaluate_stream(loaded.model, ids, progress=not args.quiet)
-    result = {"model": loaded.name, "thresholds": args.thresholds, "data": args.data, "split": args.split, **result}
     m = loaded.model
-    print(format_table(["layer", *m.PROJECTIONS], sparsity_table(result, m.PROJECTIONS),
-                       title="Projection-input sparsity, natural → thresholded"))
-    sp = result["sparsity"]
-    print(f"\n{loaded.name} on {args.data} [{args.split}], {result['tokens']:,} tokens")
-    print(f"perplexity {result['ppl']:.3f}" + (f" (dense {result['ppl_dense']:.3f}, {100 * result['ppl_increase']:+.2f}%)" if args.thresholds else ""))
-    print(f"average sparsity: natural {pct(sp['natural'])}, thresholded {pct(sp['thresholded'])}"
-          + (f" ({sp['ratio']:.2f}x)" if sp["ratio"] else ""))
-    print(f"MACs skipped: natural {pct(sp['mac_skipped']['natural'])}, thresholded {pct(sp['mac_skipped']['thresholded'])}")
+    result = {"model": loaded.name, "thresholds": args.thresholds, "data": args.data, "split": args.split}
+    if any(n == "ppl" for n, _ in specs):
+        ids = _tokens(loaded, args.data, args.split, args.max_tokens)
+        result |= evaluate_stream(m, ids, progress=not args.quiet)
+        print(format_table(["layer", *m.PROJECTIONS], sparsity_table(result, m.PROJECTIONS),
+                           title="Projection-input sparsity, natural → thresholded"))
+        sp = result["sparsity"]
+        print(f"\n{loaded.name} on {args.data} [{args.split}], {result['tokens']:,} tokens")
+        print(f"perplexity {result['ppl']:.3f}" + (f" (dense {result['ppl_dense']:.3f}, {100 * result['ppl_increase']:+.2f}%)" if args.thresholds else ""))
+        print(f"average sparsity: natural {pct(sp['natural'])}, thresholded {pct(sp['thresholded'])}"
+              + (f" ({sp['ratio']:.2f}x)" if sp["ratio"] else ""))
+        print(f"MACs skipped: natural {pct(sp['mac_skipped']['natural'])}, thresholded {pct(sp['mac_skipped']['thresholded'])}")
+    tasks = [(n, p) for n, p in specs if n != "ppl"]
+    if tasks:
+        result["tasks"] = {}
+        thetas = m.get_thetas()
+        variants = [("thresholded", thetas), ("dense", 0.0)] if args.thresholds else [("dense", 0.0)]
+        rows = []
+        for name, path in tasks:
+            entry = {}
+            for label, th in variants:
+                m.set_thetas(th)
+                entry[label] = run_task(m, loaded.tokenizer, name, path, args.limit, progress=not args.quiet)
+            m.set_thetas(thetas)
+            result["tasks"][name] = entry | {"file": path}
+            for label, r in entry.items():
+                extra = f"ppl {r['ppl']:.2f}" if "ppl" in r else f"acc_norm {pct(r['acc_norm'])}"
+                rows.append([name, label, r["n"], pct(r["acc"]), extra])
+        print(format_table(["task", "model", "items", "acc", ""], rows, title="\nZero-shot tasks (scored as lm-evaluation-harness)"))
     if args.json:
         _write_json(args.json, result)
         print(f"wrote {args.json}")
@@ -116,7 +161,7 @@ def cmd_calibrate(args) -> int:
     ids = _tokens(loaded, args.data, args.split, None)
     res = calibrate(loaded.model, ids, max_ppl_increase=args.max_ppl_increase, target_sparsity=args.target_sparsity,
                     loss_inc=args.loss_inc, tokens=args.tokens, context=args.context, step=args.step, seed=args.seed,
-                    progress=not args.quiet)
+                    check_tokens=args.check_tokens, progress=not args.quiet)
     m = loaded.model
     rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g} ({res.keeps[(i, p)]:.1f})" for p in m.PROJECTIONS] for i in range(m.n_layer)]
     print(format_table(["layer", *m.PROJECTIONS], rows, title="Thresholds θ (Top-K kept fraction of the search)"))
@@ -407,7 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="perplexity and activation sparsity (natural vs thresholded) on text")
     e.add_argument("--model", default="zoo:rwkv4-tiny", help="model to evaluate (default: %(default)s)")
     e.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted: dense")
-    e.add_argument("--data", required=True, help="a .txt file or a folder of them (e.g. ../shared/data/gutenberg)")
+    e.add_argument("--data", help="text for the ppl task: a .txt file or a folder of them (e.g. ../shared/data/gutenberg)")
+    e.add_argument("--tasks", default="ppl", help="comma-separated: ppl, lambada, piqa=FILE, arc=FILE, hellaswag=FILE, "
+                   "winogrande=FILE (default: %(default)s)")
+    e.add_argument("--task-data", default="../shared/data", help="where lambada's default file lies (default: %(default)s)")
+    e.add_argument("--limit", type=int, help="score only the first N items of each task")
     e.add_argument("--split", default="all", choices=["all", "train", "valid", "test"], help="part of each book (default: %(default)s)")
     e.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens")
     e.add_argument("--json", metavar="OUT", help="write the results as JSON")
@@ -424,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     goal.add_argument("--loss-inc", type=float, help="the paper's per-site loss ratio (default 1.001 when no goal is given)")
     c.add_argument("--tokens", type=int, default=2048, help="calibration tokens (default: %(default)s)")
     c.add_argument("--context", type=int, default=256, help="tokens per calibration window (default: %(default)s)")
+    c.add_argument("--check-tokens", type=int, default=8192,
+                   help="contiguous tokens the final θ scale is set and checked on (default: %(default)s)")
     c.add_argument("--step", default="linear", choices=["linear", "exp"], help="grid of kept fractions (default: %(default)s)")
     c.add_argument("--seed", type=int, default=0, help="seed of the calibration windows (default: %(default)s)")
     c.add_argument("-o", "--output", required=True, help="thresholds JSON to write")
