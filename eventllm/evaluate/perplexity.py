@@ -39,6 +39,7 @@ def perplexity(model: CausalLM, ids: list[int] | torch.Tensor, chunk: int = 1024
     if ids.numel() < 2:
         raise DataError(f"perplexity needs at least 2 tokens, got {ids.numel()}; pass more text")
     model.eval()
+    ids = ids.to(next(model.parameters()).device)
     total, count = 0.0, 0
     if model.recurrent:
         state = None

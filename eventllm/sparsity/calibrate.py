@@ -193,11 +193,15 @@ def _bisect(ok, lo: float, hi: float, steps: int = 12) -> tuple[float, float]:
 
 def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None = None, target_sparsity: float | None = None,
               loss_inc: float | None = None, tokens: int = 2048, context: int = 256, step: str = "linear", start_k: float = 1.0,
-              k_num: int = 8, seed: int = 0, check_tokens: int = 8192, progress: bool = True) -> CalibrationResult:
+              k_num: int = 8, seed: int = 0, check_tokens: int = 32768, safety: float = 0.9,
+              progress: bool = True) -> CalibrationResult:
     """Find one θ per projection per layer from calibration tokens `ids`; the model is left with them set.
 
     Exactly one of `max_ppl_increase`, `target_sparsity` or `loss_inc` (the paper's per-site loss ratio) may be
-    given; with none, loss_inc = 1.001 as in the authors' code.
+    given; with none, loss_inc = 1.001 as in the authors' code. With `max_ppl_increase`, the final scale keeps
+    the check stream within `safety` × the bound: the largest scale that passes on a finite sample is an
+    optimistic pick, and on held-out text the increase came out higher (measured: calibrated on the valid split
+    to +0.98% on 32k tokens → +1.0004% on the 68k-token test split).
     """
     given = [x is not None for x in (max_ppl_increase, target_sparsity, loss_inc)]
     if sum(given) > 1:
@@ -206,12 +210,14 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
         raise ConfigError(f"--max-ppl-increase must be a fraction such as 0.01 (1%), got {max_ppl_increase}")
     if target_sparsity is not None and not (0 < target_sparsity < 1):
         raise ConfigError(f"--target-sparsity must be between 0 and 1, got {target_sparsity}")
+    if not 0 < safety <= 1:
+        raise ConfigError(f"safety must be in (0, 1], got {safety}")
     if loss_inc is not None and loss_inc <= 1.0:
         raise ConfigError(f"--loss-inc must be above 1 (e.g. 1.001), got {loss_inc}")
     t0 = time.perf_counter()
     model.eval()
     context = min(context, getattr(model.config, "max_positions", context))
-    batch = calibration_batch(ids, tokens, context, seed)
+    batch = calibration_batch(ids, tokens, context, seed).to(next(model.parameters()).device)
     model.set_thetas(0.0)
     loss_dense = batch_loss(model, batch)
     n_sites = len(model.threshold_sites())
@@ -250,7 +256,7 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
             nonlocal evaluations
             evaluations += 1
             _set_scaled(model, thetas, s)
-            return math.exp(check_run()[1] - loss_dense) - 1.0 <= max_ppl_increase
+            return math.exp(check_run()[1] - loss_dense) - 1.0 <= safety * max_ppl_increase
 
         lo, hi = (1.0, 1.5) if within_bound(1.0) else (0.0, 1.0)
         while lo >= 1.0 and within_bound(hi) and hi < 64:  # room left in the bound: raise every θ together

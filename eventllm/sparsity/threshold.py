@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # An observer sees each projection input before and after thresholding (used by the sparsity
@@ -33,11 +34,21 @@ class ActivationThreshold(nn.Module):
         # thresholding (the Top-K stage of the paper's search); None in normal use.
         self.keep: float | None = None
         self.observer: Observer | None = None
+        # Training-based baseline only: (raw parameter ρ, surrogate spike function); θ = softplus(ρ) is learned
+        # through the surrogate gradient of the Heaviside step (`eventllm.sparsity.train_baseline`).
+        self.surrogate: tuple[torch.nn.Parameter, Callable] | None = None
+        self.pass_fraction: torch.Tensor | None = None
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """T_θ(x) (or Top-K during calibration) without telling the observer (for a projection sharing this input)."""
         if self.keep is not None:
             return top_k_per_token(x, self.keep)
+        if self.surrogate is not None:
+            rho, spike = self.surrogate
+            # forward: exactly T_θ (the spike is the step |x| > θ); backward: the surrogate gradient reaches θ
+            mask = spike(x.abs() - F.softplus(rho))
+            self.pass_fraction = mask.mean()  # differentiable; its value is the hard fraction that passed
+            return x * mask
         if self.theta == 0.0:
             return x
         return torch.where(x.abs() > self.theta, x, torch.zeros((), dtype=x.dtype, device=x.device))

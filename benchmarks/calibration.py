@@ -1,0 +1,95 @@
+"""Training-free threshold search vs training-based thresholds (snnTorch surrogate gradients), side by side.
+
+    python benchmarks/calibration.py [--device cuda] [--model zoo:rwkv4-tiny] [--json OUT]
+
+Both start from the same model and the same calibration text (the valid split; 2048 tokens of windows for
+the search and for training). The training-free search runs with a 1% perplexity bound; the training-based
+baseline then trains until it reaches the same model-wide sparsity. Printed: the wall time of each and
+their ratio, and for dense / training-free / training-based the perplexity on the test split, the
+sparsity there and LAMBADA (accuracy, perplexity).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import _common  # noqa: F401  (import path)
+import torch
+
+from eventllm.report import format_table, pct
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="zoo:rwkv4-tiny")
+    ap.add_argument("--data", default=str(_common.ROOT.parent / "shared" / "data" / "gutenberg"))
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--max-ppl-increase", type=float, default=0.01)
+    ap.add_argument("--eval-tokens", type=int, default=32768)
+    ap.add_argument("--lambada", default=str(_common.ROOT.parent / "shared" / "data" / "lambada" / "lambada_test.jsonl"))
+    ap.add_argument("--lambada-limit", type=int, default=500)
+    ap.add_argument("--json", help="write the figures as JSON")
+    args = ap.parse_args()
+
+    from eventllm.data import read_texts, token_stream
+    from eventllm.evaluate.language_model import evaluate_stream
+    from eventllm.evaluate.tasks import run_task
+    from eventllm.models.registry import load_model
+    from eventllm.sparsity.calibrate import calibrate
+    from eventllm.sparsity.train_baseline import train_thresholds
+
+    dev = torch.device(args.device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"{platform.machine()} CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}")
+    loaded = load_model(args.model)
+    tok = loaded.tokenizer
+    calib_ids = token_stream(read_texts(args.data, "valid"), tok).tolist()
+    test_ids = token_stream(read_texts(args.data, "test"), tok).tolist()[: args.eval_tokens]
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    free_model = loaded.model.to(dev)
+    sync()
+    t = time.perf_counter()
+    free = calibrate(free_model, calib_ids, max_ppl_increase=args.max_ppl_increase, progress=False)
+    sync()
+    t_free = time.perf_counter() - t
+    print(f"training-free: {t_free:.1f} s, sparsity {pct(free.sparsity)} on its {free.check_tokens:,}-token check stream")
+
+    trained_model = load_model(args.model).model.to(dev)
+    sync()
+    t = time.perf_counter()
+    trained = train_thresholds(trained_model, calib_ids, free.sparsity, device=args.device, progress=False)
+    sync()
+    t_train = time.perf_counter() - t
+    print(f"training-based: {t_train:.1f} s ({trained.steps} steps; target reached at step {trained.steps_to_target}, "
+          f"{trained.seconds_to_target or float('nan'):.1f} s)")
+
+    rows, figures = [], {"device": name, "training_free_s": t_free, "training_based_s": t_train,
+                         "training_based_to_target_s": trained.seconds_to_target, "ratio": t_train / t_free,
+                         "target_sparsity": free.sparsity, "models": {}}
+    dense_model = load_model(args.model).model.to(dev)
+    for label, model in (("dense (θ = 0)", dense_model), ("training-free", free_model), ("training-based", trained_model)):
+        ev = evaluate_stream(model, test_ids, progress=False)
+        lam = run_task(model, tok, "lambada", args.lambada, args.lambada_limit)
+        figures["models"][label] = {"ppl": ev["ppl"], "sparsity": ev["sparsity"]["thresholded"], "lambada_acc": lam["acc"],
+                                    "lambada_ppl": lam["ppl"]}
+        rows.append([label, f"{ev['ppl']:.2f}", f"{100 * (ev['ppl'] / figures['models'].get('dense (θ = 0)', {'ppl': ev['ppl']})['ppl'] - 1):+.2f}%",
+                     pct(ev["sparsity"]["thresholded"]), pct(lam["acc"]), f"{lam['ppl']:.3g}"])
+    print(format_table(["thresholds", "test ppl", "vs dense", "sparsity", "LAMBADA acc", "LAMBADA ppl"], rows,
+                       title=f"{args.model}: {len(test_ids):,} test tokens, LAMBADA first {args.lambada_limit}"))
+    print(f"\nwall time to the same model-wide sparsity ({pct(free.sparsity)}) on {name}: training-free {t_free:.1f} s, "
+          f"training-based {t_train:.1f} s → training-based ÷ training-free = {t_train / t_free:.2f}x")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=1)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
