@@ -126,10 +126,10 @@ def loglikelihood(model: CausalLM, tokenizer: Tokenizer, context: str, continuat
     limit = getattr(model.config, "max_positions", None)
     if limit and len(ids) > limit:  # keep the end, as the harness does
         ids = ids[-limit:]
-    x = torch.tensor([ids[:-1]], dtype=torch.long)
+    x = torch.tensor([ids[:-1]], dtype=torch.long, device=next(model.parameters()).device)
     logits, _ = model(x, model.init_state(1) if model.recurrent else None)
     logp = F.log_softmax(logits[0, -len(cont):].float(), dim=-1)
-    target = torch.tensor(cont)
+    target = torch.tensor(cont, device=logp.device)
     ll = float(logp.gather(1, target[:, None]).sum())
     greedy = bool((logp.argmax(-1) == target).all())
     return ll, greedy

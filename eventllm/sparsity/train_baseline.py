@@ -94,7 +94,7 @@ def train_thresholds(model: CausalLM, ids: list[int], target_sparsity: float, *,
             sparsity = 1.0 - float(density.detach())
             lam = lam * 1.05 if sparsity < target_sparsity else lam / 1.05
             history.append({"step": step + 1, "ce": float(ce.detach()), "sparsity": sparsity, "lambda": lam})
-            bar.set_postfix(ce=f"{float(ce):.3f}", sparsity=f"{sparsity:.3f}")
+            bar.set_postfix(ce=f"{float(ce.detach()):.3f}", sparsity=f"{sparsity:.3f}")
             if reached_step is None and sparsity >= target_sparsity:
                 reached_step, reached_s = step + 1, time.perf_counter() - t0
             if reached_step is not None and step + 1 >= reached_step + settle_steps and sparsity >= target_sparsity:
