@@ -25,6 +25,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--data", default=str(_common.ROOT.parent / "shared" / "data" / "gutenberg"))
     ap.add_argument("--output", default=str(_common.ROOT / "docs"))
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plots from OUTPUT/sparsity_curve.json")
     args = ap.parse_args()
     import matplotlib
 
@@ -39,7 +40,10 @@ def main() -> None:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     curves, layers = {}, {}
-    for name in ("rwkv4-tiny", "opt-tiny"):
+    if args.plot_only:
+        saved = json.loads((out / "sparsity_curve.json").read_text())
+        curves, layers = saved["curves"], saved["per_layer"]
+    for name in () if args.plot_only else ("rwkv4-tiny", "opt-tiny"):
         loaded = load_model(f"zoo:{name}")
         m = loaded.model
         ids = token_stream(read_texts(args.data, "test"), loaded.tokenizer).tolist()[: args.tokens]
@@ -78,12 +82,14 @@ def main() -> None:
             ax.scatter([i + j * width for i in range(len(per_layer))], [100 * l[p]["natural"] for l in per_layer], color="k", s=6, zorder=3)
         ax.set_xticks([i + 0.4 - width / 2 for i in range(len(per_layer))], [f"L{i}" for i in range(len(per_layer))])
         ax.set_ylabel("sparsity (%)")
-        ax.set_title(f"zoo:{name}: per layer and projection (bars: thresholded, dots: natural)")
+        ax.set_title(f"zoo:{name}")
         ax.legend(fontsize=7, ncol=2)
+    fig.suptitle("Projection-input sparsity per layer (bars: shipped thresholds, dots: natural)")
     fig.tight_layout()
     fig.savefig(out / "per_layer_sparsity.png", dpi=110)
     plt.close(fig)
-    (out / "sparsity_curve.json").write_text(json.dumps({"tokens": args.tokens, "curves": curves, "per_layer": layers}, indent=1) + "\n")
+    if not args.plot_only:
+        (out / "sparsity_curve.json").write_text(json.dumps({"tokens": args.tokens, "curves": curves, "per_layer": layers}, indent=1) + "\n")
     print(f"wrote {out}/sparsity_curve.png, per_layer_sparsity.png, sparsity_curve.json")
 
 

@@ -32,6 +32,10 @@ def _load(args):
     from eventllm.models.registry import load_model
 
     loaded = load_model(args.model)
+    if getattr(args, "device", None):
+        import torch
+
+        loaded.model.to(torch.device(args.device))
     if getattr(args, "thresholds", None):
         from eventllm.sparsity.thresholds import apply_thresholds
 
@@ -481,6 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="all", choices=["all", "train", "valid", "test"], help="part of each book (default: %(default)s)")
     e.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens")
     e.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    e.add_argument("--device", help="cpu or cuda (default: cpu)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_evaluate)
 
@@ -505,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--step", default="linear", choices=["linear", "exp"], help="grid of kept fractions (default: %(default)s)")
     c.add_argument("--seed", type=int, default=0, help="seed of the calibration windows (default: %(default)s)")
     c.add_argument("-o", "--output", required=True, help="thresholds JSON to write")
+    c.add_argument("--device", help="cpu or cuda (default: cpu)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_calibrate)
 
