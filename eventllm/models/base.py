@@ -80,7 +80,7 @@ class CausalLM(nn.Module):
         h.update(json.dumps({"arch": self.arch, "config": self.config_dict()}, sort_keys=True).encode())
         for name, p in sorted(self.state_dict().items()):
             h.update(name.encode())
-            t = p.detach().to(torch.float32).contiguous().flatten()
+            t = p.detach().to(torch.float32).cpu().contiguous().flatten()
             # a strided sample of every tensor keeps this fast on large models and still tells two apart
             step = max(1, t.numel() // 4096)
             h.update(t[::step].numpy().tobytes())
