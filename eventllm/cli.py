@@ -463,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", help="text for perplexity (default: ../shared/data/gutenberg when present)")
     d.add_argument("--calibrate", action="store_true", help="calibrate thresholds now instead of using the shipped ones")
     d.add_argument("--prompt", default="The captain looked at the sea and said", help="prompt to simulate and continue")
-    d.add_argument("--eval-tokens", type=int, default=8192, help="held-out tokens for perplexity (default: %(default)s)")
+    d.add_argument("--eval-tokens", type=int, help="held-out tokens for perplexity (default: the whole test split)")
     d.add_argument("--max-tokens", type=int, default=40, help="tokens to generate (default: %(default)s)")
     d.add_argument("-o", "--output", default="out/demo", help="report folder (default: %(default)s)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

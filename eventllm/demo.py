@@ -21,7 +21,7 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
-def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: bool, prompt: str, eval_tokens: int,
+def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: bool, prompt: str, eval_tokens: int | None,
              max_tokens: int, progress: bool = True) -> dict:
     from eventllm.evaluate.language_model import evaluate_stream
     from eventllm.generate.backends import SimBackend
@@ -68,7 +68,7 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
     if data:
         from eventllm.data import read_texts, token_stream
 
-        ids = token_stream(read_texts(data, "test"), loaded.tokenizer).tolist()[:eval_tokens]
+        ids = token_stream(read_texts(data, "test"), loaded.tokenizer).tolist()[: eval_tokens or None]
         ev = evaluate_stream(model, ids, progress=progress)
         sp = ev["sparsity"]
         print(f"{len(ids):,} tokens of {data} [test]: perplexity {ev['ppl_dense']:.2f} → {ev['ppl']:.2f} "
