@@ -99,7 +99,7 @@ def train_thresholds(model: CausalLM, ids: list[int], target_sparsity: float, *,
                 reached_step, reached_s = step + 1, time.perf_counter() - t0
             if reached_step is not None and step + 1 >= reached_step + settle_steps and sparsity >= target_sparsity:
                 break
-        thetas = {(s.layer, s.projection): float(F.softplus(rho)) for s, rho in zip(sites, params)}
+        thetas = {(s.layer, s.projection): float(F.softplus(rho.detach())) for s, rho in zip(sites, params)}
     finally:
         for s in sites:
             s.surrogate = None
