@@ -64,6 +64,7 @@ class SimResult:
     sparsity_per_token: list = field(default_factory=list)
     layer_finish: list = field(default_factory=list)  # per token: finish time of each layer group
     logits: list = field(default_factory=list)
+    pair_packets: np.ndarray | None = None  # packets per shard-to-shard pair, summed over tokens
 
 
 class Simulator:
@@ -290,6 +291,7 @@ class Simulator:
         r = self.result
         r.tokens += 1
         r.counts += counts
+        r.pair_packets = packets.astype(np.float64) if r.pair_packets is None else r.pair_packets + packets
         r.energy_per_token.append(self._energy(counts.sum(0), latency))
         r.latency_per_token.append(latency)
         r.layer_finish.append(layer_finish)
@@ -303,6 +305,17 @@ class Simulator:
         out = values[self.graph.output]
         r.logits.append(out)
         return out
+
+    def link_loads(self) -> dict[tuple[int, int], float]:
+        """Packets per token on every NoC link used (undirected), routed as the mapping routes them."""
+        from mapping.place import link_loads
+
+        r = self.result
+        if r.pair_packets is None or not r.tokens:
+            return {}
+        keep = self.p_remote & (r.pair_packets > 0)
+        idx = np.arange(self.topo.n_cores)
+        return link_loads(idx, self.core[self.p_src[keep]], self.core[self.p_dst[keep]], r.pair_packets[keep] / r.tokens, self.topo)
 
     def run(self, tokens) -> np.ndarray:
         return np.stack([self.step(int(t)) for t in tokens])

@@ -59,6 +59,13 @@ def summarize(sim: Simulator) -> dict:
     for s, e in zip(sim.mapping.shards, shard_energy):
         kinds[s.kind] = kinds.get(s.kind, 0.0) + float(e)
     core_energy = np.bincount(sim.core, shard_energy, sim.topo.n_cores)
+    by_process: dict[str, dict[str, float]] = {}
+    for s, row in zip(sim.mapping.shards, per_shard):
+        entry = by_process.setdefault(s.process, dict.fromkeys(COUNTERS, 0.0))
+        for c, v in zip(COUNTERS, row):
+            entry[c] += float(v)
+    loads = sim.link_loads()
+    used = np.unique(sim.core)
     return {
         "tokens": r.tokens,
         "energy_per_token_j": float(np.mean(r.energy_per_token)),
@@ -71,6 +78,11 @@ def summarize(sim: Simulator) -> dict:
         "by_layer": [{"layer": name, "energy_j": float(e), "latency_s": float(t), "synaptic_ops": float(s)}
                      for name, e, t, s in zip(sim.layer_names, layer_energy, layer_latency, layer_synops)],
         "cores_used": sim.mapping.cores_used,
+        "max_link_load_packets_per_token": max(loads.values()) if loads else 0.0,
+        "per_token": [{"energy_j": float(e), "latency_s": float(t), "sparsity": float(sp)}
+                      for e, t, sp in zip(r.energy_per_token, r.latency_per_token, r.sparsity_per_token)],
+        "by_process": by_process,
+        "by_core": {int(c): {"energy_j": float(core_energy[c]), "shards": int((sim.core == c).sum())} for c in used},
         "_core_energy": core_energy,
     }
 

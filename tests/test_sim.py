@@ -55,6 +55,8 @@ def test_counts_energy_and_latency_of_a_hand_built_graph():
     # relu 2 + 1 + 1 + 1 packet = 5; out 1 + 1 + 2 = 4; plus one hop on each of the 3 remote transfers:
     # 6 + 1 + 8 + 1 + 5 + 0 + 5 + 1 + 4 = 31 cycles at 500 MHz = 62 ns
     assert sim.result.latency_per_token[0] == pytest.approx(62e-9)
+    # the NoC links of the 1x5 row carry 3, 2 and 1 packets
+    assert sim.link_loads() == {(0, 1): 3.0, (1, 2): 2.0, (2, 3): 1.0}
 
 
 def test_partial_sums_of_an_input_split_dense():
@@ -170,6 +172,8 @@ def test_eventllm_simulate_json_and_report(tmp_path):
         assert key in out and key in out["dense"]
     assert out["tokens"] == 4 and out["energy_ratio"] > 1 and out["latency_ratio"] > 1
     assert [b["layer"] for b in out["by_layer"]] == ["input", "L0", "L1", "output"]
+    assert len(out["per_token"]) == 4 and set(out["by_process"]) >= {"emb", "L0.att.key", "head"}
+    assert out["by_process"]["L0.att.key"]["synops"] > 0 and out["max_link_load_packets_per_token"] > 0
     for png in ("energy_breakdown.png", "layer_latency.png", "core_activity.png"):
         assert (tmp_path / "rep" / png).read_bytes()[:4] == b"\x89PNG"
     r = subprocess.run([*cli, "simulate", str(tmp_path / "g"), "--mapping", str(tmp_path / "m.json")], capture_output=True, text=True)
