@@ -232,7 +232,7 @@ def cmd_build(args) -> int:
     print(f"\nparameters {graph.n_parameters():,}; weights {graph.nbytes('weight') / 2**20:.1f} MiB (float32), state {graph.nbytes('state'):,} bytes")
     print(f"synaptic ops per token: dense {dense:,}; with events only ({rates['tokens']} tokens of {source}) "
           f"{measured:,.0f} ({pct(1 - measured / dense)} skipped, {dense / measured:.2f}x fewer)")
-    print(f"wrote {args.output}/graph.json and arrays.npz")
+    print(f"wrote {Path(args.output) / 'graph.json'} and arrays.npz")
     return 0
 
 
@@ -586,6 +586,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"eventllm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly, as Unix tools do
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
