@@ -198,3 +198,19 @@ def test_damaged_folders_give_one_clear_error(small_rwkv, tmp_path, damage):
         (tmp_path / "arrays.npz").write_bytes(data[: len(data) // 2])
     with pytest.raises(GraphError, match="rebuild"):
         ProcessGraph.load(tmp_path)
+
+
+def test_eventllm_build_writes_a_self_contained_graph_folder(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "eventllm", "build", "--model", "zoo:rwkv4-tiny", "--thresholds",
+                        str(SHIPPED_THRESHOLDS), "--tokens", "16", "-o", str(tmp_path / "g")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "synaptic ops per token: dense 12,804,096" in r.stdout
+    g = ProcessGraph.load(tmp_path / "g")
+    assert (tmp_path / "g" / "tokenizer.json").exists() and g.meta["event_rates"]["tokens"] == 16
+    assert g.meta["thresholds"] == str(SHIPPED_THRESHOLDS)
+    r = subprocess.run([sys.executable, "-m", "eventllm", "map", str(tmp_path / "nowhere"), "-o", str(tmp_path / "m.json")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "not a graph folder" in r.stderr

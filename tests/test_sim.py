@@ -178,3 +178,14 @@ def test_eventllm_simulate_json_and_report(tmp_path):
         assert (tmp_path / "rep" / png).read_bytes()[:4] == b"\x89PNG"
     r = subprocess.run([*cli, "simulate", str(tmp_path / "g"), "--mapping", str(tmp_path / "m.json")], capture_output=True, text=True)
     assert r.returncode == 2 and "pass --token-ids" in r.stderr
+
+
+@pytest.mark.parametrize("content,message", [("{", "not valid JSON"), ('{"format": "x"}', "not an eventllm mapping"),
+                                             ('{"format": "eventllm-mapping", "version": 7}', "version 7")])
+def test_bad_mapping_files(tmp_path, content, message):
+    from mapping import Mapping
+
+    f = tmp_path / "m.json"
+    f.write_text(content)
+    with pytest.raises(MappingError, match=message):
+        Mapping.load(f)
