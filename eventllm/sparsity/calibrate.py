@@ -191,44 +191,9 @@ def _bisect(ok, lo: float, hi: float, steps: int = 12) -> tuple[float, float]:
     return lo, hi
 
 
-def _refine_allocation(model: CausalLM, thetas: dict, check_run, loss_dense: float, bound: float,
-                       progress: bool, step: float = 1.25, rounds: int = 12) -> tuple[dict, int]:
-    """Greedy re-allocation after the common scale (eventllm's addition, `--refine`): each round tries raising
-    the θ of one projection kind (all layers) by `step` and keeps the one that buys the most sparsity per unit
-    of perplexity, while the check stream stays within the bound; stops when no raise fits."""
-    from tqdm import tqdm
-
-    projections = sorted({p for _, p in thetas})
-    evaluations = 0
-    _set_scaled(model, thetas, 1.0)
-    sparsity, nll = check_run()
-    evaluations += 1
-    frozen: set[str] = set()
-    for _ in tqdm(range(rounds), desc="refining allocation", disable=not progress):
-        best = None
-        for p in projections:
-            if p in frozen or not any(v > 0 for (_, q), v in thetas.items() if q == p):
-                continue
-            trial = {k: v * step if k[1] == p else v for k, v in thetas.items()}
-            _set_scaled(model, trial, 1.0)
-            s2, nll2 = check_run()
-            evaluations += 1
-            if math.exp(nll2 - loss_dense) - 1.0 > bound:
-                frozen.add(p)  # raising this projection alone already breaks the bound
-                continue
-            gain = (s2 - sparsity) / max(nll2 - nll, 1e-9)
-            if s2 > sparsity and (best is None or gain > best[0]):
-                best = (gain, trial, s2, nll2)
-        if best is None:
-            break
-        _, thetas, sparsity, nll = best
-    _set_scaled(model, thetas, 1.0)
-    return thetas, evaluations
-
-
 def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None = None, target_sparsity: float | None = None,
               loss_inc: float | None = None, tokens: int = 2048, context: int = 256, step: str = "linear", start_k: float = 1.0,
-              k_num: int = 8, seed: int = 0, check_tokens: int = 32768, safety: float = 0.9, refine: bool = False,
+              k_num: int = 8, seed: int = 0, check_tokens: int = 32768, safety: float = 0.9,
               progress: bool = True) -> CalibrationResult:
     """Find one θ per projection per layer from calibration tokens `ids`; the model is left with them set.
 
@@ -297,11 +262,6 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
         while lo >= 1.0 and within_bound(hi) and hi < 64:  # room left in the bound: raise every θ together
             lo, hi = hi, hi * 1.5
         scale, _ = _bisect(within_bound, lo, hi, steps=8)  # the largest scale within the bound
-        if refine:
-            thetas, n = _refine_allocation(model, {k: v * scale for k, v in thetas.items()}, check_run, loss_dense,
-                                           safety * max_ppl_increase, progress)
-            evaluations += n
-            scale = 1.0
     elif target_sparsity is not None and any(thetas.values()):
         def short_of_target(s: float) -> bool:
             nonlocal evaluations
