@@ -14,7 +14,6 @@ import json
 import math
 import shutil
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from eventllm.data import read_texts, token_stream
+from eventllm.config import read_toml
 from eventllm.errors import ConfigError
 from eventllm.models import OPT, build_model
 from eventllm.models.checkpoints import save_eventllm
@@ -56,12 +56,7 @@ class TrainConfig:
 def load_train_config(path: str | Path, base: Path | None = None) -> TrainConfig:
     """Read a training config; relative paths in it are taken from the config file's folder."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    raw = read_toml(path, "config file")
     known = set(TrainConfig.__dataclass_fields__)
     unknown = sorted(set(raw) - known)
     if unknown:

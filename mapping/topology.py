@@ -13,12 +13,12 @@ user TOML file.
 from __future__ import annotations
 
 import math
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from eventllm.config import read_toml
 from eventllm.errors import MappingError
 
 PRESETS = Path(__file__).parent / "presets"
@@ -230,15 +230,6 @@ def parse_topology(data: dict, where: str) -> Topology:
     return topo
 
 
-def _read_toml(path: Path) -> dict:
-    try:
-        return tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise MappingError(f"{path} is not valid TOML ({e}); fix the file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise MappingError(f"cannot read topology file {path} ({e})") from None
-
-
 def load_topology(spec: str, cores_needed: int | None = None) -> Topology:
     """A preset (`seneca`, `loihi2`), a preset at a fixed size (`seneca:ROWSxCOLS`) or a TOML file.
 
@@ -250,7 +241,7 @@ def load_topology(spec: str, cores_needed: int | None = None) -> Topology:
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
             raise MappingError(f"topology file {spec} not found; give a preset ({', '.join(preset_names())}) or a TOML file")
-        topo = parse_topology(_read_toml(path), str(path))
+        topo = parse_topology(read_toml(path, "topology file", MappingError), str(path))
         if topo.noc.kind != "custom" and not (topo.rows and topo.cols):
             if cores_needed is None:
                 raise MappingError(f"{path}: give the mesh size in [mesh] rows/cols")
@@ -258,7 +249,7 @@ def load_topology(spec: str, cores_needed: int | None = None) -> Topology:
         return topo
     if name not in preset_names():
         raise MappingError(f"unknown topology {spec!r}: use a preset ({', '.join(preset_names())}), PRESET:ROWSxCOLS or a .toml file")
-    topo = parse_topology(_read_toml(PRESETS / f"{name}.toml"), name)
+    topo = parse_topology(read_toml(PRESETS / f"{name}.toml", "topology file", MappingError), name)
     if size:
         try:
             rows, cols = (int(x) for x in size.lower().split("x"))

@@ -5,10 +5,10 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from eventllm.config import read_toml
 from eventllm.errors import ConfigError
 
 PRESETS = Path(__file__).parent / "presets"
@@ -34,12 +34,7 @@ def load_costs(spec: str) -> CostModel:
         if not path.exists():
             names = ", ".join(sorted(p.stem for p in PRESETS.glob("*.toml")))
             raise ConfigError(f"unknown cost preset {spec!r}; use one of {names} or a .toml file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"cost file {path} not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path} is not valid TOML ({e})") from None
+    data = read_toml(path, "cost file")
     unknown = set(data) - {"name", "topology", "energy_j", "time_cycles"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: name, topology, [energy_j], [time_cycles]")
