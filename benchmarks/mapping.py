@@ -13,27 +13,18 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
-from pathlib import Path
 
-# this file is named like the `mapping` package: import the package, not this script
-HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(HERE.parent)]
+import _common  # noqa: F401  (import path: this file is named like the `mapping` package)
 
-from eventllm.report import format_table  # noqa: E402
+from eventllm.report import format_table
 
 
 def zoo_graph():
-    from eventllm.data import SAMPLE_TEXT
-    from eventllm.models.registry import load_model
-    from eventllm.process.build import build_graph
     from eventllm.process.executor import measure_event_rates
 
-    loaded = load_model("zoo:rwkv4-tiny")
-    graph = build_graph(loaded.model, os.path.join(os.path.dirname(__file__), "..", "eventllm", "zoo", "rwkv4-tiny", "thresholds.json"),
-                        name="zoo:rwkv4-tiny (calibrated θ)")
-    graph.meta["event_rates"] = measure_event_rates(graph, loaded.tokenizer.encode(SAMPLE_TEXT)[:64])
+    _, graph, tokens = _common.zoo("rwkv4-tiny")
+    graph.meta["event_rates"] = measure_event_rates(graph, tokens[:64])
     return graph
 
 

@@ -56,17 +56,14 @@ class Mapping:
         return a[keep], b[keep], self.events[keep]
 
     def hop_traffic(self) -> float:
-        a, b, t = self._core_pairs()
-        return float((t * self.topology.hops(a, b)).sum()) if len(a) else 0.0
+        return hop_traffic(self.shard_core, self.src, self.dst, self.events, self.topology)
 
     def chip_traffic(self) -> float:
         a, b, t = self._core_pairs()
         return float((t * self.topology.chip_crossings(a, b)).sum()) if len(a) else 0.0
 
     def link_loads(self) -> dict[tuple[int, int], float]:
-        a, b, t = self._core_pairs()
-        idx = np.arange(self.topology.n_cores)
-        return link_loads(idx, a, b, t, self.topology)
+        return link_loads(self.shard_core, self.src, self.dst, self.events, self.topology)
 
     def core_traffic(self) -> np.ndarray:
         """Events per token entering plus leaving each core over the NoC."""
@@ -177,10 +174,8 @@ def map_graph(graph: ProcessGraph, topology: str | Topology = "seneca", placemen
     if placement not in PLACEMENTS:
         raise MappingError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
     start = time.perf_counter()
-    probe = topology if isinstance(topology, Topology) else load_topology(topology.partition(":")[0] if ":" in topology else topology) \
-        if not str(topology).endswith(".toml") else None
     # the memory per core decides the partition; the partition decides how many cores are needed
-    topo0 = probe if probe is not None else load_topology(topology, cores_needed=1)
+    topo0 = topology if isinstance(topology, Topology) else load_topology(topology, cores_needed=1)
     shards = partition(graph, topo0)
     bins = pack(shards, topo0.core.memory_bytes)
     topo = topology if isinstance(topology, Topology) else load_topology(topology, cores_needed=len(bins))

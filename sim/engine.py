@@ -314,8 +314,7 @@ class Simulator:
         if r.pair_packets is None or not r.tokens:
             return {}
         keep = self.p_remote & (r.pair_packets > 0)
-        idx = np.arange(self.topo.n_cores)
-        return link_loads(idx, self.core[self.p_src[keep]], self.core[self.p_dst[keep]], r.pair_packets[keep] / r.tokens, self.topo)
+        return link_loads(self.core, self.p_src[keep], self.p_dst[keep], r.pair_packets[keep] / r.tokens, self.topo)
 
     def run(self, tokens) -> np.ndarray:
         return np.stack([self.step(int(t)) for t in tokens])
