@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from eventllm.errors import GraphError, MappingError
+from eventllm.errors import MappingError
+from eventllm.process.executor import process_inputs
 from eventllm.process.graph import ProcessGraph
 from eventllm.process.models import model_for
 from mapping.result import Mapping
@@ -83,6 +84,7 @@ class Simulator:
         self.topo = mapping.topology
         self.order = graph.topological_order()
         self.models = {p.name: model_for(p) for p in self.order}
+        self.graph_inputs = {port.path for port in graph.inputs()}
         self.n_shards = len(mapping.shards)
         self.core = mapping.shard_core
         self.shards_of: dict[str, np.ndarray] = {}
@@ -251,14 +253,7 @@ class Simulator:
         token_vec = np.array([token], dtype=np.int64)
         special = []
         for proc in self.order:
-            inputs = {}
-            for pname, port in proc.in_ports.items():
-                if port.sources:
-                    inputs[pname] = values[port.sources[0].src.path]
-                elif pname == "token":
-                    inputs[pname] = token_vec
-                else:
-                    raise GraphError(f"in-port {port.path} is not connected")
+            inputs = process_inputs(proc, values, token_vec, self.graph_inputs)
             outputs = self.models[proc.name].run(inputs)
             for pname, y in outputs.items():
                 values[f"{proc.name}.{pname}"] = y

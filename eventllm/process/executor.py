@@ -49,7 +49,7 @@ class Executor:
         self.graph = graph
         self.order = graph.topological_order()
         self.models = {p.name: model_for(p) for p in self.order}
-        self.inputs = {(port.process.name, port.name) for port in graph.inputs()}
+        self.inputs = {port.path for port in graph.inputs()}
         self.probes = {path: [] for path in probes}
         for path in probes:
             if not isinstance(graph.port(path), OutPort):
@@ -67,22 +67,10 @@ class Executor:
 
     def step(self, token: int, external: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Run one token; returns the output vector (the logits). `external` feeds cut in-ports ('proc.port')."""
-        values: dict[tuple[str, str], np.ndarray] = {}
+        values: dict[str, np.ndarray] = {}
         token_vec = np.array([token], dtype=np.int64)
         for proc in self.order:
-            inputs = {}
-            for pname, port in proc.in_ports.items():
-                if (proc.name, pname) in self.inputs:
-                    path = f"{proc.name}.{pname}"
-                    if external is not None and path in external:
-                        inputs[pname] = np.asarray(external[path], dtype=np.float32)
-                    elif pname == "token":
-                        inputs[pname] = token_vec
-                    else:
-                        raise GraphError(f"in-port {path} is not connected; connect it or pass it in `external`")
-                else:
-                    src = port.sources[0].src
-                    inputs[pname] = values[(src.process.name, src.name)]
+            inputs = process_inputs(proc, values, token_vec, self.inputs, external)
             outputs = self.models[proc.name].run(inputs)
             c = self.counts.per_process[proc.name]
             if proc.kind == "dense":
@@ -96,13 +84,11 @@ class Executor:
                 nnz = int(np.count_nonzero(y))
                 c["events_out"] += nnz
                 self.counts.per_port[f"{proc.name}.{pname}"] += nnz
-                values[(proc.name, pname)] = y
+                values[f"{proc.name}.{pname}"] = y
         self.counts.tokens += 1
         for path, recorded in self.probes.items():
-            pname, _, port = path.rpartition(".")
-            recorded.append(values[(pname, port)].copy())
-        out = self.graph.output_port()
-        return values[(out.process.name, out.name)]
+            recorded.append(values[path].copy())
+        return values[self.graph.output]
 
     def run(self, tokens, external: list[dict[str, np.ndarray]] | None = None) -> np.ndarray:
         """Run a sequence of tokens from the current state; returns the outputs stacked [T, n]."""
@@ -113,6 +99,25 @@ class Executor:
         """The values a probed port carried, one row per token."""
         return np.stack(self.probes[path])
 
+
+
+def process_inputs(proc, values: dict[str, np.ndarray], token_vec: np.ndarray, cut: set[str],
+                   external: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """The vectors arriving at `proc`'s in-ports in this token, by port name: what the feeding out-port sent
+    (`values`, keyed 'proc.port'), or — for an in-port fed from outside the graph (its path in `cut`) — the
+    value given in `external`, or the token itself for a `token` port."""
+    inputs = {}
+    for pname, port in proc.in_ports.items():
+        if port.path in cut:
+            if external is not None and port.path in external:
+                inputs[pname] = np.asarray(external[port.path], dtype=np.float32)
+            elif pname == "token":
+                inputs[pname] = token_vec
+            else:
+                raise GraphError(f"in-port {port.path} is not connected; connect it or pass it in `external`")
+        else:
+            inputs[pname] = values[port.sources[0].src.path]
+    return inputs
 
 
 def measure_event_rates(graph: ProcessGraph, tokens: list[int]) -> dict:
