@@ -43,12 +43,12 @@ def _load(args):
     return loaded
 
 
-def _tokens(loaded, data: str, split: str, max_tokens: int | None) -> list[int]:
-    from eventllm.data import read_texts, token_stream
+def _tokens(loaded, data: str, split: str, max_tokens: int | None, progress: bool = False) -> list[int]:
+    from eventllm.data import cached_token_stream
     from eventllm.errors import DataError
 
-    ids = token_stream(read_texts(data, split), loaded.tokenizer).tolist()
-    ids = ids[:max_tokens] if max_tokens else ids
+    ids = cached_token_stream(data, split, loaded.tokenizer, progress=progress)
+    ids = (ids[:max_tokens] if max_tokens else ids).astype("int64").tolist()
     if len(ids) < 2:
         raise DataError(f"{data} (split {split}): fewer than 2 tokens of text; pass a larger text")
     return ids
@@ -123,13 +123,15 @@ def cmd_evaluate(args) -> int:
     m = loaded.model
     result = {"model": loaded.name, "thresholds": args.thresholds, "data": args.data, "split": args.split}
     if any(n == "ppl" for n, _ in specs):
-        ids = _tokens(loaded, args.data, args.split, args.max_tokens)
-        result |= evaluate_stream(m, ids, progress=not args.quiet)
+        ids = _tokens(loaded, args.data, args.split, args.max_tokens, progress=not args.quiet)
+        byte_lengths = loaded.tokenizer.token_bytes() if hasattr(loaded.tokenizer, "token_bytes") else None
+        result |= evaluate_stream(m, ids, progress=not args.quiet, byte_lengths=byte_lengths)
         print(format_table(["layer", *m.PROJECTIONS], sparsity_table(result, m.PROJECTIONS),
                            title="Projection-input sparsity, natural → thresholded"))
         sp = result["sparsity"]
         print(f"\n{loaded.name} on {args.data} [{args.split}], {result['tokens']:,} tokens")
-        print(f"perplexity {result['ppl']:.3f}" + (f" (dense {result['ppl_dense']:.3f}, {100 * result['ppl_increase']:+.2f}%)" if args.thresholds else ""))
+        print(f"perplexity {result['ppl']:.3f}" + (f" (dense {result['ppl_dense']:.3f}, {100 * result['ppl_increase']:+.2f}%)" if args.thresholds else "")
+              + (f", bits per byte {result['bits_per_byte']:.4f}" if "bits_per_byte" in result else ""))
         print(f"average sparsity: natural {pct(sp['natural'])}, thresholded {pct(sp['thresholded'])}"
               + (f" ({sp['ratio']:.2f}x)" if sp["ratio"] else ""))
         print(f"MACs skipped: natural {pct(sp['mac_skipped']['natural'])}, thresholded {pct(sp['mac_skipped']['thresholded'])}")

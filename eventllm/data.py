@@ -1,15 +1,28 @@
-"""Plain-text corpora: reading files or folders of .txt, stripping Project Gutenberg boilerplate, and the
-fixed train / valid / test split the zoo models are trained and evaluated on.
+"""Plain-text corpora: reading files or folders of text (plain, .xz or .gz, streamed), the train / valid /
+test splits, and token streams cached on disk.
 
-The split, per book (each file on its own, after stripping the Gutenberg header and licence footer):
-the first 90% of its characters are `train`, the next 5% `valid`, the last 5% `test`; each cut is moved
-forward to the next blank line so that no paragraph is split. Training never reads `valid` or `test`.
+Two kinds of data folder:
+  * a folder that holds split files (`train.txt[.xz|.gz]`, `valid.…`, `test.…`, e.g. pg-books): each file
+    is its split, read as is (its books are already cleaned);
+  * a folder of plain books (e.g. gutenberg/): each book is split on its own, after stripping the Project
+    Gutenberg header and licence footer: the first 90% of its characters are `train`, the next 5% `valid`,
+    the last 5% `test`; each cut is moved forward to the next blank line so that no paragraph is split.
+Training never reads `valid` or `test`.
+
+Tokenising a large split is done once: `cached_token_stream` writes the ids as a uint16 (or uint32) file
+keyed by the tokenizer's hash and the source files, and maps it on the next call.
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import io
+import lzma
+import os
 import re
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -24,9 +37,15 @@ SAMPLE_TEXT = (
 
 SPLITS = ("all", "train", "valid", "test")
 SPLIT_FRACTIONS = {"train": (0.0, 0.90), "valid": (0.90, 0.95), "test": (0.95, 1.0)}
+TEXT_SUFFIXES = (".txt", ".txt.xz", ".txt.gz")
+CHUNK_CHARS = 1 << 20  # streamed text comes in pieces of about this many characters
 
 _START = re.compile(r"^\*\*\* ?START OF (THE|THIS) PROJECT GUTENBERG.*$", re.MULTILINE | re.IGNORECASE)
 _END = re.compile(r"^(\*\*\* ?END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg).*$", re.MULTILINE | re.IGNORECASE)
+# A place where text may be cut without changing a byte-level BPE's pre-tokens: inside a whitespace run,
+# before its last character, where a visible ASCII character follows (the GPT-2 pattern keeps such a run
+# minus its last character as one pre-token, at the end of a string too).
+_CUT = re.compile(r"\n(?=\n[!-~])")
 
 
 def strip_gutenberg(text: str) -> str:
@@ -60,29 +79,110 @@ def split_text(text: str, split: str) -> str:
     return text[_cut(text, lo): _cut(text, hi)]
 
 
+def is_text_file(path: Path) -> bool:
+    return path.name.endswith(TEXT_SUFFIXES)
+
+
+def open_text(path: str | Path) -> io.TextIOBase:
+    """A text stream of `path` (UTF-8; .xz and .gz decompressed on the fly)."""
+    path = Path(path)
+    try:
+        if path.name.endswith(".xz"):
+            return io.TextIOWrapper(lzma.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
+        if path.name.endswith(".gz"):
+            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
+        return open(path, encoding="utf-8", errors="replace", newline="")
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+
+
+def _read_file(path: Path) -> str:
+    try:
+        with open_text(path) as f:
+            return f.read()
+    except (OSError, EOFError, lzma.LZMAError) as e:
+        raise DataError(f"{path}: cannot be read ({e}); is the file complete and of the type its name says?") from None
+
+
+def split_files(folder: Path) -> dict[str, Path]:
+    """The split files of a folder ({'train': …, 'valid': …, 'test': …}); empty for a folder of books."""
+    found: dict[str, Path] = {}
+    if folder.is_dir():
+        for split in ("train", "valid", "test"):
+            for suffix in TEXT_SUFFIXES:
+                if (folder / (split + suffix)).is_file():
+                    found[split] = folder / (split + suffix)
+                    break
+    return found
+
+
 def text_files(path: str | Path) -> list[Path]:
-    """The .txt files named by `path` (a file, or a folder searched recursively), sorted."""
+    """The text files named by `path` (a file, or a folder searched recursively), sorted."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: no such file or folder of text")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.txt") if p.is_file())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and is_text_file(p))
     if not files:
-        raise DataError(f"{path}: the folder holds no .txt files")
+        raise DataError(f"{path}: the folder holds no .txt, .txt.xz or .txt.gz files")
     return files
 
 
+def _sources(path: str | Path, split: str) -> tuple[list[Path], bool]:
+    """The files that hold `split` of `path`, and whether each is split per book (else read whole)."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    path = Path(path)
+    named = split_files(path)
+    if named:
+        if split == "all":
+            return [named[s] for s in ("train", "valid", "test") if s in named], False
+        if split not in named:
+            raise DataError(f"{path}: the folder has split files but no {split}.txt[.xz|.gz]; choose one of {', '.join(named)}")
+        return [named[split]], False
+    return text_files(path), True
+
+
 def read_texts(path: str | Path, split: str = "all") -> list[str]:
-    """One string per file under `path`, boilerplate stripped, restricted to `split`."""
-    out = []
-    for f in text_files(path):
-        try:
-            raw = f.read_text(encoding="utf-8", errors="replace")
-        except OSError as e:
-            raise DataError(f"{f}: cannot be read ({e.strerror})") from None
-        out.append(split_text(strip_gutenberg(raw), split))
+    """One string per file under `path`, restricted to `split` (see the module docstring)."""
+    files, per_book = _sources(path, split)
+    out = [split_text(strip_gutenberg(_read_file(f)), split) if per_book else _read_file(f) for f in files]
     if not any(t.strip() for t in out):
         raise DataError(f"{path}: no text in split {split!r} (the files are empty); pass a folder or file with text")
     return out
+
+
+def iter_chunks(text_stream: io.TextIOBase, size: int = CHUNK_CHARS) -> Iterator[str]:
+    """Pieces of a text stream, cut only where a byte-level BPE's tokens do not change (see `_CUT`), so that
+    tokenising the pieces one by one gives exactly the tokens of the whole text."""
+    carry = ""
+    while True:
+        block = text_stream.read(size)
+        if not block:
+            break
+        carry += block
+        cut = None
+        for m in _CUT.finditer(carry, max(0, len(carry) - size // 2)):
+            cut = m.end()
+        if cut is None or cut >= len(carry) - 1:
+            continue  # no safe cut yet (or it depends on what comes next): read more
+        yield carry[:cut]
+        carry = carry[cut:]
+    if carry:
+        yield carry
+
+
+def iter_documents(path: str | Path, split: str = "all") -> Iterator[list[str]]:
+    """Each source document of `split` as a list of pieces (see `iter_chunks`), streamed from disk."""
+    files, per_book = _sources(path, split)
+    for f in files:
+        if per_book:
+            yield [split_text(strip_gutenberg(_read_file(f)), split)]
+        else:
+            try:
+                with open_text(f) as stream:
+                    yield list(iter_chunks(stream))
+            except (OSError, EOFError, lzma.LZMAError) as e:
+                raise DataError(f"{f}: cannot be read ({e}); is the file complete and of the type its name says?") from None
 
 
 def token_stream(texts: list[str], tok) -> np.ndarray:
@@ -93,3 +193,60 @@ def token_stream(texts: list[str], tok) -> np.ndarray:
         if tok.eos_id is not None:
             ids.append(tok.eos_id)
     return np.asarray(ids, dtype=np.int32)
+
+
+def _encode_pieces(pieces: list[str], tok) -> list[int]:
+    batch = getattr(tok, "encode_batch", None)
+    if batch is not None:
+        return [i for ids in batch(pieces) for i in ids]
+    return [i for p in pieces for i in tok.encode(p)]
+
+
+def _fingerprint(files: list[Path]) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EVENTLLM_CACHE", Path.home() / ".cache" / "eventllm")) / "tokens"
+
+
+def cached_token_stream(path: str | Path, split: str, tok, cache_dir: str | Path | None = None,
+                        progress: bool = True) -> np.ndarray:
+    """The token stream of `split` of `path` (as `token_stream(read_texts(...))`), tokenised once and kept in
+    `cache_dir` as a uint16/uint32 file keyed by the tokenizer's hash and the source files."""
+    from tqdm import tqdm
+
+    files, _ = _sources(path, split)
+    tok_hash = getattr(tok, "fingerprint", lambda: type(tok).__name__)()
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
+    name = f"{Path(path).name}-{split}-{_fingerprint(files)}-{tok_hash}.{np.dtype(dtype).name}"
+    target = cache_dir / name
+    if target.exists():
+        return np.fromfile(target, dtype=dtype)
+    total = sum(f.stat().st_size for f in files)
+    parts: list[np.ndarray] = []
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"tokenising {Path(path).name}/{split}", disable=not progress) as bar:
+        for f, doc in zip(files, iter_documents(path, split)):
+            ids: list[int] = []
+            for i in range(0, len(doc), 16):
+                ids.extend(_encode_pieces(doc[i:i + 16], tok))
+            if tok.eos_id is not None:
+                ids.append(tok.eos_id)  # as token_stream: one end-of-text after each file
+            parts.append(np.asarray(ids, dtype=dtype))
+            bar.update(f.stat().st_size)
+    out = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+    if not out.size:
+        raise DataError(f"{path}: no text in split {split!r}; pass a folder or file with text")
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+        out.tofile(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        pass  # a read-only cache folder only costs the time to tokenise again
+    return out

@@ -40,8 +40,35 @@ class HFTokenizer:
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
 
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Many texts at once (in parallel threads)."""
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(list(ids), skip_special_tokens=False)
+
+    def token_bytes(self):
+        """The number of UTF-8 bytes each token id stands for (0 for special tokens): for bits per byte."""
+        import json
+
+        import numpy as np
+
+        out = np.zeros(self.vocab_size, dtype=np.int64)
+        spec = json.loads(self.path.read_text(encoding="utf-8"))
+        special = {t["id"] for t in spec.get("added_tokens", []) if t.get("special")}
+        byte_level = (spec.get("pre_tokenizer") or {}).get("type") == "ByteLevel"
+        for piece, i in self._tok.get_vocab(with_added_tokens=True).items():
+            if i in special or i >= self.vocab_size:
+                continue
+            # byte-level BPE: one vocabulary character per byte; otherwise the decoded text's bytes
+            out[i] = len(piece) if byte_level else len(self._tok.decode([i]).encode("utf-8"))
+        return out
+
+    def fingerprint(self) -> str:
+        """A short hash of the tokenizer file: token caches are keyed by it."""
+        import hashlib
+
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
 
 
 class RWKVWorldTokenizer:
@@ -64,6 +91,11 @@ class RWKVWorldTokenizer:
     def decode(self, ids: list[int]) -> str:
         return self._tok.decodeBytes([i for i in ids if i != 0]).decode("utf-8", errors="replace")
 
+    def token_bytes(self):
+        import numpy as np
+
+        return np.asarray([0] + [len(self._tok.decodeBytes([i])) for i in range(1, self.vocab_size)], dtype=np.int64)
+
 
 class ByteTokenizer:
     """UTF-8 bytes as tokens 0..255."""
@@ -76,6 +108,11 @@ class ByteTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
+
+    def token_bytes(self):
+        import numpy as np
+
+        return np.ones(256, dtype=np.int64)
 
 
 def load_tokenizer(folder: str | Path, vocab_size: int) -> Tokenizer:

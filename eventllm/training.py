@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eventllm.data import read_texts, token_stream
+from eventllm.data import cached_token_stream, iter_documents
 from eventllm.config import read_toml
 from eventllm.errors import ConfigError
 from eventllm.models import OPT, build_model
@@ -71,8 +71,8 @@ def load_train_config(path: str | Path, base: Path | None = None) -> TrainConfig
     return cfg
 
 
-def train_tokenizer(texts: list[str], vocab_size: int, path: str | Path) -> HFTokenizer:
-    """Train a byte-level BPE (GPT-2 style) on `texts` and save it as tokenizer.json."""
+def train_tokenizer(texts, vocab_size: int, path: str | Path, progress: bool = False) -> HFTokenizer:
+    """Train a byte-level BPE (GPT-2 style) on `texts` (any iterable of strings) and save it as tokenizer.json."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -80,19 +80,28 @@ def train_tokenizer(texts: list[str], vocab_size: int, path: str | Path) -> HFTo
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, min_frequency=2, special_tokens=["<|endoftext|>", "<|pad|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=progress,
     )
     tok.train_from_iterator(texts, trainer=trainer)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tok.save(str(path))
+    tmp = path.with_name(path.name + ".tmp")
+    tok.save(str(tmp))
+    tmp.replace(path)
     return HFTokenizer(path)
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def corpus_pieces(corpus: str | Path, split: str = "train"):
+    """The pieces of text of a corpus split, streamed (for tokenizer training)."""
+    for doc in iter_documents(corpus, split):
+        yield from doc
+
+
+def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
+    """Linear warm-up, then cosine decay over the steps, or over the time budget when that runs out first."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    progress = min(1.0, max((step - cfg.warmup) / max(1, cfg.steps - cfg.warmup), time_fraction))
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
@@ -132,7 +141,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
           max_seconds: float | None = None) -> dict:
     """Train `cfg` and write model.safetensors, tokenizer.json and train_log.json under `out_dir`.
 
-    `max_seconds` ends training early (after a validation) when the wall time is spent; the log says so.
+    `max_seconds` is a time budget: the learning rate decays over it (or over the steps, whichever ends first)
+    and training ends (after a validation) when it is spent; the log says so.
     """
     from tqdm import tqdm
 
@@ -142,11 +152,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
-    train_texts = read_texts(cfg.corpus, "train")
     tok_path = Path(cfg.tokenizer)
-    tok = HFTokenizer(tok_path) if tok_path.exists() else train_tokenizer(train_texts, cfg.vocab_size, tok_path)
-    train_ids = torch.from_numpy(token_stream(train_texts, tok)).to(device)
-    valid_ids = torch.from_numpy(token_stream(read_texts(cfg.corpus, "valid"), tok)).to(device)
+    tok = HFTokenizer(tok_path) if tok_path.exists() else train_tokenizer(corpus_pieces(cfg.corpus), cfg.vocab_size, tok_path, progress)
+    cache = out / "tokens"
+    train_ids = torch.from_numpy(cached_token_stream(cfg.corpus, "train", tok, cache, progress).astype(np.int32)).to(device)
+    valid_ids = torch.from_numpy(cached_token_stream(cfg.corpus, "valid", tok, cache, progress).astype(np.int32)).to(device)
 
     model = build_model(cfg.arch, {**cfg.model, "vocab_size": tok.vocab_size})
     if hasattr(model, "init_weights"):
@@ -182,8 +192,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
                 best = (vl, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, step)
             bar.write(f"time limit of {max_seconds:.0f} s reached at step {step}: stopping")
             break
+        frac = (time.perf_counter() - t0) / max_seconds if max_seconds else 0.0
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
+            g["lr"] = lr_at(step, cfg, frac)
         idx = torch.from_numpy(rng.integers(0, len(train_ids) - cfg.context - 1, size=cfg.batch_size)).to(device)
         offs = idx[:, None] + torch.arange(cfg.context + 1, device=device)[None, :]
         chunk = train_ids[offs].long()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from eventllm.evaluate.perplexity import perplexity
+from eventllm.evaluate.perplexity import bits_per_byte, perplexity
 from eventllm.models.base import CausalLM
 from eventllm.sparsity.stats import SparsityMeter, SparsityReport, sparsity_json
 
 
-def evaluate_stream(model: CausalLM, ids: list[int], progress: bool = False) -> dict:
-    """Perplexity with the model's current thresholds, and sparsity natural (θ = 0) vs thresholded.
+def evaluate_stream(model: CausalLM, ids: list[int], progress: bool = False, byte_lengths=None) -> dict:
+    """Perplexity (and bits per byte, given the tokenizer's `byte_lengths`) with the model's current
+    thresholds, and sparsity natural (θ = 0) vs thresholded.
 
     When any θ is non-zero the stream is run twice: once thresholded, once dense for the natural
     sparsity and the dense perplexity (`ppl_dense`), so `ppl_increase` is measured on the same tokens.
@@ -27,13 +28,16 @@ def evaluate_stream(model: CausalLM, ids: list[int], progress: bool = False) -> 
         natural = SparsityReport.from_meter(model, meter0)
     else:
         dense, natural = res, thresholded
-    return {
+    out = {
         "ppl": res.ppl,
         "ppl_dense": dense.ppl,
         "ppl_increase": res.ppl / dense.ppl - 1.0,
         "tokens": res.tokens,
-        "sparsity": sparsity_json(natural, thresholded),
     }
+    if byte_lengths is not None:
+        out["bits_per_byte"] = bits_per_byte(res, ids, byte_lengths)
+        out["bits_per_byte_dense"] = bits_per_byte(dense, ids, byte_lengths)
+    return out | {"sparsity": sparsity_json(natural, thresholded)}
 
 
 def sparsity_table(result: dict, projections: tuple[str, ...]) -> list[list[str]]:

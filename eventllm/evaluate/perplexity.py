@@ -73,6 +73,18 @@ def perplexity(model: CausalLM, ids: list[int] | torch.Tensor, chunk: int = 1024
     return PerplexityResult(ppl=math.exp(nll), nll=nll, tokens=count)
 
 
+def bits_per_byte(result: PerplexityResult, ids, byte_lengths) -> float:
+    """Bits per UTF-8 byte of the scored text (tokens 1…N-1): the tokenizer-independent loss,
+    Σ nll / ln 2 / Σ bytes(token). `byte_lengths[i]` is the byte count of token id i (tokenizer.token_bytes())."""
+    import numpy as np
+
+    ids = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids, dtype=np.int64).ravel()
+    n_bytes = int(np.asarray(byte_lengths)[ids[1:]].sum())
+    if n_bytes <= 0:
+        raise DataError("the scored tokens stand for no bytes of text; pass text, not only special tokens")
+    return result.nll * result.tokens / math.log(2) / n_bytes
+
+
 def unigram_perplexity(train_ids: list[int], eval_ids: list[int], vocab_size: int) -> float:
     """Perplexity of the add-one-smoothed unigram model of `train_ids` on `eval_ids[1:]` (the baseline to beat)."""
     counts = torch.bincount(torch.as_tensor(train_ids, dtype=torch.long), minlength=vocab_size).double() + 1.0

@@ -39,6 +39,8 @@ def load_model(spec: str = DEFAULT_MODEL) -> LoadedModel:
         if name not in zoo_names():
             raise CheckpointError(f"unknown zoo model {spec!r}; available: {', '.join('zoo:' + n for n in zoo_names()) or 'none'}")
         model = load_checkpoint(ZOO_DIR / name / "model.safetensors")
-        return LoadedModel(spec, model, load_tokenizer(ZOO_DIR, model.config.vocab_size), zoo_card(name))
+        # a zoo model's own tokenizer.json, else the one the first zoo models share
+        folder = ZOO_DIR / name if (ZOO_DIR / name / "tokenizer.json").exists() else ZOO_DIR
+        return LoadedModel(spec, model, load_tokenizer(folder, model.config.vocab_size), zoo_card(name))
     model = load_checkpoint(spec)
     return LoadedModel(spec, model, load_tokenizer(spec, model.config.vocab_size))

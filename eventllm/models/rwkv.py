@@ -15,7 +15,7 @@ T(·) is the threshold function x if |x| > θ else 0 (`ActivationThreshold`), on
 
 Two ways to run the same weights, giving the same logits:
   * sequence mode  `model(idx[B, T], state)` runs a whole sequence; the WKV recurrence is evaluated in
-    parallel chunks (for calibration, evaluation and training);
+    parallel chunks, or on a GPU by the fused kernel of wkv_kernel.py (for calibration, evaluation, training);
   * step mode      `model.step(token, state)` runs one token with the explicit recurrent state (for
     generation and as the reference the event-driven simulator must match).
 
@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eventllm.errors import ConfigError
+from eventllm.models import wkv_kernel
 from eventllm.models.base import CausalLM
 from eventllm.sparsity.threshold import ActivationThreshold
 
@@ -162,7 +163,7 @@ class TimeMix(nn.Module):
         self.receptance_in = ActivationThreshold(layer, "att.receptance")
         self.output_in = ActivationThreshold(layer, "att.output")
 
-    def forward(self, x, shift, a, b, p, wkv_chunk: int):
+    def forward(self, x, shift, a, b, p, wkv_chunk: int, wkv_impl: str = "auto"):
         shifted = token_shift(x, shift)
         k = self.key(self.key_in(mix(x, shifted, self.time_mix_k)))
         v = self.value(self.value_in(mix(x, shifted, self.time_mix_v)))
@@ -172,6 +173,8 @@ class TimeMix(nn.Module):
         if x.shape[1] == 1:
             wkv, a, b, p = wkv_step(w, u, k[:, 0].float(), v[:, 0].float(), a, b, p)
             wkv = wkv[:, None]
+        elif wkv_impl == "fused" or (wkv_impl == "auto" and wkv_kernel.available(k.device)):
+            wkv, a, b, p = wkv_kernel.wkv_fused(w, u, k.float(), v.float(), a, b, p)
         else:
             wkv, a, b, p = wkv_chunked(w, u, k.float(), v.float(), a, b, p, chunk=wkv_chunk)
         out = self.output(self.output_in(r * wkv.to(r.dtype)))
@@ -220,6 +223,8 @@ class RWKV(CausalLM):
         super().__init__()
         self.config = config
         self.wkv_chunk = wkv_chunk
+        # sequence mode: "fused" (the GPU kernel, wkv_kernel.py), "chunked" (plain torch) or "auto" (fused on CUDA)
+        self.wkv_impl = "auto"
         self.dropout = 0.0  # on the block outputs, in training only
         self.emb = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
@@ -255,7 +260,7 @@ class RWKV(CausalLM):
             if i == 0:
                 x = block.ln0(x)
             xa = block.ln1(x)
-            att, shift, a, b, p = block.att(xa, state.att_shift[i], state.wkv_a[i], state.wkv_b[i], state.wkv_p[i], self.wkv_chunk)
+            att, shift, a, b, p = block.att(xa, state.att_shift[i], state.wkv_a[i], state.wkv_b[i], state.wkv_p[i], self.wkv_chunk, self.wkv_impl)
             x = x + F.dropout(att, self.dropout, self.training)
             ffn, fshift = block.ffn(block.ln2(x), state.ffn_shift[i])
             x = x + F.dropout(ffn, self.dropout, self.training)
