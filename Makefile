@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/eventllm demo --data $(DATA)/gutenberg --output out/demo
+	$(BIN)/eventllm demo --data $(DATA)/pg-books --output out/demo
 
 clean:
 	rm -rf $(VENV) $(LAVA) out .pytest_cache

@@ -351,7 +351,8 @@ def _session_summary_table(summary: dict) -> str:
 
     rows = [["backend", summary["backend"]], ["turns", summary["turns"]],
             ["tokens processed (prompt + generated)", summary["tokens"]], ["tokens generated", summary["generated_tokens"]],
-            ["tokens/s (wall clock)", f"{summary['tokens_per_s']:.1f}"], ["activation sparsity", pct(summary["sparsity"])]]
+            ["tokens/s (wall clock)", f"{summary['tokens_per_s']:.1f}"], ["activation sparsity", pct(summary["sparsity"])],
+            ["repeated 4-grams in the replies", pct(summary["repeated_4gram_share"])]]
     if "energy_per_token_j" in summary:
         rows += [["energy per token (simulated)", f"{summary['energy_per_token_j'] * 1e6:.2f} µJ"],
                  ["latency per token (simulated)", f"{summary['latency_per_token_s'] * 1e6:.1f} µs"],
@@ -373,7 +374,8 @@ def cmd_generate(args) -> int:
         apply_thresholds(loaded.model, thresholds)
     backend = make_backend(args.backend, loaded.model, args.topology, args.costs, loaded.name)
     # one prompt: continue it for --max-tokens; a conversation: a reply ends at a blank line
-    session = Session(backend, loaded.tokenizer, Sampling(args.temperature, args.top_p, args.seed), args.max_tokens,
+    sampling = Sampling.greedy() if args.greedy else Sampling(args.temperature, args.top_p, args.seed)
+    session = Session(backend, loaded.tokenizer, sampling, args.max_tokens,
                       stop_at_blank_line=not args.prompt)
     where = f" on {backend.mapping.topology.name} ({backend.mapping.cores_used} cores)" if args.backend == "sim" else ""
     print(f"{loaded.name}, thresholds: {thresholds or 'none (θ = 0)'}, backend: {args.backend}{where}", file=sys.stderr)
@@ -448,25 +450,30 @@ def cmd_demo(args) -> int:
     from eventllm.demo import run_demo
 
     data = args.data
-    if data is None and Path("../shared/data/gutenberg").is_dir():
-        data = "../shared/data/gutenberg"  # the repository's layout: the shared data beside the checkout
-    run_demo(args.model, args.output, data, args.calibrate, args.prompt, args.eval_tokens, args.max_tokens, progress=not args.quiet)
+    if data is None and Path("../shared/data/pg-books").is_dir():
+        data = "../shared/data/pg-books"  # the repository's layout: the shared data beside the checkout
+    run_demo(args.model, args.output, data, args.calibrate, args.prompt, args.eval_tokens, args.max_tokens, progress=not args.quiet,
+             seed=args.seed)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from eventllm.generate.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
+    from eventllm.models.registry import DEFAULT_MODEL
+
     p = argparse.ArgumentParser(prog="eventllm", description="Activation-sparse LLMs on event-driven neuromorphic hardware.")
     p.add_argument("--version", action="version", version=f"eventllm {__import__('eventllm').__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     d = sub.add_parser("demo", help="the whole pipeline on the shipped default model, with a report folder")
-    d.add_argument("--model", default="zoo:rwkv4-tiny", help="model (default: %(default)s)")
+    d.add_argument("--model", default=DEFAULT_MODEL, help="model (default: %(default)s)")
     d.add_argument("--data", help="text for perplexity (default: ../shared/data/gutenberg when present)")
     d.add_argument("--calibrate", action="store_true", help="calibrate thresholds now instead of using the shipped ones")
     d.add_argument("--prompt", default="The captain looked at the sea and said", help="prompt to simulate and continue")
-    d.add_argument("--eval-tokens", type=int, help="held-out tokens for perplexity (default: the whole test split)")
-    d.add_argument("--max-tokens", type=int, default=40, help="tokens to generate (default: %(default)s)")
+    d.add_argument("--eval-tokens", type=int, default=16384, help="held-out tokens for perplexity; 0 for the whole test split (default: %(default)s)")
+    d.add_argument("--max-tokens", type=int, default=96, help="tokens to generate (default: %(default)s)")
+    d.add_argument("--seed", type=int, default=1, help="sampling seed of the generated continuation (default: %(default)s)")
     d.add_argument("-o", "--output", default="out/demo", help="report folder (default: %(default)s)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
@@ -477,7 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=cmd_info)
 
     e = sub.add_parser("evaluate", help="perplexity and activation sparsity (natural vs thresholded) on text")
-    e.add_argument("--model", default="zoo:rwkv4-tiny", help="model to evaluate (default: %(default)s)")
+    e.add_argument("--model", default=DEFAULT_MODEL, help="model to evaluate (default: %(default)s)")
     e.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted: dense")
     e.add_argument("--data", help="text for the ppl task: a .txt file or a folder of them (e.g. ../shared/data/gutenberg)")
     e.add_argument("--tasks", default="ppl", help="comma-separated: ppl, lambada, piqa=FILE, arc=FILE, hellaswag=FILE, "
@@ -492,7 +499,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     c = sub.add_parser("calibrate", help="training-free threshold search (the paper's algorithm) -> thresholds JSON")
-    c.add_argument("--model", default="zoo:rwkv4-tiny", help="model to calibrate (default: %(default)s)")
+    c.add_argument("--model", default=DEFAULT_MODEL, help="model to calibrate (default: %(default)s)")
     c.add_argument("--data", required=True, help="calibration text: a .txt file or a folder of them")
     c.add_argument("--split", default="valid", choices=["all", "train", "valid", "test"],
                    help="part of each book to calibrate on; evaluate on another (default: %(default)s; the zoo models "
@@ -517,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_calibrate)
 
     b = sub.add_parser("build", help="export a model (with thresholds) as an event-driven process graph folder")
-    b.add_argument("--model", default="zoo:rwkv4-tiny", help="model to export (default: %(default)s)")
+    b.add_argument("--model", default=DEFAULT_MODEL, help="model to export (default: %(default)s)")
     b.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted: θ = 0 (natural sparsity)")
     b.add_argument("--data", help="text to measure event rates on (default: a built-in sample paragraph)")
     b.add_argument("--split", default="valid", choices=["all", "train", "valid", "test"], help="part of each book (default: %(default)s)")
@@ -550,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.set_defaults(func=cmd_simulate)
 
     g = sub.add_parser("generate", help="generate text (one prompt, piped prompts or an interactive session) with live energy figures")
-    g.add_argument("--model", default="zoo:rwkv4-tiny", help="model (default: %(default)s)")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="model (default: %(default)s)")
     g.add_argument("--thresholds", help="thresholds JSON (default: the zoo model's shipped calibrated thresholds)")
     g.add_argument("--no-thresholds", action="store_true", help="run with θ = 0 (natural sparsity)")
     g.add_argument("--backend", default="sim", choices=["sim", "torch"], help="event-driven simulator or torch (default: %(default)s)")
@@ -558,9 +565,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--costs", help="cost preset or TOML for the sim backend (default: the topology's preset)")
     g.add_argument("--prompt", help="one prompt; without it: an interactive session (or one prompt per line on stdin)")
     g.add_argument("--max-tokens", type=int, default=64, help="tokens to generate per prompt (default: %(default)s)")
-    g.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding (default: %(default)s)")
-    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    g.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="sampling temperature; 0 for greedy decoding (default: %(default)s)")
+    g.add_argument("--top-p", type=float, default=DEFAULT_TOP_P, help="nucleus sampling mass (default: %(default)s)")
+    g.add_argument("--greedy", action="store_true", help="greedy decoding (same as --temperature 0)")
+    g.add_argument("--seed", type=int, default=1, help="sampling seed (default: %(default)s)")
     g.add_argument("--json", metavar="OUT", help="write the session summary and texts as JSON")
     g.add_argument("-q", "--quiet", action="store_true", help="no live status line")
     g.set_defaults(func=cmd_generate)

@@ -22,7 +22,7 @@ def _step(title: str) -> float:
 
 
 def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: bool, prompt: str, eval_tokens: int | None,
-             max_tokens: int, progress: bool = True) -> dict:
+             max_tokens: int, progress: bool = True, seed: int = 1) -> dict:
     from eventllm.evaluate.language_model import evaluate_stream
     from eventllm.generate.backends import SimBackend
     from eventllm.generate.sampling import Sampling
@@ -45,13 +45,13 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
     model = loaded.model.eval()
     shipped = ZOO_DIR / model_spec[4:] / "thresholds.json" if model_spec.startswith("zoo:") else None
     if calibrate or shipped is None or not shipped.exists():
-        from eventllm.data import read_texts, token_stream
+        from eventllm.data import cached_token_stream
         from eventllm.errors import DataError
         from eventllm.sparsity.calibrate import calibrate as run_calibration
 
         if data is None:
-            raise DataError("calibration needs text: pass --data (e.g. ../shared/data/gutenberg)")
-        ids = token_stream(read_texts(data, "train"), loaded.tokenizer).tolist()
+            raise DataError("calibration needs text: pass --data (e.g. ../shared/data/pg-books)")
+        ids = cached_token_stream(data, "valid", loaded.tokenizer, progress=progress).astype("int64").tolist()
         res = run_calibration(model, ids, max_ppl_increase=0.01, progress=progress)
         thresholds = out / "thresholds.json"
         save_thresholds(model, thresholds, loaded.name, meta=res.meta())
@@ -66,18 +66,19 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
 
     t = _step("2. perplexity and activation sparsity on held-out text")
     if data:
-        from eventllm.data import read_texts, token_stream
+        from eventllm.data import cached_token_stream
 
-        ids = token_stream(read_texts(data, "test"), loaded.tokenizer).tolist()[: eval_tokens or None]
-        ev = evaluate_stream(model, ids, progress=progress)
+        ids = cached_token_stream(data, "test", loaded.tokenizer, progress=progress)[: eval_tokens or None].astype("int64").tolist()
+        ev = evaluate_stream(model, ids, progress=progress, byte_lengths=loaded.tokenizer.token_bytes())
         sp = ev["sparsity"]
         print(f"{len(ids):,} tokens of {data} [test]: perplexity {ev['ppl_dense']:.2f} → {ev['ppl']:.2f} "
-              f"({100 * ev['ppl_increase']:+.2f}%), sparsity {pct(sp['natural'])} → {pct(sp['thresholded'])} "
+              f"({100 * ev['ppl_increase']:+.2f}%), bits per byte {ev['bits_per_byte_dense']:.3f} → {ev['bits_per_byte']:.3f}, "
+              f"sparsity {pct(sp['natural'])} → {pct(sp['thresholded'])} "
               f"({sp['ratio']:.2f}x natural), MACs skipped {pct(sp['mac_skipped']['thresholded'])}")
-        report["evaluation"] = {k: ev[k] for k in ("tokens", "ppl", "ppl_dense", "ppl_increase")} | {
+        report["evaluation"] = {k: ev[k] for k in ("tokens", "ppl", "ppl_dense", "ppl_increase", "bits_per_byte", "bits_per_byte_dense")} | {
             "sparsity_natural": sp["natural"], "sparsity_thresholded": sp["thresholded"]}
     else:
-        print("skipped: no --data given (pass --data ../shared/data/gutenberg to measure perplexity)")
+        print("skipped: no --data given (pass --data ../shared/data/pg-books to measure perplexity)")
     report["steps"]["evaluate_s"] = time.perf_counter() - t
 
     t = _step("3. event-driven process graph")
@@ -120,9 +121,10 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
                             for m in runs}
     report["steps"]["simulate_s"] = time.perf_counter() - t
 
-    t = _step("6. text generation on the simulator (greedy)")
+    sampling = Sampling(seed=seed)
+    t = _step(f"6. text generation on the simulator (nucleus sampling: temperature {sampling.temperature}, top-p {sampling.top_p}, seed {seed})")
     backend = SimBackend(model, "seneca", model_name=loaded.name)
-    session = Session(backend, loaded.tokenizer, Sampling(), max_tokens, stop_at_blank_line=False)
+    session = Session(backend, loaded.tokenizer, sampling, max_tokens, stop_at_blank_line=False)
     print(prompt, end="", flush=True)
     for piece in session.reply(prompt):
         print(piece, end="", flush=True)
@@ -130,7 +132,8 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
     summary = session.summary()
     print(f"{summary['generated_tokens']} tokens at {summary['tokens_per_s']:.0f} tokens/s (simulated); "
           f"{summary['energy_per_token_j'] * 1e6:.2f} µJ and {summary['latency_per_token_s'] * 1e6:.0f} µs per token on SENECA; "
-          f"dense ÷ sparse: energy {summary['energy_ratio']:.2f}x, latency {summary['latency_ratio']:.2f}x")
+          f"dense ÷ sparse: energy {summary['energy_ratio']:.2f}x, latency {summary['latency_ratio']:.2f}x; "
+          f"repeated 4-grams {pct(summary['repeated_4gram_share'])}")
     report["generation"] = summary | {"text": prompt + session.turns[-1].reply}
     report["steps"]["generate_s"] = time.perf_counter() - t
     report["seconds"] = time.perf_counter() - t0

@@ -31,7 +31,7 @@ def test_shared_corpus_split_sizes(data_dir):
 def test_empty_or_missing_data_errors(tmp_path):
     with pytest.raises(DataError, match="no such file or folder"):
         read_texts(tmp_path / "none")
-    with pytest.raises(DataError, match="holds no .txt files"):
+    with pytest.raises(DataError, match="holds no .txt, .txt.xz or .txt.gz files"):
         read_texts(tmp_path)
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(DataError, match="no text"):
@@ -57,3 +57,86 @@ def test_tokenizer_lookup_by_vocabulary(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{broken")
     with pytest.raises(CheckpointError, match="not a readable tokenizer.json"):
         load_tokenizer(tmp_path, 1000)
+
+
+# --- compressed text, split-file folders, token caches, bits per byte ---------------------------------------
+
+def _book(data_dir):
+    return (data_dir / "gutenberg" / "moby_dick.txt").read_bytes()
+
+
+def test_xz_and_gz_give_exactly_the_token_stream_of_the_plain_file(data_dir, tmp_path):
+    import gzip
+    import lzma
+
+    from eventllm.data import cached_token_stream, read_texts, token_stream
+    from eventllm.models.registry import ZOO_DIR
+
+    tok = HFTokenizer(ZOO_DIR / "rwkv4-small" / "tokenizer.json")
+    raw = _book(data_dir)
+    for folder in ("plain", "xz", "gz"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "plain" / "test.txt").write_bytes(raw)
+    (tmp_path / "xz" / "test.txt.xz").write_bytes(lzma.compress(raw))
+    (tmp_path / "gz" / "test.txt.gz").write_bytes(gzip.compress(raw))
+    reference = token_stream([raw.decode("utf-8")], tok)  # the whole decompressed text in one encode call
+    for folder in ("plain", "xz", "gz"):
+        assert read_texts(tmp_path / folder, "test") == [raw.decode("utf-8")]
+        streamed = cached_token_stream(tmp_path / folder, "test", tok, cache_dir=tmp_path / "cache", progress=False)
+        assert streamed.dtype.name == "uint16" and streamed.tolist() == reference.tolist(), folder
+    # the second call reads the cache file instead of tokenising
+    assert len(list((tmp_path / "cache").iterdir())) == 3
+
+
+def test_chunks_are_cut_where_byte_level_bpe_tokens_do_not_change(data_dir):
+    import io
+
+    from eventllm.data import iter_chunks
+    from eventllm.models.registry import ZOO_DIR
+
+    tok = HFTokenizer(ZOO_DIR / "rwkv4-small" / "tokenizer.json")
+    text = _book(data_dir).decode("utf-8") + "\n\n\n\n  Indented.\n\n\nX\n \n\nY"
+    pieces = list(iter_chunks(io.StringIO(text), size=20_000))
+    assert len(pieces) > 20 and "".join(pieces) == text
+    assert [i for p in pieces for i in tok.encode(p)] == tok.encode(text)
+
+
+def test_a_folder_of_split_files_uses_them_as_the_splits(tmp_path):
+    from eventllm.data import read_texts
+
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"{split}.txt").write_text(f"The {split} book.\n\nIts last line.\n")
+    assert read_texts(tmp_path, "valid") == ["The valid book.\n\nIts last line.\n"]
+    assert len(read_texts(tmp_path, "all")) == 3
+    (tmp_path / "test.txt").unlink()
+    with pytest.raises(DataError, match="no test.txt"):
+        read_texts(tmp_path, "test")
+
+
+def test_a_damaged_xz_file_is_one_clear_error(data_dir, tmp_path):
+    import lzma
+
+    from eventllm.data import read_texts
+
+    packed = lzma.compress(_book(data_dir))
+    (tmp_path / "train.txt.xz").write_bytes(packed[: len(packed) // 2])  # cut off half way
+    with pytest.raises(DataError, match="cannot be read"):
+        read_texts(tmp_path, "train")
+
+
+def test_bits_per_byte_equals_a_hand_count():
+    import math
+
+    from eventllm.evaluate.perplexity import PerplexityResult, bits_per_byte
+    from eventllm.models.registry import ZOO_DIR
+
+    tok = HFTokenizer(ZOO_DIR / "rwkv4-small" / "tokenizer.json")
+    nbytes = tok.token_bytes()
+    text = "It was a bright cold day — naïve café."
+    ids = tok.encode(text)
+    assert nbytes[ids].sum() == len(text.encode("utf-8"))  # every byte is in exactly one token
+    assert nbytes[tok.eos_id] == 0
+    scored = ids[1:]
+    res = PerplexityResult(ppl=math.exp(2.0), nll=2.0, tokens=len(scored))
+    expect = 2.0 * len(scored) / math.log(2) / len(tok.decode(scored).encode("utf-8"))
+    assert bits_per_byte(res, ids, nbytes) == pytest.approx(expect, rel=1e-12)

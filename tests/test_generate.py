@@ -57,7 +57,7 @@ def test_ctrl_c_ends_the_session_cleanly_with_the_summary():
 
 
 def test_prompts_piped_on_stdin_are_turns(tmp_path):
-    r = subprocess.run([*CLI, "generate", "--backend", "torch", "--max-tokens", "5", "--json", str(tmp_path / "s.json")],
+    r = subprocess.run([*CLI, "generate", "--model", "zoo:rwkv4-tiny", "--backend", "torch", "--max-tokens", "5", "--json", str(tmp_path / "s.json")],
                        input="It was a dark night\nThe old man\n", capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     s = json.loads((tmp_path / "s.json").read_text())
@@ -70,7 +70,7 @@ def test_greedy_tokens_on_the_simulator_equal_torch():
     apply_thresholds(loaded.model, ZOO_DIR / "rwkv4-tiny" / "thresholds.json")
     replies = {}
     for backend in (TorchBackend(loaded.model), SimBackend(loaded.model, "seneca")):
-        s = Session(backend, loaded.tokenizer, Sampling(), max_tokens=24, stop_at_blank_line=False)
+        s = Session(backend, loaded.tokenizer, Sampling.greedy(), max_tokens=24, stop_at_blank_line=False)
         "".join(s.reply("The captain looked at the sea and said"))
         "".join(s.reply(" Then he turned to the boy"))
         replies[backend.name] = [t.reply_ids for t in s.turns]
@@ -82,7 +82,7 @@ def test_greedy_tokens_on_the_simulator_equal_torch():
 
 
 def test_one_shot_generation_with_sampling_is_reproducible():
-    runs = [subprocess.run([*CLI, "generate", "--backend", "torch", "--prompt", "The sea", "--max-tokens", "10",
+    runs = [subprocess.run([*CLI, "generate", "--model", "zoo:rwkv4-tiny", "--backend", "torch", "--prompt", "The sea", "--max-tokens", "10",
                             "--temperature", "0.9", "--top-p", "0.9", "--seed", "3"], capture_output=True, text=True, timeout=300)
             for _ in range(2)]
     assert all(r.returncode == 0 for r in runs)
@@ -117,3 +117,13 @@ def test_example_compare_presets():
 def test_example_chat_session():
     s = runpy.run_path(str(ROOT / "examples" / "chat_session.py"))["main"](4)
     assert s["turns"] == 3 and s["generated_tokens"] <= 12
+
+
+def test_repeated_ngram_share_counts_ngrams_seen_before():
+    from eventllm.generate.sampling import repeated_ngram_share
+
+    assert repeated_ngram_share([1, 2, 3, 4, 5, 6]) == 0.0
+    # 1 2 3 4 1 2 3 4: 5 four-grams, of which (1 2 3 4) occurs a second time
+    assert repeated_ngram_share([1, 2, 3, 4, 1, 2, 3, 4]) == pytest.approx(1 / 5)
+    assert repeated_ngram_share([7] * 10) == pytest.approx(6 / 7)
+    assert repeated_ngram_share([1, 2]) == 0.0

@@ -11,11 +11,30 @@ from eventllm.models.base import CausalLM
 from eventllm.tokenizer import Tokenizer
 
 
+# Seeded nucleus sampling is the default: greedy decoding of a small model loops ("I have not yet seen him.
+# I have not yet seen him."); temperature 0 gives greedy.
+DEFAULT_TEMPERATURE = 0.8
+DEFAULT_TOP_P = 0.95
+
+
 @dataclass
 class Sampling:
-    temperature: float = 0.0  # 0: greedy
-    top_p: float = 1.0
-    seed: int = 0
+    temperature: float = DEFAULT_TEMPERATURE  # 0: greedy
+    top_p: float = DEFAULT_TOP_P
+    seed: int = 1
+
+    @classmethod
+    def greedy(cls) -> "Sampling":
+        return cls(temperature=0.0, top_p=1.0)
+
+
+def repeated_ngram_share(ids: list[int], n: int = 4) -> float:
+    """The share of the n-grams of `ids` that already occurred earlier in `ids` (0: no repetition; a text
+    that loops one sentence approaches 1)."""
+    grams = [tuple(ids[i:i + n]) for i in range(len(ids) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
 
 
 def next_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None = None) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from eventllm.generate.backends import TokenStats
-from eventllm.generate.sampling import Sampling, next_token
+from eventllm.generate.sampling import Sampling, next_token, repeated_ngram_share
 from eventllm.tokenizer import Tokenizer
 
 
@@ -77,12 +77,20 @@ class Session:
                 break
         turn.reply = self.tok.decode(turn.reply_ids)
 
+    def repeated_ngram_share(self, n: int = 4) -> float:
+        """Share of the replies' n-grams that repeat an earlier n-gram of the same reply (token-weighted)."""
+        grams = [max(0, len(t.reply_ids) - n + 1) for t in self.turns]
+        if not sum(grams):
+            return 0.0
+        return sum(g * repeated_ngram_share(t.reply_ids, n) for g, t in zip(grams, self.turns)) / sum(grams)
+
     def summary(self) -> dict:
         """Figures of the whole session (means per token over every token the backend processed)."""
         n = len(self.stats)
         out = {"backend": self.backend.name, "turns": len(self.turns), "tokens": n, "generated_tokens": self.generated,
                "tokens_per_s": n / self.seconds if self.seconds else 0.0,
-               "sparsity": float(np.mean([s.sparsity for s in self.stats])) if n else 0.0}
+               "sparsity": float(np.mean([s.sparsity for s in self.stats])) if n else 0.0,
+               "repeated_4gram_share": self.repeated_ngram_share(4)}
         if n and self.stats[0].energy_j is not None:
             e = float(np.mean([s.energy_j for s in self.stats]))
             lat = float(np.mean([s.latency_s for s in self.stats]))
