@@ -132,9 +132,11 @@ def cmd_evaluate(args) -> int:
         print(f"\n{loaded.name} on {args.data} [{args.split}], {result['tokens']:,} tokens")
         print(f"perplexity {result['ppl']:.3f}" + (f" (dense {result['ppl_dense']:.3f}, {100 * result['ppl_increase']:+.2f}%)" if args.thresholds else "")
               + (f", bits per byte {result['bits_per_byte']:.4f}" if "bits_per_byte" in result else ""))
-        print(f"average sparsity: natural {pct(sp['natural'])}, thresholded {pct(sp['thresholded'])}"
-              + (f" ({sp['ratio']:.2f}x)" if sp["ratio"] else ""))
-        print(f"MACs skipped: natural {pct(sp['mac_skipped']['natural'])}, thresholded {pct(sp['mac_skipped']['thresholded'])}")
+        mw, sm = sp["mac_weighted"], sp["site_mean"]
+        print(f"sparsity, MAC-weighted (the paper's measure): natural {pct(mw['natural'])}, thresholded {pct(mw['thresholded'])}"
+              + (f" ({mw['ratio']:.2f}x)" if mw["ratio"] else ""))
+        print(f"sparsity, mean over sites: natural {pct(sm['natural'])}, thresholded {pct(sm['thresholded'])}"
+              + (f" ({sm['ratio']:.2f}x)" if sm["ratio"] else ""))
     tasks = [(n, p) for n, p in specs if n != "ppl"]
     if tasks:
         result["tasks"] = {}
@@ -194,7 +196,8 @@ def cmd_calibrate(args) -> int:
     print(format_table(["layer", *m.PROJECTIONS], rows, title="Thresholds θ (Top-K kept fraction of the search)"))
     print(f"\ncalibrated on {res.tokens:,} tokens of {args.data} [{args.split}] in {res.seconds:.1f} s ({res.evaluations} loss evaluations)")
     print(f"per-site loss tolerance {res.loss_inc:.6f}, common θ scale {res.scale:.3f}")
-    print(f"on the calibration tokens: perplexity {100 * res.ppl_increase:+.2f}%, sparsity {pct(res.natural_sparsity)} → {pct(res.sparsity)}")
+    print(f"on the check stream: perplexity {100 * res.ppl_increase:+.2f}%, sparsity MAC-weighted {pct(res.natural_mac_weighted)} → "
+          f"{pct(res.mac_weighted)}, mean over sites {pct(res.natural_sparsity)} → {pct(res.sparsity)}")
     meta = res.meta() | {"data": args.data, "split": args.split, "seed": args.seed, "max_ppl_increase": args.max_ppl_increase, "safety": args.safety, "check_tokens": args.check_tokens,
                          "target_sparsity": args.target_sparsity}
     save_thresholds(m, args.output, loaded.name, meta=meta)

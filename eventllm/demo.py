@@ -73,10 +73,11 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
         sp = ev["sparsity"]
         print(f"{len(ids):,} tokens of {data} [test]: perplexity {ev['ppl_dense']:.2f} → {ev['ppl']:.2f} "
               f"({100 * ev['ppl_increase']:+.2f}%), bits per byte {ev['bits_per_byte_dense']:.3f} → {ev['bits_per_byte']:.3f}, "
-              f"sparsity {pct(sp['natural'])} → {pct(sp['thresholded'])} "
-              f"({sp['ratio']:.2f}x natural), MACs skipped {pct(sp['mac_skipped']['thresholded'])}")
+              f"sparsity (MAC-weighted) {pct(sp['mac_weighted']['natural'])} → {pct(sp['mac_weighted']['thresholded'])} "
+              f"({sp['mac_weighted']['ratio']:.2f}x natural; mean over sites {pct(sp['natural'])} → {pct(sp['thresholded'])})")
         report["evaluation"] = {k: ev[k] for k in ("tokens", "ppl", "ppl_dense", "ppl_increase", "bits_per_byte", "bits_per_byte_dense")} | {
-            "sparsity_natural": sp["natural"], "sparsity_thresholded": sp["thresholded"]}
+            "sparsity_natural": sp["natural"], "sparsity_thresholded": sp["thresholded"],
+            "sparsity_mac_weighted_natural": sp["mac_weighted"]["natural"], "sparsity_mac_weighted_thresholded": sp["mac_weighted"]["thresholded"]}
     else:
         print("skipped: no --data given (pass --data ../shared/data/pg-books to measure perplexity)")
     report["steps"]["evaluate_s"] = time.perf_counter() - t

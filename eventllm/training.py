@@ -223,6 +223,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
         "name": cfg.name, "arch": cfg.arch, "config": model.config_dict(), "parameters": n_params,
         "train_tokens_in_split": int(len(train_ids)), "valid_tokens_in_split": int(len(valid_ids)),
         "tokens_seen": int(tokens_done), "epochs": tokens_done / len(train_ids), "stopped_early_at_step": stopped_early,
+        "time_budget_s": max_seconds,
         "best_step": best[2], "best_valid_loss_windowed": best[0], "train_seconds": elapsed,
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu", "train_config": asdict(cfg),
         "history": history,

@@ -40,3 +40,15 @@ def test_squared_relu_input_is_naturally_sparse_in_rwkv(small_rwkv, tokens):
     frac = meter.zero_fraction()
     assert all(frac[(i, "ffn.value")] > 0.2 for i in range(3))  # relu² output
     assert all(frac[(i, "att.key")] == 0.0 for i in range(3))  # dense mixing of LayerNorm outputs
+
+
+def test_json_headline_is_mac_weighted_with_the_site_mean_beside_it():
+    # RWKV's FFN key and value sites feed 4x-wide projections: they weigh 4x in the paper's measure
+    shapes = {"att.key": (8, 8), "ffn.key": (8, 32)}
+    nat = SparsityReport(("att.key", "ffn.key"), shapes, 1, {(0, "att.key"): 0.0, (0, "ffn.key"): 0.5})
+    thr = SparsityReport(("att.key", "ffn.key"), shapes, 1, {(0, "att.key"): 0.5, (0, "ffn.key"): 0.75})
+    js = sparsity_json(nat, thr)
+    assert js["mac_weighted"]["natural"] == pytest.approx((0 * 64 + 0.5 * 256) / 320)
+    assert js["mac_weighted"]["thresholded"] == pytest.approx((0.5 * 64 + 0.75 * 256) / 320)
+    assert js["mac_weighted"]["ratio"] == pytest.approx(0.7 / 0.4)
+    assert js["site_mean"] == {"natural": 0.25, "thresholded": 0.625, "ratio": 2.5}

@@ -59,6 +59,8 @@ class CalibrationResult:
     tokens: int  # tokens of the search batch
     check_tokens: int  # tokens of the stream the final scale was set and measured on
     history: list[dict] = field(default_factory=list)
+    mac_weighted: float = 0.0  # MAC-weighted sparsity on the check stream (the paper's measure), final thresholds
+    natural_mac_weighted: float = 0.0  # the same, θ = 0
 
     @property
     def ppl_increase(self) -> float:
@@ -71,6 +73,8 @@ class CalibrationResult:
             "loss_dense": self.loss_dense, "loss_thresholded": self.loss_final,
             "ppl_increase_on_calibration": self.ppl_increase, "sparsity_on_calibration": self.sparsity,
             "natural_sparsity_on_calibration": self.natural_sparsity, "evaluations": self.evaluations,
+            "mac_weighted_sparsity_on_calibration": self.mac_weighted,
+            "natural_mac_weighted_sparsity_on_calibration": self.natural_mac_weighted,
             "seconds": self.seconds, "keep_fractions": [{"layer": l, "projection": p, "keep": k} for (l, p), k in self.keeps.items()],
         }
 
@@ -242,13 +246,17 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
     start = int(np.random.default_rng(seed + 1).integers(0, ids_t.numel() - n_check + 1))
     check = ids_t[start : start + n_check]
 
+    reports: list[SparsityReport] = []
+
     def check_run() -> tuple[float, float]:
         with SparsityMeter(model) as meter:
             nll = perplexity(model, check).nll
-        return SparsityReport.from_meter(model, meter).average(), nll
+        reports.append(SparsityReport.from_meter(model, meter))
+        return reports[-1].average(), nll
 
     model.set_thetas(0.0)
     natural, loss_dense = check_run()
+    natural_mac = reports[-1].mac_skipped()
     scale = 1.0
     evaluations += 1
     if max_ppl_increase is not None:
@@ -281,4 +289,5 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
         thetas={k: v * scale for k, v in thetas.items()}, keeps=keeps, loss_dense=loss_dense, loss_final=loss,
         sparsity=sparsity, natural_sparsity=natural, scale=scale, loss_inc=loss_inc, evaluations=evaluations + 1,
         seconds=time.perf_counter() - t0, tokens=int(batch[:, 1:].numel()), check_tokens=int(check.numel() - 1), history=history,
+        mac_weighted=reports[-1].mac_skipped(), natural_mac_weighted=natural_mac,
     )
