@@ -8,8 +8,8 @@ import torch
 from eventllm.errors import ConfigError, DataError
 from eventllm.evaluate.perplexity import perplexity
 from eventllm.sparsity.calibrate import batch_loss, calibrate, calibration_batch, keep_grid
-from eventllm.sparsity.stats import SparsityMeter, SparsityReport
-from eventllm.sparsity.threshold import top_k_per_token
+from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport
+from eventllm.models.threshold import top_k_per_token
 
 SMALL = dict(tokens=256, context=32, check_tokens=512, progress=False)
 

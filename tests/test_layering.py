@@ -1,9 +1,73 @@
-"""The graph, the mapper and the simulator run without torch."""
+"""The rooms import one way, in data-flow order; the graph, the mapper and the simulator run without torch."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Data-flow order (DESIGN.md §2): a room may import rooms before it, never one after it. Shared helpers
+# (errors, config, data, tokenizer, report, atomic writes) sit below every room.
+ORDER = ["eventllm.models", "eventllm.training", "eventllm.evaluate", "eventllm.sparsity", "eventllm.process",
+         "mapping", "sim", "eventllm.pipeline", "eventllm.distributed", "eventllm.generate", "eventllm.demo", "eventllm.cli"]
+SHARED = ["eventllm.errors", "eventllm.config", "eventllm.data", "eventllm.tokenizer", "eventllm.report", "eventllm.atomic",
+          "eventllm.io", "eventllm"]
+
+
+def room_of(module: str) -> int | None:
+    """Position of `module` in ORDER (None: a shared helper or a third-party module)."""
+    best = None
+    for i, room in enumerate(ORDER):
+        if module == room or module.startswith(room + "."):
+            best = i
+    return best
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] in ("__init__", "__main__"):
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out += [(node.lineno, node.module)] + [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return out
+
+
+def violations() -> list[str]:
+    bad = []
+    for folder in ("eventllm", "mapping", "sim"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            mod = module_name(path)
+            here = room_of(mod)
+            if here is None:
+                continue
+            for line, target in imports_of(path):
+                there = room_of(target)
+                if there is not None and there > here:
+                    bad.append(f"{path.relative_to(ROOT)}:{line}: {mod} ({ORDER[here]}) imports {target} ({ORDER[there]})")
+    return sorted(set(bad))
+
+
+def test_rooms_import_only_rooms_before_them():
+    bad = violations()
+    assert not bad, "imports against the data-flow order:\n" + "\n".join(bad)
+
+
+def test_the_check_sees_a_backward_import(tmp_path):
+    # the checker itself: a models module importing the simulator is flagged
+    assert room_of("sim.engine") > room_of("eventllm.models.rwkv")
+    assert room_of("eventllm.errors") is None and room_of("numpy") is None
 
 
 @pytest.mark.parametrize("module", ["mapping", "sim", "eventllm.process", "eventllm"])

@@ -15,7 +15,7 @@ from eventllm.process.build import build_graph
 from eventllm.process.executor import Executor
 from eventllm.process.graph import ProcessGraph
 from eventllm.process.library import Add, Dense, Embedding, Threshold
-from eventllm.sparsity.stats import SparsityMeter
+from eventllm.evaluate.sparsity_stats import SparsityMeter
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_THRESHOLDS = ROOT / "eventllm" / "zoo" / "rwkv4-tiny" / "thresholds.json"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from eventllm.sparsity.stats import SparsityMeter, SparsityReport, sparsity_json
+from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport, sparsity_json
 
 
 def test_meter_counts_zeros_of_each_site(small_rwkv):

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from eventllm.errors import ThresholdError
-from eventllm.sparsity.stats import SparsityMeter
-from eventllm.sparsity.threshold import ActivationThreshold
+from eventllm.evaluate.sparsity_stats import SparsityMeter
+from eventllm.models.threshold import ActivationThreshold
 from eventllm.sparsity.thresholds import apply_thresholds, save_thresholds
 
 

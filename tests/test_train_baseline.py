@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from eventllm.cli import main
-from eventllm.sparsity.stats import SparsityMeter, SparsityReport
+from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport
 from eventllm.sparsity.train_baseline import train_thresholds
 
 

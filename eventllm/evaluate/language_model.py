@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from eventllm.evaluate.perplexity import bits_per_byte, perplexity
 from eventllm.models.base import CausalLM
-from eventllm.sparsity.stats import SparsityMeter, SparsityReport, sparsity_json
+from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport, sparsity_json
 
 
 def evaluate_stream(model: CausalLM, ids: list[int], progress: bool = False, byte_lengths=None) -> dict:

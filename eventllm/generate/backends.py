@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from eventllm.models.base import CausalLM
-from eventllm.sparsity.stats import SparsityMeter
+from eventllm.evaluate.sparsity_stats import SparsityMeter
 
 
 @dataclass

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from eventllm.sparsity.threshold import ActivationThreshold
+from eventllm.models.threshold import ActivationThreshold
 
 
 class CausalLM(nn.Module):

@@ -19,7 +19,7 @@ from transformers.cache_utils import DynamicCache
 
 from eventllm.errors import ConfigError
 from eventllm.models.base import CausalLM
-from eventllm.sparsity.threshold import ActivationThreshold
+from eventllm.models.threshold import ActivationThreshold
 
 
 @dataclass

@@ -33,7 +33,7 @@ from torch import nn
 from eventllm.errors import ConfigError
 from eventllm.models import wkv_kernel
 from eventllm.models.base import CausalLM
-from eventllm.sparsity.threshold import ActivationThreshold
+from eventllm.models.threshold import ActivationThreshold
 
 # The state's running-maximum entry starts "minus infinity" (a finite value, as in BlinkDL's code, so
 # that differences stay finite).

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from eventllm.errors import ConfigError, DataError
 from eventllm.evaluate.perplexity import perplexity
 from eventllm.models.base import CausalLM
-from eventllm.sparsity.stats import SparsityMeter, SparsityReport
+from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport
 
 
 @dataclass

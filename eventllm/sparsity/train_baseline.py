@@ -106,7 +106,7 @@ def train_thresholds(model: CausalLM, ids: list[int], target_sparsity: float, *,
             s.pass_fraction = None
         for p in model.parameters():
             p.requires_grad_(True)
-    from eventllm.sparsity.stats import SparsityMeter, SparsityReport
+    from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport
 
     def measure(scale: float) -> tuple[float, float]:
         model.set_thetas({k: v * scale for k, v in thetas.items()})

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from eventllm.models.base import CausalLM
-from eventllm.sparsity.threshold import ActivationThreshold
+from eventllm.models.threshold import ActivationThreshold
 
 
 class SparsityMeter:
