@@ -86,3 +86,23 @@ def test_bad_requests_are_clear(small_rwkv, stream):
         calibrate(small_rwkv, stream, max_ppl_increase=5 * 100, **SMALL)
     with pytest.raises(DataError, match="calibration needs more than"):
         calibrate(small_rwkv, stream[:20], **SMALL)
+
+
+def test_reusing_the_cached_prefix_gives_the_same_search(small_rwkv):
+    from eventllm.sparsity.calibrate import calibrate
+
+    ids = torch.randint(0, 64, (3000,), generator=torch.Generator().manual_seed(5)).tolist()
+    runs = []
+    for reuse in (False, True):
+        small_rwkv.set_thetas(0.0)
+        r = calibrate(small_rwkv, ids, loss_inc=1.002, tokens=512, context=64, check_tokens=1024, progress=False, reuse_prefix=reuse)
+        runs.append(r)
+    assert runs[0].keeps == runs[1].keeps and runs[0].thetas == runs[1].thetas
+    assert [h["loss"] for h in runs[0].history] == [h["loss"] for h in runs[1].history]
+
+
+def test_logits_from_a_cached_residual_equal_the_full_forward(small_rwkv, tokens):
+    full, _ = small_rwkv(tokens)
+    for layer in (0, 1, 3):
+        part = small_rwkv.logits_from(layer, small_rwkv.residual_before(tokens, layer))
+        assert torch.equal(part, full)

@@ -254,9 +254,16 @@ class RWKV(CausalLM):
     def forward(self, idx: torch.Tensor, state: RWKVState | None = None):
         if state is None:
             state = self.init_state(idx.shape[0])
-        x = self.emb(idx)
+        x, new = self._blocks(self.emb(idx), state, 0, self.config.n_layer)
+        logits = self.head(self.ln_out(x))
+        return logits, RWKVState(*(torch.stack(t) for t in new))
+
+    def _blocks(self, x: torch.Tensor, state: RWKVState, start: int, stop: int):
+        """Blocks start…stop-1 on the residual stream x (for start = 0: the embedding); returns x and the new
+        per-layer state lists."""
         new = [[] for _ in range(5)]
-        for i, block in enumerate(self.blocks):
+        for i in range(start, stop):
+            block = self.blocks[i]
             if i == 0:
                 x = block.ln0(x)
             xa = block.ln1(x)
@@ -266,8 +273,19 @@ class RWKV(CausalLM):
             x = x + F.dropout(ffn, self.dropout, self.training)
             for lst, t in zip(new, (shift, a, b, p, fshift)):
                 lst.append(t)
-        logits = self.head(self.ln_out(x))
-        return logits, RWKVState(*(torch.stack(t) for t in new))
+        return x, new
+
+    def residual_before(self, idx: torch.Tensor, layer: int) -> torch.Tensor:
+        """The residual stream entering block `layer` for a sequence run from a fresh state (calibration caches
+        it: the layers before the one being searched do not change)."""
+        x, _ = self._blocks(self.emb(idx), self.init_state(idx.shape[0]), 0, layer)
+        return x
+
+    def logits_from(self, layer: int, x: torch.Tensor) -> torch.Tensor:
+        """The logits of a sequence whose residual stream entering block `layer` is x (fresh state): with
+        x = residual_before(idx, layer), exactly the logits of `forward(idx)`."""
+        x, _ = self._blocks(x, self.init_state(x.shape[0]), layer, self.config.n_layer)
+        return self.head(self.ln_out(x))
 
     @torch.no_grad()
     def init_weights(self, seed: int = 0) -> "RWKV":

@@ -108,7 +108,8 @@ def batch_loss(model: CausalLM, batch: torch.Tensor) -> float:
     return loss
 
 
-def _search(model: CausalLM, batch: torch.Tensor, loss_inc: float, grid: list[float], progress: bool, history: list) -> tuple[dict, int, float]:
+def _search(model: CausalLM, batch: torch.Tensor, loss_inc: float, grid: list[float], progress: bool, history: list,
+            reuse_prefix: bool = True) -> tuple[dict, int, float]:
     """Step 2: the greedy Top-K search. Returns keep fractions, loss evaluations, final reference loss."""
     from tqdm import tqdm
 
@@ -117,13 +118,33 @@ def _search(model: CausalLM, batch: torch.Tensor, loss_inc: float, grid: list[fl
     chosen_by_projection: dict[str, list[float]] = defaultdict(list)
     keeps = {}
     sites = model.threshold_sites()
+    # The residual stream entering the layer being searched does not change while its sites are searched
+    # (earlier layers are fixed): compute it once per layer and run only the layers from there on. The
+    # losses are exactly those of full forward passes (the same operations on the same values).
+    cache: dict[int, torch.Tensor] = {}
+    can_cache = reuse_prefix and hasattr(model, "residual_before") and hasattr(model, "logits_from")
+
+    def loss_for(layer: int) -> float:
+        if not can_cache:
+            return batch_loss(model, batch)
+        if layer not in cache:
+            cache.clear()
+            with torch.no_grad():
+                cache[layer] = model.residual_before(batch[:, :-1], layer)
+        with torch.no_grad():
+            logits = model.logits_from(layer, cache[layer])
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1)).item()
+        if not math.isfinite(loss):
+            raise DataError("the calibration loss is NaN or infinite; the model or the calibration data is broken")
+        return loss
+
     bar = tqdm(sites, desc="calibrating", disable=not progress, unit="site")
     for site in bar:
         def trial(k: float) -> float:
             nonlocal evaluations
             site.keep = k
             evaluations += 1
-            loss = batch_loss(model, batch)
+            loss = loss_for(site.layer)
             history.append({"layer": site.layer, "projection": site.projection, "keep": k, "loss": loss, "ref": base})
             return loss
 
@@ -198,8 +219,11 @@ def _bisect(ok, lo: float, hi: float, steps: int = 12) -> tuple[float, float]:
 def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None = None, target_sparsity: float | None = None,
               loss_inc: float | None = None, tokens: int = 2048, context: int = 256, step: str = "linear", start_k: float = 1.0,
               k_num: int = 8, seed: int = 0, check_tokens: int = 32768, safety: float = 0.9,
-              progress: bool = True) -> CalibrationResult:
+              progress: bool = True, reuse_prefix: bool = True) -> CalibrationResult:
     """Find one θ per projection per layer from calibration tokens `ids`; the model is left with them set.
+
+    `reuse_prefix` runs each search trial from the cached residual stream entering the searched layer
+    (models that offer `residual_before`/`logits_from`, i.e. RWKV); the result is the same either way.
 
     Exactly one of `max_ppl_increase`, `target_sparsity` or `loss_inc` (the paper's per-site loss ratio) may be
     given; with none, loss_inc = 1.001 as in the authors' code. With `max_ppl_increase`, the final scale keeps
@@ -233,7 +257,7 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
             loss_inc = 1.001
     history: list[dict] = []
     try:
-        keeps, evaluations, _ = _search(model, batch, loss_inc, keep_grid(start_k, step, k_num), progress, history)
+        keeps, evaluations, _ = _search(model, batch, loss_inc, keep_grid(start_k, step, k_num), progress, history, reuse_prefix)
         thetas = _top_k_to_thresholds(model, batch, keeps)
     finally:
         for s in model.threshold_sites():
