@@ -36,7 +36,6 @@ def per_projection_sparsity(graph, tokens) -> dict[str, float]:
         if p.kind == "threshold":
             frac = 1 - ex.counts.per_process[p.name]["events_out"] / (p.out_ports["out"].size * len(tokens))
             out.setdefault(p.attrs["projection"], []).append(frac)
-    ex.reset()
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
@@ -58,8 +57,6 @@ def set_thresholds_for_sparsity(graph, tokens, target: dict[str, float]) -> None
         for p, src in zip(sites, sources):
             q = target[p.attrs["projection"]]
             p.vars["theta"].value[...] = np.quantile(np.abs(ex.probed(src)).ravel(), q) if q > 0 else 0.0
-    for p in graph:
-        p.reset()
 
 
 def rwkv_430m(seed: int = 0):

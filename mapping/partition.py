@@ -18,6 +18,7 @@ import numpy as np
 
 from eventllm.errors import MappingError
 from eventllm.process.graph import ProcessGraph
+from eventllm.process.models import model_class_for
 from mapping.topology import Topology
 
 
@@ -107,10 +108,11 @@ def partition(graph: ProcessGraph, topology: Topology) -> list[Shard]:
             shards.append(Shard(len(shards), proc.name, proc.kind, proc.layer, split, part, parts, lo, hi, axis,
                                 _nbytes(param_el, wb), _nbytes(state_el, wb), _nbytes(io_el, wb)))
 
-        if whole <= M and proc.kind not in ("embedding", "positional_embedding"):
+        how = model_class_for(proc).split  # the process model says how its process may be cut
+        if whole <= M and how != "rows":
             add("whole", 0, 1, 0, 1, 1, params, state, io)
             continue
-        if proc.kind == "dense":
+        if how == "dense":
             split, n = _split_dense(proc, M, wb, rates)
             out, inp = proc.shape
             axis = out if split == "outputs" else inp
@@ -122,7 +124,7 @@ def partition(graph: ProcessGraph, topology: Topology) -> list[Shard]:
                     add(split, k, n, lo, hi, axis, (hi - lo) * inp + (hi - lo if bias else 0), 0, inp + hi - lo)
                 else:
                     add(split, k, n, lo, hi, axis, (hi - lo) * out + (out if bias and k == 0 else 0), 0, hi - lo + out)
-        elif proc.kind in ("embedding", "positional_embedding"):
+        elif how == "rows":
             tables = [v.value for n, v in proc.vars.items() if v.role == "weight"]
             rows, d = sum(t.shape[0] for t in tables), tables[0].shape[1]
             per = max(1, (M - _nbytes(d + 1 + state, wb)) // max(1, _nbytes(d, wb)))
@@ -131,7 +133,7 @@ def partition(graph: ProcessGraph, topology: Topology) -> list[Shard]:
             for k in range(n):
                 lo, hi = int(bounds[k]), int(bounds[k + 1])
                 add("rows", k, n, lo, hi, rows, (hi - lo) * d, state if k == 0 else 0, d)
-        elif proc.kind == "attention":
+        elif how == "heads":
             heads = proc.attrs["n_head"]
             per_head = state // heads
             n = next((n for n in range(1, heads + 1) if heads % n == 0

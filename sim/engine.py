@@ -7,7 +7,8 @@ for what an event-driven core does:
   Dense shard     reads the weight row segment of each input event it receives and accumulates
                   (synaptic ops = weight reads = input events × its outputs); a shard split by inputs sends
                   its whole vector of partial sums;
-  other process   neuron ops per output entry (by kind), parameter reads, state reads and writes;
+  other process   neuron ops per output entry (its process model's ops_per_entry), parameter reads, state
+                  reads and writes, and what its model's extra_counts adds (table lookups, attention);
   every shard     captures its incoming events and generates one event per non-zero output entry;
   NoC             each event travels as one packet from the sending shard's core to every shard that needs
                   it (unicast, X-then-Y routes of the mapping), counted in packets, hops and chip crossings.
@@ -31,6 +32,7 @@ import numpy as np
 from eventllm.errors import MappingError
 from eventllm.process.executor import process_inputs
 from eventllm.process.graph import ProcessGraph
+from eventllm.process.library import Threshold
 from eventllm.process.models import model_for
 from mapping.result import Mapping
 from sim.costs import CostModel
@@ -38,12 +40,6 @@ from sim.costs import CostModel
 COUNTERS = ("events_in", "events_out", "synops", "neuron_ops", "neuron_updates", "weight_reads", "param_reads",
             "state_reads", "state_writes", "packets", "hops", "chip_crossings")
 C = {name: i for i, name in enumerate(COUNTERS)}
-
-# Arithmetic operations per output entry of each neuron-like process (what its process model computes)
-OPS_PER_ENTRY = {
-    "embedding": 0, "positional_embedding": 1, "layer_norm": 6, "shift_mix": 3, "threshold": 1, "sigmoid": 4,
-    "relu": 1, "squared_relu": 2, "multiply": 1, "add": 1, "wkv": 14, "attention": 0,
-}
 
 ENERGY_GROUPS = {
     "synaptic": (("synops", "synop"), ("weight_reads", "weight_read")),
@@ -75,7 +71,8 @@ class Simulator:
     >>> logits = sim.step(token)                                   # and sim.result has the counts
     """
 
-    def __init__(self, graph: ProcessGraph, mapping: Mapping, costs: CostModel, event_driven: bool = True):
+    def __init__(self, graph: ProcessGraph, mapping: Mapping, costs: CostModel, event_driven: bool = True,
+                 overrides: dict[str, float] | None = None):
         names = {s.process for s in mapping.shards}
         if names != set(graph.processes):
             raise MappingError(f"the mapping covers {len(names)} processes, the graph has {len(graph)}; "
@@ -83,7 +80,9 @@ class Simulator:
         self.graph, self.mapping, self.costs, self.event_driven = graph, mapping, costs, event_driven
         self.topo = mapping.topology
         self.order = graph.topological_order()
-        self.models = {p.name: model_for(p) for p in self.order}
+        # the simulator owns the run state (the models'); `overrides` (e.g. {"theta": 0}) are options of this run
+        self.models = {p.name: model_for(p, overrides) for p in self.order}
+        self.special = [p for p in self.order if self.models[p.name].has_extra_counts()]
         self.graph_inputs = {port.path for port in graph.inputs()}
         self.n_shards = len(mapping.shards)
         self.core = mapping.shard_core
@@ -95,7 +94,7 @@ class Simulator:
         self.lo = np.array([s.lo for s in sh])
         self.hi = np.array([s.hi for s in sh])
         self.split = [s.split for s in sh]
-        self.thresholds = [p for p in self.order if p.kind == "threshold"]
+        self.thresholds = [p for p in self.order if isinstance(p, Threshold)]
         self._plan_pairs()
         self._plan_layers()
         self.reset()
@@ -182,18 +181,19 @@ class Simulator:
         self.static = np.zeros((self.n_shards, len(COUNTERS)))
         for p in self.order:
             ids = self.shards_of[p.name]
-            if p.kind == "dense":
+            model = self.models[p.name]
+            if model.synaptic:
                 n_out = p.out_ports["out"].size
                 for sid in ids:
                     rows = self.hi[sid] - self.lo[sid] if self.split[sid] == "outputs" else n_out
                     self.fanout[sid] = rows
                     if "bias" in p.vars and (self.split[sid] != "inputs" or sid == ids[0]):
                         self.static[sid, C["param_reads"]] += rows
-            elif p.kind not in ("embedding", "positional_embedding", "attention"):
+            elif not model.has_extra_counts():
                 sid = ids[0]
                 n_out = sum(port.size for port in p.out_ports.values())
                 self.static[sid, C["neuron_updates"]] = n_out
-                self.static[sid, C["neuron_ops"]] = OPS_PER_ENTRY.get(p.kind, 1) * n_out
+                self.static[sid, C["neuron_ops"]] = model.ops_per_entry * n_out
                 self.static[sid, C["param_reads"]] = sum(v.value.size for v in p.vars.values() if v.role == "param")
                 state = sum(v.value.size for v in p.vars.values() if v.role == "state")
                 self.static[sid, C["state_reads"]] = self.static[sid, C["state_writes"]] = state
@@ -217,48 +217,20 @@ class Simulator:
 
     # --- running ------------------------------------------------------------------------------------------
     def reset(self) -> None:
-        for p in self.graph:
-            p.reset()
+        """Start a new sequence: every model's state back to its initial value, the counts cleared."""
+        for m in self.models.values():
+            m.reset()
         self.result = SimResult(counts=np.zeros((self.n_shards, len(COUNTERS))))
-
-    def _special(self, proc, outputs, token: int, counts: np.ndarray) -> None:
-        """Counts of the processes whose work depends on more than their events: table lookups, attention."""
-        ids = self.shards_of[proc.name]
-        if proc.kind in ("embedding", "positional_embedding"):
-            d = outputs["out"].size
-            rows = [token]
-            if proc.kind == "positional_embedding":
-                vocab = proc.vars["weights"].value.shape[0]
-                rows.append(vocab + int(proc.vars["position"].value[0]) - 1 + proc.attrs["offset"])
-            for r in rows:
-                active = ids[(self.lo[ids] <= r) & (r < self.hi[ids])]
-                counts[active, C["weight_reads"]] += d
-            owner = (self.lo[ids] <= token) & (token < self.hi[ids])
-            counts[ids[~owner], C["events_out"]] = 0  # only the shard holding the token's row sends
-            counts[ids[owner], C["neuron_updates"]] += d
-            counts[ids[owner], C["neuron_ops"]] += OPS_PER_ENTRY[proc.kind] * d
-            return
-        a = proc.attrs  # attention: the work grows with the number of cached tokens
-        pos = int(proc.vars["position"].value[0])
-        frac = (self.hi[ids] - self.lo[ids]) / a["n_head"]
-        d_part = a["d"] * frac
-        counts[ids, C["neuron_ops"]] += 2 * pos * d_part + 4 * pos * a["n_head"] * frac
-        counts[ids, C["neuron_updates"]] += d_part
-        counts[ids, C["state_reads"]] += 2 * pos * d_part
-        counts[ids, C["state_writes"]] += 2 * d_part
 
     def step(self, token: int) -> np.ndarray:
         """Simulate one token; returns the logits (and adds this token's counts, energy and latency to `result`)."""
         values: dict[str, np.ndarray] = {}
         token_vec = np.array([token], dtype=np.int64)
-        special = []
         for proc in self.order:
             inputs = process_inputs(proc, values, token_vec, self.graph_inputs)
             outputs = self.models[proc.name].run(inputs)
             for pname, y in outputs.items():
                 values[f"{proc.name}.{pname}"] = y
-            if proc.kind in ("embedding", "positional_embedding", "attention"):
-                special.append((proc, outputs))
         vec = np.concatenate([values[path] for path in self.port_offset])
         nonzero = vec != 0
         cum = np.zeros(self.vector_size + 1, np.int64)
@@ -272,8 +244,10 @@ class Simulator:
         synops = ev_in * self.fanout
         counts[:, C["synops"]] = synops
         counts[:, C["weight_reads"]] = synops
-        for proc, outputs in special:
-            self._special(proc, outputs, token, counts)
+        for proc in self.special:  # data-dependent counts (table lookups, attention over the cache)
+            ids = self.shards_of[proc.name]
+            outputs = {pname: values[f"{proc.name}.{pname}"] for pname in proc.out_ports}
+            self.models[proc.name].extra_counts(outputs, token, ids, self.lo[ids], self.hi[ids], counts, C)
         # messages: each pair carries the events in its range (a partial-sum pair: all of it, if its sender worked)
         ev = cum[self.p_hi] - cum[self.p_lo]
         if self.p_partial.any():

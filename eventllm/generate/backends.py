@@ -59,12 +59,9 @@ class SimBackend:
         self.mapping = map_graph(self.graph, topology)
         cost_model = load_costs(costs or self.mapping.topology.name)
         self.sim = Simulator(self.graph, self.mapping, cost_model, event_driven=True)
-        # the dense shadow: same tokens, every entry processed (its counts do not depend on the values)
-        self.shadow_graph = build_graph(model, name=model_name)
-        for p in self.shadow_graph:
-            if p.kind == "threshold":
-                p.vars["theta"].value[...] = 0.0
-        self.dense = Simulator(self.shadow_graph, self.mapping, cost_model, event_driven=False)
+        # the dense shadow on the same graph: same tokens, θ = 0, every entry processed (its counts do not
+        # depend on the values)
+        self.dense = Simulator(self.graph, self.mapping, cost_model, event_driven=False, overrides={"theta": 0.0})
 
     def reset(self) -> None:
         self.sim.reset()

@@ -24,6 +24,10 @@ from eventllm.errors import GraphError
 # changes from token to token and persists across tokens.
 ROLES = ("weight", "param", "state")
 
+# Every Process subclass that names a `kind`, by kind: filled as the classes are defined (a saved graph names
+# its processes' kinds, and loading looks them up here).
+KINDS: dict[str, type["Process"]] = {}
+
 
 @dataclass
 class Var:
@@ -107,6 +111,15 @@ class Process:
 
     kind: str = ""
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.kind:
+            known = KINDS.get(cls.kind)
+            if known is not None and known.__qualname__ != cls.__qualname__:
+                raise GraphError(f"process kind {cls.kind!r} is defined twice ({known.__qualname__} and {cls.__qualname__}); "
+                                 "give the new process another kind")
+            KINDS[cls.kind] = cls
+
     def __init__(self, name: str, layer: int | None = None, **attrs):
         if not name or any(ch in name for ch in "/\\ "):
             raise GraphError(f"bad process name {name!r}: use a non-empty name without spaces or slashes")
@@ -144,12 +157,9 @@ class Process:
 
     # --- state ------------------------------------------------------------------------------------------
     def initial_state(self) -> dict[str, np.ndarray]:
-        """The value of every state Var at the start of a sequence (zeros unless a subclass says otherwise)."""
+        """The value of every state Var at the start of a sequence (zeros unless a subclass says otherwise).
+        The graph only describes: a running process model copies this and keeps its own state."""
         return {n: np.zeros_like(v.value) for n, v in self.vars.items() if v.role == "state"}
-
-    def reset(self) -> None:
-        for n, value in self.initial_state().items():
-            self.vars[n].value[...] = value
 
     # --- sizes ------------------------------------------------------------------------------------------
     def nbytes(self, role: str | None = None) -> int:

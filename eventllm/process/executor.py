@@ -1,7 +1,7 @@
 """The reference executor: runs a process graph token by token and counts the events each process handles.
 
-Per token, every process runs once in dependency order (one algorithmic time step); state Vars carry over to
-the next token. Each process is vectorised with numpy (its process model); events are the non-zero entries
+Per token, every process runs once in dependency order (one algorithmic time step); the state (held by the
+executor's process models, not by the graph) carries over to the next token. Each process is vectorised with numpy (its process model); events are the non-zero entries
 of the vectors on the connections.
 """
 
@@ -45,10 +45,11 @@ class Executor:
     >>> ex.counts.per_process["L0.att.key.threshold"]["events_out"]
     """
 
-    def __init__(self, graph: ProcessGraph, probes: list[str] = ()):
+    def __init__(self, graph: ProcessGraph, probes: list[str] = (), overrides: dict[str, float] | None = None):
         self.graph = graph
         self.order = graph.topological_order()
-        self.models = {p.name: model_for(p) for p in self.order}
+        # the executor owns the run state; `overrides` (e.g. {"theta": 0}) replace Var values for this run only
+        self.models = {p.name: model_for(p, overrides) for p in self.order}
         self.inputs = {port.path for port in graph.inputs()}
         self.probes = {path: [] for path in probes}
         for path in probes:
@@ -57,9 +58,9 @@ class Executor:
         self.reset()
 
     def reset(self) -> None:
-        """Start a new sequence: every state Var back to its initial value, counters and probes cleared."""
-        for p in self.graph:
-            p.reset()
+        """Start a new sequence: every model's state back to its initial value, counters and probes cleared."""
+        for m in self.models.values():
+            m.reset()
         self.counts = EventCounts(0, {p.name: dict.fromkeys(COUNTERS, 0) for p in self.graph},
                                   {port.path: 0 for p in self.graph for port in p.out_ports.values()})
         for values in self.probes.values():
@@ -73,7 +74,7 @@ class Executor:
             inputs = process_inputs(proc, values, token_vec, self.inputs, external)
             outputs = self.models[proc.name].run(inputs)
             c = self.counts.per_process[proc.name]
-            if proc.kind == "dense":
+            if self.models[proc.name].synaptic:
                 nnz = int(np.count_nonzero(inputs["inp"]))
                 c["events_in"] += nnz
                 c["synops"] += nnz * proc.out_ports["out"].size
@@ -123,8 +124,7 @@ def process_inputs(proc, values: dict[str, np.ndarray], token_vec: np.ndarray, c
 def measure_event_rates(graph: ProcessGraph, tokens: list[int]) -> dict:
     """Run `tokens` from a fresh state and return the mean events per token of every process.
 
-    The result goes into `graph.meta["event_rates"]`, where the mapper reads the expected traffic;
-    the graph's state is reset afterwards.
+    The result goes into `graph.meta["event_rates"]`, where the mapper reads the expected traffic.
     """
     if len(tokens) == 0:
         raise GraphError("measuring event rates needs at least one token")
@@ -135,7 +135,6 @@ def measure_event_rates(graph: ProcessGraph, tokens: list[int]) -> dict:
         "tokens": n,
         "events_out": {name: c["events_out"] / n for name, c in ex.counts.per_process.items()},
         "ports": {path: e / n for path, e in ex.counts.per_port.items()},
-        "synops": {name: c["synops"] / n for name, c in ex.counts.per_process.items() if graph[name].kind == "dense"},
+        "synops": {name: c["synops"] / n for name, c in ex.counts.per_process.items() if ex.models[name].synaptic},
     }
-    ex.reset()
     return rates

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from eventllm.errors import GraphError
-from eventllm.process.core import Process
+from eventllm.process.core import KINDS, Process  # noqa: F401  (KINDS: every kind defined here registers itself)
 
 # The WKV state's running maximum starts at "minus infinity" as a finite number (as in the torch model).
 WKV_P_INIT = -1e38
@@ -215,10 +215,3 @@ class Attention(Process):
         self._var("position", [0], "state", dtype=np.int64)
         self._in("qkv", 3 * d)
         self._out("out", d)
-
-
-KINDS: dict[str, type[Process]] = {
-    cls.kind: cls
-    for cls in (Embedding, PositionalEmbedding, LayerNorm, ShiftMix, Threshold, Dense, WKV, Sigmoid, ReLU,
-                SquaredReLU, Multiply, Add, Attention)
-}

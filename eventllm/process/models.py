@@ -1,10 +1,24 @@
-"""How each process *runs*: one process-model class per kind, numpy only, one token per call.
+"""How each process *runs*: one process-model class per process class, numpy only, one token per call.
 
-A model reads its process's Vars (weights, parameters) and updates its state Vars in place; `run` maps the
-vectors arriving at the in-ports to the vectors leaving the out-ports. Vectors carry events: the non-zero
-entries are the graded spikes, and a Dense model touches only the weight columns of its input events
-(`W[:, idx] @ x[idx]`), which is the event-driven computation, vectorised — no Python loop per event.
-Everything is float32, as in the torch model, so the executor reproduces its logits to rounding.
+As in Lava, a model is bound to its process by class (`@implements(Dense)`), and it carries what the rest of
+the system needs to know about that kind of process, so that a kind lives in one place:
+
+  ops_per_entry  arithmetic operations per output entry (the cost model's neuron ops); required unless
+                 `synaptic` (a Dense-like process is charged per input event × fan-out instead)
+  split          how `mapping.partition` may cut it across cores: "whole" (it must fit one core), "dense" (by
+                 outputs or by inputs), "rows" (a lookup table, by rows), "heads" (attention, by heads)
+  lava           the name of its counterpart in `eventllm.process.lava` (None: not bridged yet)
+  extra_counts   data-dependent counts beyond events and ops (table lookups, a growing attention cache)
+
+The model owns the run state: it copies the process's initial state and never writes the graph's Vars, so
+one graph serves any number of runs (thresholded, natural, dense shadow) side by side. Run options such as
+θ = 0 are `overrides` of a Var's value for this run only.
+
+A model reads its process's Vars; `run` maps the vectors arriving at the in-ports to the vectors leaving the
+out-ports. Vectors carry events: the non-zero entries are the graded spikes, and a Dense model touches only
+the weight columns of its input events (`W[:, idx] @ x[idx]`), which is the event-driven computation,
+vectorised — no Python loop per event. Everything is float32, as in the torch model, so the executor
+reproduces its logits to rounding.
 """
 
 from __future__ import annotations
@@ -13,18 +27,84 @@ import numpy as np
 
 from eventllm.errors import GraphError
 from eventllm.process.core import Process
+from eventllm.process.library import (
+    WKV, Add, Attention, Dense, Embedding, LayerNorm, Multiply, PositionalEmbedding, ReLU, ShiftMix, Sigmoid,
+    SquaredReLU, Threshold,
+)
+
+SPLITS = ("whole", "dense", "rows", "heads")
+_MODEL_OF: dict[type[Process], type["ProcessModel"]] = {}
 
 
 class ProcessModel:
-    def __init__(self, process: Process):
+    ops_per_entry: int | None = None
+    synaptic: bool = False
+    split: str = "whole"
+    lava: str | None = None
+
+    def __init__(self, process: Process, overrides: dict[str, float] | None = None):
         self.process = process
-        self.v = {name: var.value for name, var in process.vars.items()}
+        self.overrides = dict(overrides or {})
+        self.v: dict[str, np.ndarray] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new sequence: the state back to the process's initial state (the graph is not touched)."""
+        init = self.process.initial_state()
+        for name, var in self.process.vars.items():
+            if var.role == "state":
+                self.v[name] = init[name].copy()
+            elif name in self.overrides:
+                self.v[name] = np.full_like(var.value, self.overrides[name])
+            else:
+                self.v[name] = var.value
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def extra_counts(self, outputs: dict[str, np.ndarray], token: int, shard_ids: np.ndarray, lo: np.ndarray,
+                     hi: np.ndarray, counts: np.ndarray, column: dict[str, int]) -> None:
+        """Add the data-dependent counts of this token to `counts` [shards, counters] (rows `shard_ids`, this
+        process's shards covering [lo, hi) of its split axis; `column` names the counter columns)."""
 
+    @classmethod
+    def has_extra_counts(cls) -> bool:
+        return cls.extra_counts is not ProcessModel.extra_counts
+
+
+def implements(process_class: type[Process]):
+    """Class decorator binding a process model to the process class it runs (Lava's `@implements`)."""
+    def bind(model_class: type[ProcessModel]) -> type[ProcessModel]:
+        if model_class.split not in SPLITS:
+            raise GraphError(f"{model_class.__name__}.split must be one of {SPLITS}, got {model_class.split!r}")
+        if model_class.ops_per_entry is None and not model_class.synaptic:
+            raise GraphError(f"{model_class.__name__} must say its ops_per_entry (operations per output entry) for the cost model")
+        model_class.process_class = process_class
+        _MODEL_OF[process_class] = model_class
+        return model_class
+    return bind
+
+
+def model_class_for(process: Process) -> type[ProcessModel]:
+    """The process-model class bound to `process`'s class (or the nearest base class that has one)."""
+    for cls in type(process).__mro__:
+        if cls in _MODEL_OF:
+            return _MODEL_OF[cls]
+    raise GraphError(f"no process model implements {type(process).__name__} (kind {process.kind!r}, {process.name}); "
+                     "define one with @implements(" + type(process).__name__ + ")")
+
+
+def model_for(process: Process, overrides: dict[str, float] | None = None) -> ProcessModel:
+    """A fresh numpy process model that runs `process` (its own state; `overrides` replace Var values)."""
+    return model_class_for(process)(process, overrides)
+
+
+@implements(Embedding)
 class EmbeddingModel(ProcessModel):
+    ops_per_entry = 0
+    split = "rows"
+    lava = None
+
     def run(self, inputs):
         token = int(inputs["token"][0])
         table = self.v["weights"]
@@ -32,8 +112,24 @@ class EmbeddingModel(ProcessModel):
             raise GraphError(f"{self.process.name}: token id {token} is outside the vocabulary (0..{table.shape[0] - 1})")
         return {"out": table[token].copy()}
 
+    def _rows(self, token: int) -> list[int]:
+        """The table rows this token reads."""
+        return [token]
 
+    def extra_counts(self, outputs, token, shard_ids, lo, hi, counts, column):
+        d = outputs["out"].size
+        for r in self._rows(token):
+            counts[shard_ids[(lo <= r) & (r < hi)], column["weight_reads"]] += d
+        owner = (lo <= token) & (token < hi)
+        counts[shard_ids[~owner], column["events_out"]] = 0  # only the shard holding the token's row sends
+        counts[shard_ids[owner], column["neuron_updates"]] += d
+        counts[shard_ids[owner], column["neuron_ops"]] += self.ops_per_entry * d
+
+
+@implements(PositionalEmbedding)
 class PositionalEmbeddingModel(EmbeddingModel):
+    ops_per_entry = 1
+
     def run(self, inputs):
         out = super().run(inputs)["out"]
         pos = int(self.v["position"][0])
@@ -43,8 +139,17 @@ class PositionalEmbeddingModel(EmbeddingModel):
         self.v["position"][0] = pos + 1
         return {"out": out + self.v["positions"][pos + self.process.attrs["offset"]]}
 
+    def _rows(self, token: int) -> list[int]:
+        # the token's row and (after `run` advanced the position) the row of the position just used
+        vocab = self.v["weights"].shape[0]
+        return [token, vocab + int(self.v["position"][0]) - 1 + self.process.attrs["offset"]]
 
+
+@implements(LayerNorm)
 class LayerNormModel(ProcessModel):
+    ops_per_entry = 6
+    lava = "Unary"
+
     def run(self, inputs):
         x = inputs["inp"]
         mu = x.mean(dtype=np.float32)
@@ -53,7 +158,11 @@ class LayerNormModel(ProcessModel):
         return {"out": (y * self.v["weight"] + self.v["bias"]).astype(np.float32)}
 
 
+@implements(ShiftMix)
 class ShiftMixModel(ProcessModel):
+    ops_per_entry = 3
+    lava = "ShiftMix"
+
     def run(self, inputs):
         x = inputs["inp"]
         prev = self.v["prev"]
@@ -65,7 +174,11 @@ class ShiftMixModel(ProcessModel):
         return out
 
 
+@implements(Threshold)
 class ThresholdModel(ProcessModel):
+    ops_per_entry = 1
+    lava = "Unary"
+
     def run(self, inputs):
         x = inputs["inp"]
         theta = self.v["theta"]
@@ -74,9 +187,14 @@ class ThresholdModel(ProcessModel):
         return {"out": np.where(np.abs(x) > theta, x, np.float32(0))}
 
 
+@implements(Dense)
 class DenseModel(ProcessModel):
-    def __init__(self, process):
-        super().__init__(process)
+    synaptic = True
+    split = "dense"
+    lava = "lava.proc.dense.process.Dense"
+
+    def __init__(self, process, overrides=None):
+        super().__init__(process, overrides)
         # one row per input: an input event selects one contiguous row (W's column), as a core's memory holds it
         self.by_input = np.ascontiguousarray(self.v["weights"].T)
 
@@ -89,7 +207,10 @@ class DenseModel(ProcessModel):
         return {"out": y.astype(np.float32, copy=False)}
 
 
+@implements(WKV)
 class WKVModel(ProcessModel):
+    ops_per_entry = 14
+    lava = "WKV"
     """The WKV recurrence in the numerically safe form of RWKV-4 (log-scale p carried with a and b)."""
 
     def run(self, inputs):
@@ -110,33 +231,58 @@ class WKVModel(ProcessModel):
         return {"out": out.astype(np.float32, copy=False)}
 
 
+@implements(Sigmoid)
 class SigmoidModel(ProcessModel):
+    ops_per_entry = 4
+    lava = "Unary"
+
     def run(self, inputs):
         with np.errstate(over="ignore"):
             return {"out": (1 / (1 + np.exp(-inputs["inp"]))).astype(np.float32, copy=False)}
 
 
+@implements(ReLU)
 class ReLUModel(ProcessModel):
+    ops_per_entry = 1
+    lava = "Unary"
+
     def run(self, inputs):
         return {"out": np.maximum(inputs["inp"], np.float32(0))}
 
 
+@implements(SquaredReLU)
 class SquaredReLUModel(ProcessModel):
+    ops_per_entry = 2
+    lava = "Unary"
+
     def run(self, inputs):
         return {"out": np.square(np.maximum(inputs["inp"], np.float32(0)))}
 
 
+@implements(Multiply)
 class MultiplyModel(ProcessModel):
+    ops_per_entry = 1
+    lava = "Binary"
+
     def run(self, inputs):
         return {"out": inputs["a"] * inputs["b"]}
 
 
+@implements(Add)
 class AddModel(ProcessModel):
+    ops_per_entry = 1
+    lava = "Binary"
+
     def run(self, inputs):
         return {"out": inputs["a"] + inputs["b"]}
 
 
+@implements(Attention)
 class AttentionModel(ProcessModel):
+    ops_per_entry = 0
+    split = "heads"
+    lava = None
+
     def run(self, inputs):
         a = self.process.attrs
         d, n_head = a["d"], a["n_head"]
@@ -157,27 +303,13 @@ class AttentionModel(ProcessModel):
         probs = scores / scores.sum(-1, keepdims=True)
         return {"out": np.einsum("ht,thd->hd", probs, values).reshape(d).astype(np.float32, copy=False)}
 
-
-MODELS: dict[str, type[ProcessModel]] = {
-    "embedding": EmbeddingModel,
-    "positional_embedding": PositionalEmbeddingModel,
-    "layer_norm": LayerNormModel,
-    "shift_mix": ShiftMixModel,
-    "threshold": ThresholdModel,
-    "dense": DenseModel,
-    "wkv": WKVModel,
-    "sigmoid": SigmoidModel,
-    "relu": ReLUModel,
-    "squared_relu": SquaredReLUModel,
-    "multiply": MultiplyModel,
-    "add": AddModel,
-    "attention": AttentionModel,
-}
-
-
-def model_for(process: Process) -> ProcessModel:
-    """The numpy process model that runs `process`."""
-    try:
-        return MODELS[process.kind](process)
-    except KeyError:
-        raise GraphError(f"no process model for kind {process.kind!r} ({process.name}); known: {', '.join(sorted(MODELS))}") from None
+    def extra_counts(self, outputs, token, shard_ids, lo, hi, counts, column):
+        # the work grows with the number of cached tokens (the position after `run`)
+        a = self.process.attrs
+        pos = int(self.v["position"][0])
+        frac = (hi - lo) / a["n_head"]
+        d_part = a["d"] * frac
+        counts[shard_ids, column["neuron_ops"]] += 2 * pos * d_part + 4 * pos * a["n_head"] * frac
+        counts[shard_ids, column["neuron_updates"]] += d_part
+        counts[shard_ids, column["state_reads"]] += 2 * pos * d_part
+        counts[shard_ids, column["state_writes"]] += 2 * d_part
