@@ -50,6 +50,7 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 20
     dtype: str = "bf16"  # autocast dtype on GPU; CPU always trains in float32
+    unwrap: bool = False  # join hard-wrapped lines of the corpus (data.unwrap_lines) before tokenising
     notes: dict = field(default_factory=dict)
 
 
@@ -155,8 +156,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
     tok_path = Path(cfg.tokenizer)
     tok = HFTokenizer(tok_path) if tok_path.exists() else train_tokenizer(corpus_pieces(cfg.corpus), cfg.vocab_size, tok_path, progress)
     cache = out / "tokens"
-    train_ids = torch.from_numpy(cached_token_stream(cfg.corpus, "train", tok, cache, progress).astype(np.int32)).to(device)
-    valid_ids = torch.from_numpy(cached_token_stream(cfg.corpus, "valid", tok, cache, progress).astype(np.int32)).to(device)
+    train_ids = torch.from_numpy(cached_token_stream(cfg.corpus, "train", tok, cache, progress, cfg.unwrap).astype(np.int32)).to(device)
+    valid_ids = torch.from_numpy(cached_token_stream(cfg.corpus, "valid", tok, cache, progress, cfg.unwrap).astype(np.int32)).to(device)
 
     model = build_model(cfg.arch, {**cfg.model, "vocab_size": tok.vocab_size})
     if hasattr(model, "init_weights"):

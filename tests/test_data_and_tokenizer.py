@@ -140,3 +140,15 @@ def test_bits_per_byte_equals_a_hand_count():
     res = PerplexityResult(ppl=math.exp(2.0), nll=2.0, tokens=len(scored))
     expect = 2.0 * len(scored) / math.log(2) / len(tok.decode(scored).encode("utf-8"))
     assert bits_per_byte(res, ids, nbytes) == pytest.approx(expect, rel=1e-12)
+
+
+def test_unwrapping_joins_hard_wrapped_lines_and_keeps_paragraphs(data_dir):
+    import io
+
+    from eventllm.data import iter_chunks, unwrap_lines
+
+    assert unwrap_lines("It was a dark\nand stormy night.\n\n  A poem line\n  and another\nEnd.") == \
+        "It was a dark and stormy night.\n\n  A poem line\n  and another End."
+    text = _book(data_dir).decode("utf-8")
+    pieces = list(iter_chunks(io.StringIO(text), size=20_000))
+    assert "".join(unwrap_lines(p) for p in pieces) == unwrap_lines(text)  # piece by piece = whole
