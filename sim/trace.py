@@ -263,4 +263,19 @@ class TraceEngine(Simulator):
         return finish.max(1), np.maximum.accumulate(group_finish, axis=1)
 
 
-__all__ = ["TraceEngine", "SimResult"]
+
+def merge_results(results: list[SimResult]) -> SimResult:
+    """One result from the results of consecutive pieces of a text (segments run from a fresh state each):
+    counts and NoC pair totals summed, per-token figures one after the other."""
+    out = SimResult(counts=np.zeros_like(results[0].counts))
+    for r in results:
+        out.tokens += r.tokens
+        out.counts += r.counts
+        if r.pair_packets is not None:
+            out.pair_packets = r.pair_packets.copy() if out.pair_packets is None else out.pair_packets + r.pair_packets
+        for name in ("energy_per_token", "latency_per_token", "sparsity_per_token", "layer_finish", "logits"):
+            getattr(out, name).extend(getattr(r, name))
+    return out
+
+
+__all__ = ["SimResult", "TraceEngine", "merge_results"]
