@@ -11,6 +11,10 @@ from eventllm.errors import EventLLMError
 
 
 def _write_json(path: str | Path, obj) -> None:
+    from eventllm.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun every rank has the merged result; rank 0 writes it
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2) + "\n")
@@ -119,13 +123,19 @@ def cmd_evaluate(args) -> int:
     specs = _task_specs(args.tasks, args.task_data)
     if any(n == "ppl" for n, _ in specs) and not args.data:
         raise ConfigError("the ppl task needs text: pass --data (e.g. ../shared/data/gutenberg), or drop ppl from --tasks")
+    from eventllm.distributed import evaluate_segments, init_world
+
+    world = init_world(args.device)  # torchrun: join the process group before the model goes to its GPU
     loaded = _load(args)
     m = loaded.model
     result = {"model": loaded.name, "thresholds": args.thresholds, "data": args.data, "split": args.split}
     if any(n == "ppl" for n, _ in specs):
         ids = _tokens(loaded, args.data, args.split, args.max_tokens, progress=not args.quiet)
         byte_lengths = loaded.tokenizer.token_bytes() if hasattr(loaded.tokenizer, "token_bytes") else None
-        result |= evaluate_stream(m, ids, progress=not args.quiet, byte_lengths=byte_lengths)
+        if args.segments > 1 or world.size > 1:
+            result |= evaluate_segments(m, ids, args.segments, world, progress=not args.quiet, byte_lengths=byte_lengths)
+        else:
+            result |= evaluate_stream(m, ids, progress=not args.quiet, byte_lengths=byte_lengths)
         print(format_table(["layer", *m.PROJECTIONS], sparsity_table(result, m.PROJECTIONS),
                            title="Projection-input sparsity, natural → thresholded"))
         sp = result["sparsity"]
@@ -284,14 +294,15 @@ def cmd_simulate(args) -> int:
 
     from eventllm.errors import ConfigError
     from eventllm.process.graph import ProcessGraph
-    from eventllm.report import format_table, pct
     from mapping import Mapping
     from sim.costs import load_costs
-    from sim.report import plots, results_json, simulate
+    from sim.report import simulate
 
     graph = ProcessGraph.load(args.graph)
     mapping = Mapping.load(args.mapping, graph)
     costs = load_costs(args.costs or mapping.topology.name)
+    if args.data:
+        return _simulate_text(args, graph, mapping, costs)
     if args.token_ids:
         try:
             tokens = [int(t) for t in args.token_ids.split(",")]
@@ -304,14 +315,72 @@ def cmd_simulate(args) -> int:
             raise ConfigError(f"{args.graph} has no tokenizer.json (built from a model without one); pass --token-ids")
         vocab = graph["emb"].vars["weights"].value.shape[0] if "emb" in graph.processes else 0
         tokens = load_tokenizer(args.graph, vocab).encode(args.prompt)
-    tokens = tokens[: args.max_tokens]
+    tokens = tokens[: args.max_tokens or 64]
     if not tokens:
         raise ConfigError("the prompt gives no tokens; pass a non-empty --prompt")
     modes = ("thresholded", "natural", "dense") if args.compare_dense else ("thresholded",)
-    runs = simulate(graph, mapping, costs, tokens, modes, progress=not args.quiet)
-    model = graph.meta.get("model") or args.graph
-    info = {"graph": str(args.graph), "model": model, "mapping": str(args.mapping), "topology": mapping.topology.name,
-            "costs": costs.name, "prompt": args.prompt if not args.token_ids else None, "token_ids": tokens}
+    if args.engine == "trace":
+        from eventllm.distributed import World, simulate_segments
+
+        runs = simulate_segments(graph, mapping, costs, tokens, modes, 1, World(), "trace", _graph_model(args, graph),
+                                 progress=not args.quiet)
+    else:
+        runs = simulate(graph, mapping, costs, tokens, modes, progress=not args.quiet)
+    info = {"graph": str(args.graph), "model": graph.meta.get("model") or args.graph, "mapping": str(args.mapping),
+            "topology": mapping.topology.name, "costs": costs.name, "prompt": args.prompt if not args.token_ids else None,
+            "token_ids": tokens}
+    return _simulate_report(args, runs, info, mapping, len(tokens))
+
+
+def _graph_model(args, graph):
+    """The torch model a graph was built from (its `model` entry, or --model), on --device: the trace engine's
+    event masks come from it."""
+    from eventllm.errors import ConfigError
+    from eventllm.models.registry import load_model
+
+    spec = args.model or graph.meta.get("model")
+    if not spec:
+        raise ConfigError(f"{args.graph} does not name its model; pass --model (the model it was built from)")
+    model = load_model(spec).model
+    if args.device:
+        import torch
+
+        model.to(torch.device(args.device))
+    return model
+
+
+def _simulate_text(args, graph, mapping, costs) -> int:
+    """`simulate --data`: a whole text, cut into --segments (shared among torchrun ranks), on --engine."""
+    from eventllm.data import cached_token_stream
+    from eventllm.distributed import init_world, simulate_segments
+    from eventllm.errors import DataError
+    from eventllm.tokenizer import load_tokenizer
+
+    world = init_world(args.device)
+    vocab = graph["emb"].vars["weights"].value.shape[0] if "emb" in graph.processes else 0
+    ids = cached_token_stream(args.data, args.split, load_tokenizer(args.graph, vocab), progress=not args.quiet)
+    ids = (ids[: args.max_tokens] if args.max_tokens else ids).astype("int64").tolist()
+    if len(ids) < 2:
+        raise DataError(f"{args.data} (split {args.split}): fewer than 2 tokens of text; pass a larger text")
+    engine = args.engine or "trace"
+    modes = ("thresholded", "natural", "dense") if args.compare_dense else ("thresholded",)
+    model = _graph_model(args, graph) if engine == "trace" else None
+    runs = simulate_segments(graph, mapping, costs, ids, modes, args.segments, world, engine, model, progress=not args.quiet)
+    info = {"graph": str(args.graph), "model": graph.meta.get("model") or args.graph, "mapping": str(args.mapping),
+            "topology": mapping.topology.name, "costs": costs.name, "data": args.data, "split": args.split,
+            "engine": engine, "segments": args.segments, "prompt": None, "token_ids": None}
+    return _simulate_report(args, runs, info, mapping, len(ids))
+
+
+def _simulate_report(args, runs: dict, info: dict, mapping, n_tokens: int) -> int:
+    from pathlib import Path
+
+    from eventllm.distributed import is_main_process
+    from eventllm.report import format_table, pct
+    from sim.report import plots, results_json
+
+    modes = list(runs)
+    model = info["model"]
     result = results_json(runs, info)
     main = runs["thresholded"]
     rows = []
@@ -323,7 +392,7 @@ def cmd_simulate(args) -> int:
                      f"{r['counts_per_token']['packets']:,.0f}",
                      f"{r['energy_per_token_j'] / main['energy_per_token_j']:.2f}x", f"{r['latency_per_token_s'] / main['latency_per_token_s']:.2f}x"])
     print(format_table(["run", "µJ/token", "µs/token", "sparsity", "Msynops", "weight MiB read", "packets", "energy vs thr", "latency vs thr"],
-                       rows, title=f"{model} on {mapping.topology.name} ({mapping.cores_used} cores), {len(tokens)} tokens"))
+                       rows, title=f"{model} on {mapping.topology.name} ({mapping.cores_used} cores), {n_tokens} tokens"))
     layer_rows = [[b["layer"], f"{b['energy_j'] * 1e6:.3f}", f"{b['latency_s'] * 1e6:.2f}", f"{b['synaptic_ops'] / 1e3:,.0f}"]
                   for b in main["by_layer"]]
     print(format_table(["layer", "µJ/token", "µs/token", "ksynops"], layer_rows, title="\nBy layer (thresholded)"))
@@ -332,7 +401,7 @@ def cmd_simulate(args) -> int:
     if args.json:
         _write_json(args.json, result)
         print(f"wrote {args.json}")
-    if args.report:
+    if args.report and is_main_process():
         _write_json(Path(args.report) / "simulation.json", result)
         for path in plots(runs, mapping, args.report, model):
             print(f"wrote {path}")
@@ -496,6 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, help="score only the first N items of each task")
     e.add_argument("--split", default="all", choices=["all", "train", "valid", "test"], help="part of each book (default: %(default)s)")
     e.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens")
+    e.add_argument("--segments", type=int, default=1, help="cut the text into N contiguous segments, each from a fresh "
+                   "state, merged token-weighted; under torchrun the ranks share them (default: %(default)s)")
     e.add_argument("--json", metavar="OUT", help="write the results as JSON")
     e.add_argument("--device", help="cpu or cuda (default: cpu)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -552,7 +623,16 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--prompt", default="It was a bright cold day in April, and the clocks were striking thirteen.",
                     help="text to run (default: %(default)r)")
     sm.add_argument("--token-ids", help="comma-separated token ids instead of --prompt")
-    sm.add_argument("--max-tokens", type=int, default=64, help="simulate at most this many tokens (default: %(default)s)")
+    sm.add_argument("--data", help="a whole text instead of a prompt: a .txt(.xz) file or a folder of them")
+    sm.add_argument("--split", default="all", choices=["all", "train", "valid", "test"], help="part of each book for --data (default: %(default)s)")
+    sm.add_argument("--max-tokens", type=int, help="simulate at most this many tokens (default: 64 of a prompt, all of --data)")
+    sm.add_argument("--engine", choices=["trace", "message"], help="trace: counters from the torch model's event masks, "
+                    "many tokens at once; message: the message-passing reference, token by token (default: trace for --data, "
+                    "message for a prompt)")
+    sm.add_argument("--segments", type=int, default=1, help="with --data: N contiguous segments, each from a fresh state; "
+                    "under torchrun the ranks share them (default: %(default)s)")
+    sm.add_argument("--model", help="the torch model the graph was built from, for the trace engine (default: the graph's)")
+    sm.add_argument("--device", help="where the trace engine's torch model runs: cpu or cuda (default: cpu)")
     sm.add_argument("--compare-dense", action="store_true", help="also simulate θ = 0 with and without zero skipping")
     sm.add_argument("--json", metavar="OUT", help="write the results as JSON")
     sm.add_argument("--report", metavar="DIR", help="write simulation.json and plots into DIR")
@@ -591,6 +671,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from eventllm.distributed import is_main_process
+
+    if not is_main_process():  # under torchrun only rank 0 prints
+        import os
+
+        sys.stdout = open(os.devnull, "w")
+        if hasattr(args, "quiet"):
+            args.quiet = True
     try:
         return args.func(args)
     except EventLLMError as e:

@@ -290,10 +290,11 @@ class Simulator:
 
     # --- costs --------------------------------------------------------------------------------------------
     def _compute_cycles(self, counts: np.ndarray) -> np.ndarray:
+        """Cycles of each shard for `counts` [..., shards, counters] (one token, or many: the trace engine)."""
         cy, npe = self.costs.cycles, self.topo.core.npe
-        parallel = counts[:, C["synops"]] * cy["synop"] + counts[:, C["neuron_ops"]] * cy["neuron_op"]
-        return (counts[:, C["events_in"]] * cy["event_in"] + np.ceil(parallel / npe)
-                + counts[:, C["events_out"]] * cy["event_out"] + counts[:, C["packets"]] * cy["packet"])
+        parallel = counts[..., C["synops"]] * cy["synop"] + counts[..., C["neuron_ops"]] * cy["neuron_op"]
+        return (counts[..., C["events_in"]] * cy["event_in"] + np.ceil(parallel / npe)
+                + counts[..., C["events_out"]] * cy["event_out"] + counts[..., C["packets"]] * cy["packet"])
 
     def _latency(self, counts: np.ndarray, packets: np.ndarray) -> tuple[float, list[float]]:
         compute = self._compute_cycles(counts) / self.topo.core.clock_hz
@@ -321,7 +322,8 @@ class Simulator:
         return sum(self.energy_breakdown(totals, latency).values())
 
     def energy_breakdown(self, totals: np.ndarray, latency: float) -> dict[str, float]:
-        """Joules by kind of action for the given counter totals."""
+        """Joules by kind of action for the given counter totals (totals [counters] and a latency, or
+        [counters, tokens] and latencies [tokens]: then each kind's joules per token)."""
         e = self.costs.energy
         out = {g: sum(totals[C[c]] * e[k] for c, k in pairs) for g, pairs in ENERGY_GROUPS.items()}
         out["static"] = e["static_power_w"] * latency * self.mapping.cores_used

@@ -1,0 +1,177 @@
+"""Evaluation spread over processes and GPUs: a token stream cut into contiguous segments, each run from a fresh
+state, the results merged token-weighted.
+
+`--segments N` gives the cut in one process; under `torchrun --nproc-per-node K -m eventllm …` (WORLD_SIZE > 1,
+torch.distributed with gloo on CPU, NCCL on GPUs) rank r takes the r-th contiguous block of the N segments and
+every rank receives all the segments' results, merged in segment order — so the figures equal the one-process
+run with the same --segments. Only rank 0 prints and writes files (`is_main_process`).
+
+>>> bounds = segment_bounds(10, 3)
+>>> bounds
+[(0, 3), (3, 6), (6, 10)]
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+from eventllm.errors import ConfigError, DataError
+
+
+@dataclass
+class World:
+    """This process's rank among `size` processes (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    size: int = 1
+
+    def mine(self, segments: int) -> range:
+        """The contiguous block of segment indices this rank runs."""
+        return range(segments * self.rank // self.size, segments * (self.rank + 1) // self.size)
+
+    def gather(self, obj) -> list:
+        """`obj` of every rank, in rank order, on every rank."""
+        if self.size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def init_world(device: str | None = None) -> World:
+    """Join the torchrun process group when there is one (NCCL when `device` is CUDA, else gloo)."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        cuda = bool(device) and device.startswith("cuda")
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return World(dist.get_rank(), dist.get_world_size())
+
+
+def segment_bounds(n: int, segments: int) -> list[tuple[int, int]]:
+    """`segments` contiguous [start, end) ranges covering n tokens, as equal as can be."""
+    if segments < 1:
+        raise ConfigError(f"--segments must be at least 1, got {segments}")
+    if n < 2 * segments:
+        raise DataError(f"{n} tokens cannot be cut into {segments} segments of at least 2 tokens; pass fewer --segments")
+    edges = [n * i // segments for i in range(segments + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+# --- perplexity ------------------------------------------------------------------------------------------
+def evaluate_segments(model, ids: list[int], segments: int, world: World, progress: bool = False, byte_lengths=None) -> dict:
+    """`evaluate_stream` of each segment (from a fresh state), merged: perplexities through their mean
+    log-likelihood over all scored tokens, bits per byte over all bytes, sparsities weighted by tokens run."""
+    import numpy as np
+
+    from eventllm.evaluate.language_model import evaluate_stream
+
+    bounds = segment_bounds(len(ids), segments)
+    mine = []
+    for i in world.mine(segments):
+        a, b = bounds[i]
+        r = evaluate_stream(model, ids[a:b], progress=progress, byte_lengths=byte_lengths)
+        r["_run"] = b - a
+        if byte_lengths is not None:
+            r["_bytes"] = int(np.asarray(byte_lengths)[np.asarray(ids[a + 1 : b])].sum())
+        mine.append(r)
+    return merge_evaluations([r for part in world.gather(mine) for r in part])
+
+
+def _weighted(parts: list, weights: list[float]):
+    first = parts[0]
+    if isinstance(first, dict):
+        return {k: _weighted([p[k] for p in parts], weights) for k in first}
+    if isinstance(first, list):
+        return [_weighted([p[i] for p in parts], weights) for i in range(len(first))]
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return sum(w * p for w, p in zip(weights, parts)) / sum(weights)
+    return first
+
+
+def merge_evaluations(parts: list[dict]) -> dict:
+    """One `evaluate_stream` result from those of consecutive segments (see `evaluate_segments`)."""
+    if len(parts) == 1:
+        return {k: v for k, v in parts[0].items() if not k.startswith("_")} | {"segments": 1}
+    scored = [p["tokens"] for p in parts]
+    out = _weighted([{k: v for k, v in p.items() if not k.startswith("_")} for p in parts], [p["_run"] for p in parts])
+    for key in ("ppl", "ppl_dense"):
+        out[key] = math.exp(sum(math.log(p[key]) * n for p, n in zip(parts, scored)) / sum(scored))
+    out["ppl_increase"] = out["ppl"] / out["ppl_dense"] - 1.0
+    out["tokens"] = sum(scored)
+    if "bits_per_byte" in parts[0]:
+        n_bytes = [p["_bytes"] for p in parts]
+        for key in ("bits_per_byte", "bits_per_byte_dense"):
+            out[key] = sum(p[key] * b for p, b in zip(parts, n_bytes)) / sum(n_bytes)
+    sp = out["sparsity"]
+    sp["ratio"] = sp["thresholded"] / sp["natural"] if sp["natural"] else None
+    return out | {"segments": len(parts)}
+
+
+# --- simulation ------------------------------------------------------------------------------------------
+def simulate_segments(graph, mapping, costs, ids: list[int], modes, segments: int, world: World, engine: str = "trace",
+                      model=None, chunk: int = 256, progress: bool = False) -> dict[str, dict]:
+    """`sim.report.simulate` over a long text: each segment from a fresh state, on the trace engine (event
+    masks from `model`, the torch model the graph was built from) or the message engine; summaries per mode."""
+    from sim.engine import Simulator
+    from sim.report import summarize, thresholds_zeroed
+    from sim.trace import TraceEngine, merge_results
+
+    bounds = segment_bounds(len(ids), segments)
+    limit = min((p.attrs["max_positions"] for p in graph if p.kind == "attention"), default=None)
+    if limit is not None and max(b - a for a, b in bounds) > limit:
+        need = math.ceil(len(ids) / limit)
+        raise ConfigError(f"the model sees at most {limit} positions and a segment has {max(b - a for a, b in bounds)} tokens; "
+                          f"pass --segments {need} or more")
+    if engine == "trace":
+        from eventllm.evaluate.event_masks import check_model_matches, graph_thetas, run_trace
+
+        if model is None:
+            raise ConfigError("the trace engine needs the torch model the graph was built from")
+        check_model_matches(model, graph)
+        saved = model.get_thetas()
+    elif engine != "message":
+        raise ConfigError(f"unknown engine {engine!r}; use trace or message")
+    runs = {}
+    try:
+        for mode in modes:
+            with thresholds_zeroed(graph) if mode != "thresholded" else nullcontext():
+                cls = TraceEngine if engine == "trace" else Simulator
+                sim = cls(graph, mapping, costs, event_driven=(mode != "dense"))
+                if engine == "trace":
+                    model.set_thetas(graph_thetas(graph))
+                results = []
+                for i in world.mine(segments):
+                    a, b = bounds[i]
+                    sim.reset()
+                    desc = f"{engine} ({mode}) {i + 1}/{segments}"
+                    if engine == "trace":
+                        run_trace(sim, model, ids[a:b], chunk, progress, desc)
+                    else:
+                        from tqdm import tqdm
+
+                        for t in tqdm(ids[a:b], desc=desc, unit="tok", disable=not progress, leave=False):
+                            sim.step(int(t))
+                        sim.result.logits = []
+                    results.append(sim.result)
+                sim.result = merge_results([r for part in world.gather(results) for r in part])
+                runs[mode] = summarize(sim)
+    finally:
+        if engine == "trace":
+            model.set_thetas(saved)
+    return runs
