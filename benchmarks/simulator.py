@@ -50,7 +50,7 @@ def time_sim(graph, tokens, topology="seneca") -> tuple[float, object]:
 
 def time_trace(graph, model, tokens, topology="seneca") -> tuple[float, float]:
     """Trace-engine tokens/s: counting only (masks made beforehand), and torch masks + counting."""
-    from eventllm.evaluate.event_masks import event_masks
+    from eventllm.masks import event_masks
     from mapping import map_graph
     from sim.costs import load_costs
     from sim.trace import TraceEngine

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 from eventllm.errors import ConfigError, DataError
@@ -129,7 +128,7 @@ def simulate_segments(graph, mapping, costs, ids: list[int], modes, segments: in
     """`sim.report.simulate` over a long text: each segment from a fresh state, on the trace engine (event
     masks from `model`, the torch model the graph was built from) or the message engine; summaries per mode."""
     from sim.engine import Simulator
-    from sim.report import summarize, thresholds_zeroed
+    from sim.report import MODE_OVERRIDES, summarize
     from sim.trace import TraceEngine, merge_results
 
     bounds = segment_bounds(len(ids), segments)
@@ -139,7 +138,7 @@ def simulate_segments(graph, mapping, costs, ids: list[int], modes, segments: in
         raise ConfigError(f"the model sees at most {limit} positions and a segment has {max(b - a for a, b in bounds)} tokens; "
                           f"pass --segments {need} or more")
     if engine == "trace":
-        from eventllm.evaluate.event_masks import check_model_matches, graph_thetas, run_trace
+        from eventllm.masks import check_model_matches, graph_thetas, run_trace
 
         if model is None:
             raise ConfigError("the trace engine needs the torch model the graph was built from")
@@ -150,27 +149,28 @@ def simulate_segments(graph, mapping, costs, ids: list[int], modes, segments: in
     runs = {}
     try:
         for mode in modes:
-            with thresholds_zeroed(graph) if mode != "thresholded" else nullcontext():
-                cls = TraceEngine if engine == "trace" else Simulator
-                sim = cls(graph, mapping, costs, event_driven=(mode != "dense"))
+            # one graph for every mode: θ = 0 of the natural and dense runs is a run option
+            cls = TraceEngine if engine == "trace" else Simulator
+            sim = cls(graph, mapping, costs, event_driven=(mode != "dense"),
+                      overrides=None if mode == "thresholded" else MODE_OVERRIDES)
+            if engine == "trace":
+                model.set_thetas(graph_thetas(graph) if mode == "thresholded" else 0.0)
+            results = []
+            for i in world.mine(segments):
+                a, b = bounds[i]
+                sim.reset()
+                desc = f"{engine} ({mode}) {i + 1}/{segments}"
                 if engine == "trace":
-                    model.set_thetas(graph_thetas(graph))
-                results = []
-                for i in world.mine(segments):
-                    a, b = bounds[i]
-                    sim.reset()
-                    desc = f"{engine} ({mode}) {i + 1}/{segments}"
-                    if engine == "trace":
-                        run_trace(sim, model, ids[a:b], chunk, progress, desc)
-                    else:
-                        from tqdm import tqdm
+                    run_trace(sim, model, ids[a:b], chunk, progress, desc)
+                else:
+                    from tqdm import tqdm
 
-                        for t in tqdm(ids[a:b], desc=desc, unit="tok", disable=not progress, leave=False):
-                            sim.step(int(t))
-                        sim.result.logits = []
-                    results.append(sim.result)
-                sim.result = merge_results([r for part in world.gather(results) for r in part])
-                runs[mode] = summarize(sim)
+                    for t in tqdm(ids[a:b], desc=desc, unit="tok", disable=not progress, leave=False):
+                        sim.step(int(t))
+                    sim.result.logits = []
+                results.append(sim.result)
+            sim.result = merge_results([r for part in world.gather(results) for r in part])
+            runs[mode] = summarize(sim)
     finally:
         if engine == "trace":
             model.set_thetas(saved)

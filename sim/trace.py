@@ -6,7 +6,7 @@ So a block of T tokens is counted with arrays [T, …] instead of a Python loop 
 
   masks        for each out-port ('proc.port') a [T, size] array whose non-zero entries are the events; the
                torch model in sequence mode gives them for the threshold sites and their inputs
-               (`eventllm.evaluate.event_masks`); an embedding's out-port is looked up here from the graph's
+               (`eventllm.masks`); an embedding's out-port is looked up here from the graph's
                own table; any other out-port not given is taken as dense (every entry an event);
   ranges       every range the engine counts (a shard's inputs and outputs, a NoC pair, a threshold's
                out-port) starts and ends on one of a few boundary points of the vector of all out-ports laid
@@ -32,7 +32,8 @@ from eventllm.errors import GraphError
 from eventllm.process.graph import ProcessGraph
 from mapping.result import Mapping
 from sim.costs import CostModel
-from sim.engine import COUNTERS, OPS_PER_ENTRY, C, SimResult, Simulator
+from eventllm.process.library import Attention, Embedding, PositionalEmbedding
+from sim.engine import COUNTERS, C, SimResult, Simulator
 
 # at most this many [token x shard x counter] entries per block (float64): bounds the memory of one block
 BLOCK_ENTRIES = 1 << 23
@@ -60,8 +61,9 @@ class TraceEngine(Simulator):
     new one (positions from 0, as a fresh executor) while the totals keep accumulating.
     """
 
-    def __init__(self, graph: ProcessGraph, mapping: Mapping, costs: CostModel, event_driven: bool = True):
-        super().__init__(graph, mapping, costs, event_driven)
+    def __init__(self, graph: ProcessGraph, mapping: Mapping, costs: CostModel, event_driven: bool = True,
+                 overrides: dict[str, float] | None = None):
+        super().__init__(graph, mapping, costs, event_driven, overrides)
         self._plan_trace()
         self.position = 0
 
@@ -93,8 +95,12 @@ class TraceEngine(Simulator):
         self.ix_thr = at(self.threshold_ranges[:, 0]), at(self.threshold_ranges[:, 1])
         self.in_groups = _Groups(self.in_shard, self.n_shards)
         self.src_groups = _Groups(self.p_src, self.n_shards)
-        self.tables = [p for p in self.order if p.kind in ("embedding", "positional_embedding")]
-        self.attentions = [p for p in self.order if p.kind == "attention"]
+        self.tables = [p for p in self.special if isinstance(p, (Embedding, PositionalEmbedding))]
+        self.attentions = [p for p in self.special if isinstance(p, Attention)]
+        unknown = [p for p in self.special if p not in self.tables and p not in self.attentions]
+        if unknown:  # its counts depend on data the masks do not carry: no silent guess
+            raise GraphError(f"the trace engine does not know the data-dependent counts of {unknown[0].name} "
+                             f"({type(unknown[0]).__name__}); simulate it with --engine message")
         # per process: its pairs sorted by destination shard, for the latest arrival per shard
         self.arrivals = {}
         for p in self.order:
@@ -111,7 +117,7 @@ class TraceEngine(Simulator):
         if tokens.min() < 0 or tokens.max() >= table.shape[0]:
             raise GraphError(f"{proc.name}: a token id is outside the vocabulary (0..{table.shape[0] - 1})")
         out = table[tokens]
-        if proc.kind == "positional_embedding":
+        if isinstance(proc, PositionalEmbedding):
             if positions.max() >= proc.max_positions:
                 raise GraphError(f"{proc.name}: the model has {proc.max_positions} positions and this is token "
                                  f"{positions.max() + 1}; cut the text into shorter sequences (segments)")
@@ -205,13 +211,13 @@ class TraceEngine(Simulator):
         self.position += T
 
     def _tables(self, proc, tokens: np.ndarray, positions: np.ndarray, counts: np.ndarray) -> None:
-        """Embedding lookups, as `Simulator._special`: the shards holding the rows read them, the owner of the
+        """Embedding lookups, as the embedding models' `extra_counts` for one token: the shards holding the rows read them, the owner of the
         token's row sends."""
         ids = self.shards_of[proc.name]
         lo, hi = self.lo[ids], self.hi[ids]
         d = proc.out_ports["out"].size
         rows = [tokens]
-        if proc.kind == "positional_embedding":
+        if isinstance(proc, PositionalEmbedding):
             vocab = proc.vars["weights"].value.shape[0]
             rows.append(vocab + positions + proc.attrs["offset"])
         for row in rows:
@@ -220,7 +226,7 @@ class TraceEngine(Simulator):
         owner = (lo <= tokens[:, None]) & (tokens[:, None] < hi)
         counts[:, ids, C["events_out"]] *= owner
         counts[:, ids, C["neuron_updates"]] += d * owner
-        counts[:, ids, C["neuron_ops"]] += OPS_PER_ENTRY[proc.kind] * d * owner
+        counts[:, ids, C["neuron_ops"]] += self.models[proc.name].ops_per_entry * d * owner
 
     def _attention(self, proc, positions: np.ndarray, counts: np.ndarray) -> None:
         ids = self.shards_of[proc.name]

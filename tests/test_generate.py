@@ -91,7 +91,7 @@ def test_one_shot_generation_with_sampling_is_reproducible():
 
 
 def test_demo_runs_end_to_end_and_writes_its_report(tmp_path, data_dir):
-    r = subprocess.run([*CLI, "demo", "--data", str(data_dir / "gutenberg"), "--eval-tokens", "512", "--max-tokens", "6",
+    r = subprocess.run([*CLI, "demo", "--model", "zoo:rwkv4-tiny", "--data", str(data_dir / "gutenberg"), "--eval-tokens", "512", "--max-tokens", "6",
                         "-o", str(tmp_path / "demo"), "-q"], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     for step in ("1. model", "2. perplexity", "3. event-driven", "4. mapping", "5. simulation", "6. text generation"):

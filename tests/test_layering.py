@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Data-flow order (DESIGN.md §2): a room may import rooms before it, never one after it. Shared helpers
 # (errors, config, data, tokenizer, report, atomic writes) sit below every room.
 ORDER = ["eventllm.models", "eventllm.training", "eventllm.evaluate", "eventllm.sparsity", "eventllm.process",
-         "mapping", "sim", "eventllm.pipeline", "eventllm.distributed", "eventllm.generate", "eventllm.demo", "eventllm.cli"]
+         "mapping", "sim", "eventllm.masks", "eventllm.pipeline", "eventllm.distributed", "eventllm.generate", "eventllm.demo", "eventllm.cli"]
 SHARED = ["eventllm.errors", "eventllm.config", "eventllm.data", "eventllm.tokenizer", "eventllm.report", "eventllm.atomic",
           "eventllm.io", "eventllm"]
 

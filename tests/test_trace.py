@@ -5,14 +5,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eventllm.evaluate.event_masks import event_masks, site_ports
+from eventllm.masks import event_masks, site_ports
 from eventllm.models.registry import load_model
 from eventllm.process.build import build_graph
 from eventllm.process.executor import Executor
 from mapping import map_graph
 from sim.costs import load_costs
 from sim.engine import Simulator
-from sim.report import summarize, thresholds_zeroed
+from sim.report import MODE_OVERRIDES, summarize
 from sim.trace import TraceEngine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,16 +80,15 @@ def test_masks_of_the_threshold_sites_are_enough(run):
 
 def test_dense_processor_run_equals_the_message_engine(run):
     graph, ids = run["graph"], run["ids"][:24]
-    with thresholds_zeroed(graph):
-        sim = Simulator(graph, run["mapping"], run["costs"], event_driven=False)
-        for t in ids:
-            sim.step(t)
-        # the counts need no masks (every entry is processed); the sparsity figure still reports the zeros
-        ports = sorted({p for pair in site_ports(graph).values() for p in pair})
-        ex = Executor(graph, probes=ports)
-        ex.run(ids)
-        eng = TraceEngine(graph, run["mapping"], run["costs"], event_driven=False)
-        eng.add(ids, {p: ex.probed(p) for p in ports})
+    sim = Simulator(graph, run["mapping"], run["costs"], event_driven=False, overrides=MODE_OVERRIDES)
+    for t in ids:
+        sim.step(t)
+    # the counts need no masks (every entry is processed); the sparsity figure still reports the zeros
+    ports = sorted({p for pair in site_ports(graph).values() for p in pair})
+    ex = Executor(graph, probes=ports, overrides=MODE_OVERRIDES)
+    ex.run(ids)
+    eng = TraceEngine(graph, run["mapping"], run["costs"], event_driven=False, overrides=MODE_OVERRIDES)
+    eng.add(ids, {p: ex.probed(p) for p in ports})
     assert_same(sim.result, eng.result)
 
 

@@ -21,7 +21,7 @@ import torch
 from eventllm.errors import GraphError
 from eventllm.models.base import CausalLM
 from eventllm.process.graph import ProcessGraph
-from eventllm.sparsity.threshold import ActivationThreshold
+from eventllm.models.threshold import ActivationThreshold
 
 
 def site_ports(graph: ProcessGraph) -> dict[tuple[int, str], tuple[str, str]]:
