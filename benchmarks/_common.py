@@ -17,11 +17,10 @@ from eventllm.data import SAMPLE_TEXT  # noqa: E402
 
 def zoo(name: str):
     """(loaded model, graph with the shipped calibrated θ, sample tokens)."""
-    from eventllm.models.registry import load_model
-    from eventllm.process.build import build_graph
+    from eventllm import pipeline
 
-    loaded = load_model(f"zoo:{name}")
-    graph = build_graph(loaded.model.eval(), ROOT / "eventllm" / "zoo" / name / "thresholds.json", name=f"zoo:{name}")
+    loaded = pipeline.load(f"zoo:{name}", thresholds="shipped")
+    graph = pipeline.build(loaded.model, loaded.name)
     return loaded, graph, loaded.tokenizer.encode(SAMPLE_TEXT)
 
 

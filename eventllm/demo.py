@@ -23,17 +23,15 @@ def _step(title: str) -> float:
 
 def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: bool, prompt: str, eval_tokens: int | None,
              max_tokens: int, progress: bool = True, seed: int = 1) -> dict:
+    from eventllm import pipeline
     from eventllm.evaluate.language_model import evaluate_stream
     from eventllm.generate.backends import SimBackend
     from eventllm.generate.sampling import Sampling
     from eventllm.generate.session import Session
     from eventllm.models.registry import ZOO_DIR, load_model
-    from eventllm.process.build import build_graph
-    from eventllm.process.executor import measure_event_rates
     from eventllm.sparsity.thresholds import apply_thresholds, save_thresholds
     from mapping import map_graph
-    from sim.costs import load_costs
-    from sim.report import plots, public, results_json, simulate
+    from sim.report import plots, public, results_json
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -43,8 +41,8 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
     t = _step(f"1. model and thresholds ({model_spec})")
     loaded = load_model(model_spec)
     model = loaded.model.eval()
-    shipped = ZOO_DIR / model_spec[4:] / "thresholds.json" if model_spec.startswith("zoo:") else None
-    if calibrate or shipped is None or not shipped.exists():
+    shipped = pipeline.shipped_thresholds(model_spec)
+    if calibrate or shipped is None:
         from eventllm.data import cached_token_stream
         from eventllm.errors import DataError
         from eventllm.sparsity.calibrate import calibrate as run_calibration
@@ -83,8 +81,7 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
     report["steps"]["evaluate_s"] = time.perf_counter() - t
 
     t = _step("3. event-driven process graph")
-    graph = build_graph(model, name=loaded.name)
-    graph.meta["event_rates"] = measure_event_rates(graph, loaded.tokenizer.encode(prompt))
+    graph = pipeline.build(model, loaded.name, rate_tokens=loaded.tokenizer.encode(prompt), source="the prompt")
     graph.save(out / "graph")
     dense = graph.dense_synops_per_token()
     measured = sum(graph.meta["event_rates"]["synops"].values())
@@ -94,7 +91,8 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
     report["steps"]["build_s"] = time.perf_counter() - t
 
     t = _step("4. mapping onto SENECA-like cores")
-    mapping = map_graph(graph, "seneca")
+    hw = pipeline.place(graph, "seneca")
+    mapping = hw.mapping
     seq = map_graph(graph, mapping.topology, placement="sequential").hop_traffic()
     s = mapping.summary()
     mapping.save(out / "mapping.json")
@@ -106,9 +104,8 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
     report["steps"]["map_s"] = time.perf_counter() - t
 
     t = _step(f"5. simulation of the prompt {prompt!r}")
-    costs = load_costs("seneca")
     tokens = loaded.tokenizer.encode(prompt)
-    runs = simulate(graph, mapping, costs, tokens, ("thresholded", "natural", "dense"), progress=progress)
+    runs = pipeline.simulate(hw, tokens, ("thresholded", "natural", "dense"), progress=progress)
     sim_json = results_json(runs, {"model": loaded.name, "topology": "seneca", "costs": "seneca", "prompt": prompt})
     (out / "simulation.json").write_text(json.dumps(sim_json, indent=1) + "\n")
     rows = [[m, pct(runs[m]["activation_sparsity"]), f"{runs[m]['energy_per_token_j'] * 1e6:.2f}",

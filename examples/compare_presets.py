@@ -4,24 +4,20 @@
 """
 
 import argparse
-from pathlib import Path
 
-from eventllm.models.registry import ZOO_DIR, load_model
-from eventllm.process.build import build_graph
+from eventllm import pipeline
 from eventllm.report import format_table
-from mapping import map_graph
-from sim.costs import load_costs
-from sim.report import simulate
 
 
 def main(prompt: str = "The captain looked at the sea and said") -> dict:
-    loaded = load_model("zoo:rwkv4-tiny")
-    graph = build_graph(loaded.model, Path(ZOO_DIR) / "rwkv4-tiny" / "thresholds.json", name="zoo:rwkv4-tiny")
+    loaded = pipeline.load("zoo:rwkv4-tiny", thresholds="shipped")
+    graph = pipeline.build(loaded.model, loaded.name)
     tokens = loaded.tokenizer.encode(prompt)
     rows, results = [], {}
     for preset in ("seneca", "loihi2"):
-        m = map_graph(graph, preset)
-        runs = simulate(graph, m, load_costs(preset), tokens, ("thresholded", "dense"))
+        hw = pipeline.place(graph, preset)
+        m = hw.mapping
+        runs = pipeline.simulate(hw, tokens, ("thresholded", "dense"))
         thr, dense = runs["thresholded"], runs["dense"]
         results[preset] = {"cores": m.cores_used, "energy_per_token_j": thr["energy_per_token_j"],
                            "latency_per_token_s": thr["latency_per_token_s"],

@@ -15,6 +15,7 @@ from eventllm.data import SAMPLE_TEXT
 from eventllm.models.registry import load_model
 from eventllm.process.build import build_graph
 from eventllm.process.executor import Executor
+from eventllm.sparsity.thresholds import apply_thresholds
 
 ROOT = Path(__file__).resolve().parent.parent
 LAVA_PYTHON = ROOT / ".venv-lava" / "bin" / "python"
@@ -39,7 +40,8 @@ def test_lava_environment_imports_the_graph_package_without_torch():
 
 def test_thresholded_rwkv_block_on_lava_matches_the_executor(tmp_path):
     loaded = load_model("zoo:rwkv4-tiny")
-    graph = build_graph(loaded.model.eval(), THRESHOLDS)
+    apply_thresholds(loaded.model, THRESHOLDS)
+    graph = build_graph(loaded.model.eval())
     tokens = loaded.tokenizer.encode(SAMPLE_TEXT)[:8]
     probes = ["L0.att.wkv.out", "L0.att.output.out", "L0.ffn.value.threshold.out", "L0.ffn.residual.out"]
     ex = Executor(graph, probes=["ln0.out", *probes])

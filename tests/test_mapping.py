@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def zoo_graph():
-    from eventllm.models.registry import load_model
+    from eventllm.pipeline import load
 
-    return build_graph(load_model("zoo:rwkv4-tiny").model, ROOT / "eventllm/zoo/rwkv4-tiny/thresholds.json", name="zoo:rwkv4-tiny")
+    return build_graph(load("zoo:rwkv4-tiny", thresholds=ROOT / "eventllm/zoo/rwkv4-tiny/thresholds.json").model, name="zoo:rwkv4-tiny")
 
 
 # --- topology -----------------------------------------------------------------------------------------------

@@ -90,7 +90,10 @@ def test_hand_built_two_layer_graph_gives_hand_computed_output_and_counts():
 def test_executor_matches_torch_recurrent_logits_on_zoo_rwkv(zoo_rwkv, thresholds):
     if thresholds == "calibrated":
         assert SHIPPED_THRESHOLDS.exists(), "the zoo ships calibrated thresholds"
-        graph = build_graph(zoo_rwkv, SHIPPED_THRESHOLDS)
+        from eventllm.sparsity.thresholds import apply_thresholds
+
+        apply_thresholds(zoo_rwkv, SHIPPED_THRESHOLDS)
+        graph = build_graph(zoo_rwkv)
     else:
         zoo_rwkv.set_thetas(0.0)
         graph = build_graph(zoo_rwkv)

@@ -85,8 +85,11 @@ def test_partial_sums_of_an_input_split_dense():
 def zoo():
     from eventllm.models.registry import load_model
 
+    from eventllm.sparsity.thresholds import apply_thresholds
+
     loaded = load_model("zoo:rwkv4-tiny")
-    graph = build_graph(loaded.model.eval(), THRESHOLDS, name="zoo:rwkv4-tiny")
+    apply_thresholds(loaded.model, THRESHOLDS)
+    graph = build_graph(loaded.model.eval(), name="zoo:rwkv4-tiny")
     return loaded, graph, map_graph(graph, "seneca")
 
 

@@ -9,6 +9,7 @@ from eventllm.masks import event_masks, site_ports
 from eventllm.models.registry import load_model
 from eventllm.process.build import build_graph
 from eventllm.process.executor import Executor
+from eventllm.sparsity.thresholds import apply_thresholds
 from mapping import map_graph
 from sim.costs import load_costs
 from sim.engine import Simulator
@@ -28,7 +29,8 @@ def run(request):
         pytest.skip(f"shared data not found at {data}")
     name = request.param
     loaded = load_model(f"zoo:{name}")
-    graph = build_graph(loaded.model.eval(), ROOT / "eventllm" / "zoo" / name / "thresholds.json", name=f"zoo:{name}")
+    apply_thresholds(loaded.model, ROOT / "eventllm" / "zoo" / name / "thresholds.json")
+    graph = build_graph(loaded.model.eval(), name=f"zoo:{name}")
     ids = loaded.tokenizer.encode(data.read_text()[20000:40000])[:TOKENS]
     mapping = map_graph(graph, "seneca")
     costs = load_costs("seneca")

@@ -50,18 +50,16 @@ class SimBackend:
     name = "sim"
 
     def __init__(self, model: CausalLM, topology: str = "seneca", costs: str | None = None, model_name: str | None = None):
-        from eventllm.process.build import build_graph
-        from mapping import map_graph
-        from sim.costs import load_costs
+        from eventllm.pipeline import prepare
         from sim.engine import Simulator
+        from sim.report import MODE_OVERRIDES
 
-        self.graph = build_graph(model, name=model_name)
-        self.mapping = map_graph(self.graph, topology)
-        cost_model = load_costs(costs or self.mapping.topology.name)
+        hw = prepare(model, model_name, topology, costs)
+        self.graph, self.mapping, cost_model = hw.graph, hw.mapping, hw.costs
         self.sim = Simulator(self.graph, self.mapping, cost_model, event_driven=True)
         # the dense shadow on the same graph: same tokens, θ = 0, every entry processed (its counts do not
         # depend on the values)
-        self.dense = Simulator(self.graph, self.mapping, cost_model, event_driven=False, overrides={"theta": 0.0})
+        self.dense = Simulator(self.graph, self.mapping, cost_model, event_driven=False, overrides=MODE_OVERRIDES)
 
     def reset(self) -> None:
         self.sim.reset()

@@ -186,22 +186,18 @@ def build_opt(model) -> ProcessGraph:
 BUILDERS = {"rwkv4": build_rwkv, "opt": build_opt}
 
 
-def build_graph(model, thresholds: str | Path | None = None, name: str | None = None) -> ProcessGraph:
-    """The event-driven process graph of `model` with its current θ (or those of a thresholds file).
+def build_graph(model, name: str | None = None) -> ProcessGraph:
+    """The event-driven process graph of `model` with its current θ (apply a thresholds file to the model first:
+    `eventllm.pipeline.load(spec, thresholds=…)` or `apply_thresholds`).
 
-    >>> from eventllm.models.registry import load_model           # doctest: +SKIP
-    >>> graph = build_graph(load_model("zoo:rwkv4-tiny").model, "thr.json")
+    >>> from eventllm.pipeline import load                       # doctest: +SKIP
+    >>> graph = build_graph(load("zoo:rwkv4-tiny", thresholds="shipped").model)
     """
-    if thresholds is not None:
-        from eventllm.sparsity.thresholds import apply_thresholds
-
-        apply_thresholds(model, thresholds)
     if model.arch not in BUILDERS:
         raise GraphError(f"no graph builder for architecture {model.arch!r}; known: {', '.join(BUILDERS)}")
     graph = BUILDERS[model.arch](model)
     graph.meta.update({
         "arch": model.arch, "model": name, "fingerprint": model.fingerprint(), "config": model.config_dict(),
-        "thresholds": str(thresholds) if thresholds is not None else None,
         "projections": list(model.PROJECTIONS), "n_layer": model.n_layer,
     })
     return graph

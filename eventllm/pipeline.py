@@ -1,0 +1,94 @@
+"""The pipeline, once, for every caller: model (+ thresholds) → process graph → event rates → mapping → costs →
+simulation. The CLI, the demo, the simulator backend of generation sessions, the examples and the benchmarks
+all go through these functions.
+
+>>> loaded = load("zoo:rwkv4-small", thresholds="shipped")             # doctest: +SKIP
+>>> hw = prepare(loaded.model, loaded.name, "seneca", rate_tokens=loaded.tokenizer.encode("It was late."))
+>>> runs = simulate(hw, loaded.tokenizer.encode("The sea"), modes=("thresholded", "dense"))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from eventllm.errors import ConfigError
+
+
+def shipped_thresholds(model_spec: str) -> Path | None:
+    """The calibrated thresholds file a zoo model ships with (None for other models or a zoo model without one)."""
+    from eventllm.models.registry import ZOO_DIR
+
+    if model_spec.startswith("zoo:"):
+        path = ZOO_DIR / model_spec[4:] / "thresholds.json"
+        return path if path.exists() else None
+    return None
+
+
+def load(model_spec: str, thresholds: str | Path | None = None, device: str | None = None, allow_partial: bool = False):
+    """The model with its tokenizer (`LoadedModel`), thresholds applied: a file, "shipped" (the zoo model's own
+    calibrated file, θ = 0 when it has none) or None (θ = 0). `loaded.thresholds` says which file was applied."""
+    from eventllm.models.registry import load_model
+
+    loaded = load_model(model_spec)
+    if device:
+        import torch
+
+        loaded.model.to(torch.device(device))
+    path = shipped_thresholds(model_spec) if thresholds == "shipped" else thresholds
+    if path is not None:
+        from eventllm.sparsity.thresholds import apply_thresholds
+
+        try:
+            apply_thresholds(loaded.model, path, allow_partial=allow_partial)
+        except TypeError:  # a thresholds reader without partial files
+            apply_thresholds(loaded.model, path)
+    loaded.thresholds = str(path) if path is not None else None
+    return loaded
+
+
+def build(model, name: str | None, rate_tokens: list[int] | None = None, source: str | None = None):
+    """The event-driven process graph of `model` with its current θ; with `rate_tokens`, the mean events per
+    token measured on them go into `graph.meta["event_rates"]` (the mapper's expected traffic)."""
+    from eventllm.process.build import build_graph
+    from eventllm.process.executor import measure_event_rates
+
+    graph = build_graph(model.eval(), name=name)
+    if rate_tokens:
+        graph.meta["event_rates"] = measure_event_rates(graph, rate_tokens) | ({"source": source} if source else {})
+    return graph
+
+
+@dataclass
+class Hardware:
+    """A graph mapped onto a topology, with the cost table of its simulation."""
+
+    graph: object
+    mapping: object
+    costs: object
+
+
+def place(graph, topology: str = "seneca", costs: str | None = None, placement: str = "bisection", seed: int = 0) -> Hardware:
+    """Map `graph` onto `topology` (preset, PRESET:ROWSxCOLS or TOML) and load the cost table (default: the
+    topology's own preset)."""
+    from mapping import map_graph
+    from sim.costs import load_costs
+
+    mapping = map_graph(graph, topology, placement=placement, seed=seed)
+    return Hardware(graph, mapping, load_costs(costs or mapping.topology.name))
+
+
+def prepare(model, name: str | None, topology: str = "seneca", costs: str | None = None,
+            rate_tokens: list[int] | None = None) -> Hardware:
+    """`build` then `place`: the model as an event-driven graph on neuromorphic cores, ready to simulate."""
+    return place(build(model, name, rate_tokens), topology, costs)
+
+
+def simulate(hw: Hardware, tokens: list[int], modes=("thresholded",), progress: bool = False) -> dict[str, dict]:
+    """The message engine over `tokens` in each mode ("thresholded", "natural": θ = 0 event-driven, "dense":
+    θ = 0 with every entry processed), one summary per mode (`sim.report.summarize`)."""
+    from sim.report import simulate as run
+
+    if not tokens:
+        raise ConfigError("nothing to simulate: pass at least one token")
+    return run(hw.graph, hw.mapping, hw.costs, list(tokens), tuple(modes), progress=progress)
