@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -11,9 +12,56 @@ from eventllm.errors import EventLLMError
 
 
 def _write_json(path: str | Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
+    from eventllm.atomic import write_text
+
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+# --- option types: argparse itself refuses a bad number ("argument --top-p: …", exit 2) ----------------
+def _number(text: str, kind: type, ok, want: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}; give {want}") from None
+    if kind is float and not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range; give {want}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, "an integer ≥ 1")
+
+
+def seed(text: str) -> int:
+    return _number(text, int, lambda v: 0 <= v < 2**63, "an integer in 0 … 2^63 - 1")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, float, lambda v: v >= 0, "a finite number ≥ 0")
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, lambda v: v > 0, "a finite number > 0")
+
+
+def probability(text: str) -> float:
+    return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+def fraction(text: str) -> float:
+    return _number(text, float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
+
+
+def loss_ratio(text: str) -> float:
+    return _number(text, float, lambda v: v >= 1, "a ratio ≥ 1, e.g. 1.001")
+
+
+def _apply_thresholds(model, path, allow_partial: bool) -> None:
+    from eventllm.sparsity.thresholds import apply_thresholds, describe_missing
+
+    missing = apply_thresholds(model, path, allow_partial=allow_partial)["missing"]
+    if missing:
+        print(f"{path}: {describe_missing(missing)}", file=sys.stderr)
 
 
 def cmd_train(args) -> int:
@@ -37,9 +85,7 @@ def _load(args):
 
         loaded.model.to(torch.device(args.device))
     if getattr(args, "thresholds", None):
-        from eventllm.sparsity.thresholds import apply_thresholds
-
-        apply_thresholds(loaded.model, args.thresholds)
+        _apply_thresholds(loaded.model, args.thresholds, args.allow_partial)
     return loaded
 
 
@@ -208,8 +254,11 @@ def cmd_build(args) -> int:
     from eventllm.data import SAMPLE_TEXT
     from eventllm.process.build import build_graph
     from eventllm.process.executor import measure_event_rates
+    from eventllm.atomic import atomic_folder
+    from eventllm.process.graph import check_graph_output
     from eventllm.report import format_table, pct
 
+    check_graph_output(args.output, args.force)
     loaded = _load(args)
     graph = build_graph(loaded.model, name=loaded.name)
     graph.meta["thresholds"] = args.thresholds
@@ -221,12 +270,13 @@ def cmd_build(args) -> int:
         source = "the built-in sample text"
     rates = measure_event_rates(graph, ids)
     graph.meta["event_rates"] = rates | {"source": source}
-    graph.save(args.output)
-    tok_file = getattr(loaded.tokenizer, "path", None)
-    if tok_file is not None:  # the graph folder carries its tokenizer, so `simulate --prompt` needs nothing else
-        import shutil
+    with atomic_folder(args.output) as folder:  # a complete graph folder, or the previous one
+        graph.save(folder)
+        tok_file = getattr(loaded.tokenizer, "path", None)
+        if tok_file is not None:  # the graph folder carries its tokenizer, so `simulate --prompt` needs nothing else
+            import shutil
 
-        shutil.copyfile(tok_file, Path(args.output) / "tokenizer.json")
+            shutil.copyfile(tok_file, folder / "tokenizer.json")
     print(format_table(["kind", "processes", "parameters", "state bytes"], graph.summary_rows(),
                        title=f"Process graph of {loaded.name} ({len(graph)} processes, {len(graph.connections())} connections)"))
     dense = graph.dense_synops_per_token()
@@ -330,9 +380,13 @@ def cmd_simulate(args) -> int:
         _write_json(args.json, result)
         print(f"wrote {args.json}")
     if args.report:
-        _write_json(Path(args.report) / "simulation.json", result)
-        for path in plots(runs, mapping, args.report, model):
-            print(f"wrote {path}")
+        from eventllm.atomic import atomic_folder
+
+        with atomic_folder(args.report, merge=True) as folder:  # the report's files appear together
+            _write_json(folder / "simulation.json", result)
+            written = plots(runs, mapping, folder, model)
+        for path in written:
+            print(f"wrote {Path(args.report) / path.name}")
     return 0
 
 
@@ -364,13 +418,15 @@ def cmd_generate(args) -> int:
     from eventllm.generate.backends import make_backend
     from eventllm.generate.sampling import Sampling
     from eventllm.generate.session import Session
+    from eventllm.errors import ConfigError
     from eventllm.models.registry import load_model
-    from eventllm.sparsity.thresholds import apply_thresholds
 
+    if not args.prompt and sys.stdin is None:
+        raise ConfigError("no --prompt and no standard input (it is closed); pass --prompt TEXT or pipe prompts in, one per line")
     loaded = load_model(args.model)
     thresholds = None if args.no_thresholds else (args.thresholds or _shipped_thresholds(args.model))
     if thresholds:
-        apply_thresholds(loaded.model, thresholds)
+        _apply_thresholds(loaded.model, thresholds, args.allow_partial)
     backend = make_backend(args.backend, loaded.model, args.topology, args.costs, loaded.name)
     # one prompt: continue it for --max-tokens; a conversation: a reply ends at a blank line
     session = Session(backend, loaded.tokenizer, Sampling(args.temperature, args.top_p, args.seed), args.max_tokens,
@@ -454,6 +510,9 @@ def cmd_demo(args) -> int:
     return 0
 
 
+ALLOW_PARTIAL = "accept a thresholds file that lacks some sites (they run at θ = 0, and are listed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="eventllm", description="Activation-sparse LLMs on event-driven neuromorphic hardware.")
     p.add_argument("--version", action="version", version=f"eventllm {__import__('eventllm').__version__}")
@@ -465,8 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", help="text for perplexity (default: ../shared/data/gutenberg when present)")
     d.add_argument("--calibrate", action="store_true", help="calibrate thresholds now instead of using the shipped ones")
     d.add_argument("--prompt", default="The captain looked at the sea and said", help="prompt to simulate and continue")
-    d.add_argument("--eval-tokens", type=int, help="held-out tokens for perplexity (default: the whole test split)")
-    d.add_argument("--max-tokens", type=int, default=40, help="tokens to generate (default: %(default)s)")
+    d.add_argument("--eval-tokens", type=positive_int, help="held-out tokens for perplexity (default: the whole test split)")
+    d.add_argument("--max-tokens", type=positive_int, default=40, help="tokens to generate (default: %(default)s)")
     d.add_argument("-o", "--output", default="out/demo", help="report folder (default: %(default)s)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
@@ -474,18 +533,20 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="versions and shipped models, or one model's architecture and card")
     i.add_argument("--model", help="zoo:NAME, a Hugging Face folder, a BlinkDL .pth or an eventllm .safetensors")
     i.add_argument("--thresholds", help="a thresholds JSON file to apply")
+    i.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
     i.set_defaults(func=cmd_info)
 
     e = sub.add_parser("evaluate", help="perplexity and activation sparsity (natural vs thresholded) on text")
     e.add_argument("--model", default="zoo:rwkv4-tiny", help="model to evaluate (default: %(default)s)")
     e.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted: dense")
+    e.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
     e.add_argument("--data", help="text for the ppl task: a .txt file or a folder of them (e.g. ../shared/data/gutenberg)")
     e.add_argument("--tasks", default="ppl", help="comma-separated: ppl, lambada, piqa=FILE, arc=FILE, hellaswag=FILE, "
                    "winogrande=FILE (default: %(default)s)")
     e.add_argument("--task-data", default="../shared/data", help="where lambada's default file lies (default: %(default)s)")
-    e.add_argument("--limit", type=int, help="score only the first N items of each task")
+    e.add_argument("--limit", type=positive_int, help="score only the first N items of each task")
     e.add_argument("--split", default="all", choices=["all", "train", "valid", "test"], help="part of each book (default: %(default)s)")
-    e.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens")
+    e.add_argument("--max-tokens", type=positive_int, help="evaluate only the first N tokens")
     e.add_argument("--json", metavar="OUT", help="write the results as JSON")
     e.add_argument("--device", help="cpu or cuda (default: cpu)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -498,19 +559,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="part of each book to calibrate on; evaluate on another (default: %(default)s; the zoo models "
                         "were trained on train, so thresholds set there understate the loss on unseen text)")
     goal = c.add_mutually_exclusive_group()
-    goal.add_argument("--max-ppl-increase", type=float, help="bound on the relative perplexity increase, e.g. 0.01 for 1%%")
-    goal.add_argument("--target-sparsity", type=float, help="mean projection-input sparsity to reach, e.g. 0.6")
-    goal.add_argument("--loss-inc", type=float, help="the paper's per-site loss ratio (default 1.001 when no goal is given)")
-    c.add_argument("--tokens", type=int, default=2048, help="calibration tokens (default: %(default)s)")
-    c.add_argument("--context", type=int, default=256, help="tokens per calibration window (default: %(default)s)")
+    goal.add_argument("--max-ppl-increase", type=positive_float, help="bound on the relative perplexity increase, e.g. 0.01 for 1%%")
+    goal.add_argument("--target-sparsity", type=fraction, help="mean projection-input sparsity to reach, e.g. 0.6")
+    goal.add_argument("--loss-inc", type=loss_ratio, help="the paper's per-site loss ratio (default 1.001 when no goal is given)")
+    c.add_argument("--tokens", type=positive_int, default=2048, help="calibration tokens (default: %(default)s)")
+    c.add_argument("--context", type=positive_int, default=256, help="tokens per calibration window (default: %(default)s)")
     c.add_argument("--method", default="search", choices=["search", "train"],
                    help="search: the paper's training-free search; train: the training-based baseline (default: %(default)s)")
-    c.add_argument("--safety", type=float, default=0.9,
+    c.add_argument("--safety", type=probability, default=0.9,
                    help="keep the check stream within SAFETY x the bound, a margin for held-out text (default: %(default)s)")
-    c.add_argument("--check-tokens", type=int, default=32768,
+    c.add_argument("--check-tokens", type=positive_int, default=32768,
                    help="contiguous tokens the final θ scale is set and checked on (default: %(default)s)")
     c.add_argument("--step", default="linear", choices=["linear", "exp"], help="grid of kept fractions (default: %(default)s)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the calibration windows (default: %(default)s)")
+    c.add_argument("--seed", type=seed, default=0, help="seed of the calibration windows (default: %(default)s)")
     c.add_argument("-o", "--output", required=True, help="thresholds JSON to write")
     c.add_argument("--device", help="cpu or cuda (default: cpu)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -519,17 +580,19 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="export a model (with thresholds) as an event-driven process graph folder")
     b.add_argument("--model", default="zoo:rwkv4-tiny", help="model to export (default: %(default)s)")
     b.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted: θ = 0 (natural sparsity)")
+    b.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
     b.add_argument("--data", help="text to measure event rates on (default: a built-in sample paragraph)")
     b.add_argument("--split", default="valid", choices=["all", "train", "valid", "test"], help="part of each book (default: %(default)s)")
-    b.add_argument("--tokens", type=int, default=64, help="tokens to measure event rates on (default: %(default)s)")
+    b.add_argument("--tokens", type=positive_int, default=64, help="tokens to measure event rates on (default: %(default)s)")
     b.add_argument("-o", "--output", required=True, help="graph folder to write (graph.json + arrays.npz)")
+    b.add_argument("--force", action="store_true", help="write OUTPUT even if it is a non-empty folder that is not a graph folder")
     b.set_defaults(func=cmd_build)
 
     mp = sub.add_parser("map", help="map a process graph onto neuromorphic cores -> mapping JSON + core heat map")
     mp.add_argument("graph", help="graph folder (from `eventllm build`)")
     mp.add_argument("--topology", default="seneca", help="preset (seneca, loihi2), PRESET:ROWSxCOLS or a TOML file (default: %(default)s)")
     mp.add_argument("--placement", default="bisection", choices=["bisection", "sequential", "random"], help="placement method (default: %(default)s)")
-    mp.add_argument("--seed", type=int, default=0, help="seed for the placement (default: %(default)s)")
+    mp.add_argument("--seed", type=seed, default=0, help="seed for the placement (default: %(default)s)")
     mp.add_argument("-o", "--output", required=True, help="mapping JSON to write")
     mp.add_argument("--heatmap", help="PNG of per-core memory and traffic (default: OUTPUT with .png)")
     mp.add_argument("--no-heatmap", action="store_true", help="do not draw the heat map")
@@ -542,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--prompt", default="It was a bright cold day in April, and the clocks were striking thirteen.",
                     help="text to run (default: %(default)r)")
     sm.add_argument("--token-ids", help="comma-separated token ids instead of --prompt")
-    sm.add_argument("--max-tokens", type=int, default=64, help="simulate at most this many tokens (default: %(default)s)")
+    sm.add_argument("--max-tokens", type=positive_int, default=64, help="simulate at most this many tokens (default: %(default)s)")
     sm.add_argument("--compare-dense", action="store_true", help="also simulate θ = 0 with and without zero skipping")
     sm.add_argument("--json", metavar="OUT", help="write the results as JSON")
     sm.add_argument("--report", metavar="DIR", help="write simulation.json and plots into DIR")
@@ -553,14 +616,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default="zoo:rwkv4-tiny", help="model (default: %(default)s)")
     g.add_argument("--thresholds", help="thresholds JSON (default: the zoo model's shipped calibrated thresholds)")
     g.add_argument("--no-thresholds", action="store_true", help="run with θ = 0 (natural sparsity)")
+    g.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
     g.add_argument("--backend", default="sim", choices=["sim", "torch"], help="event-driven simulator or torch (default: %(default)s)")
     g.add_argument("--topology", default="seneca", help="topology for the sim backend (default: %(default)s)")
     g.add_argument("--costs", help="cost preset or TOML for the sim backend (default: the topology's preset)")
     g.add_argument("--prompt", help="one prompt; without it: an interactive session (or one prompt per line on stdin)")
-    g.add_argument("--max-tokens", type=int, default=64, help="tokens to generate per prompt (default: %(default)s)")
-    g.add_argument("--temperature", type=float, default=0.0, help="0 for greedy decoding (default: %(default)s)")
-    g.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed (default: %(default)s)")
+    g.add_argument("--max-tokens", type=positive_int, default=64, help="tokens to generate per prompt (default: %(default)s)")
+    g.add_argument("--temperature", type=non_negative_float, default=0.0, help="0 for greedy decoding (default: %(default)s)")
+    g.add_argument("--top-p", type=probability, default=1.0, help="nucleus sampling mass (default: %(default)s)")
+    g.add_argument("--seed", type=seed, default=0, help="sampling seed (default: %(default)s)")
     g.add_argument("--json", metavar="OUT", help="write the session summary and texts as JSON")
     g.add_argument("-q", "--quiet", action="store_true", help="no live status line")
     g.set_defaults(func=cmd_generate)
@@ -568,10 +632,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model from a TOML config (the zoo models' recipe)")
     t.add_argument("config", help="training config (see examples/zoo/*.toml)")
     t.add_argument("-o", "--output", required=True, help="output folder (model.safetensors, tokenizer.json, train_log.json)")
-    t.add_argument("--steps", type=int, help="override the number of optimiser steps")
+    t.add_argument("--steps", type=positive_int, help="override the number of optimiser steps")
     t.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
-    t.add_argument("--max-seconds", type=float, help="stop early after this much training time")
+    t.add_argument("--max-seconds", type=positive_float, help="stop early after this much training time")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
     return p
