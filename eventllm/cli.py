@@ -510,11 +510,18 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (`eventllm generate: error: argument --top-p: …`), like the library's errors."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 ALLOW_PARTIAL = "accept a thresholds file that lacks some sites (they run at θ = 0, and are listed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="eventllm", description="Activation-sparse LLMs on event-driven neuromorphic hardware.")
+    p = _Parser(prog="eventllm", description="Activation-sparse LLMs on event-driven neuromorphic hardware.")
     p.add_argument("--version", action="version", version=f"eventllm {__import__('eventllm').__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

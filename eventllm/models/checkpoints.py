@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from eventllm.atomic import atomic_path
 from eventllm.errors import CheckpointError, ConfigError
 from eventllm.models import ARCHS
 from eventllm.models.base import CausalLM
@@ -221,7 +222,8 @@ def save_eventllm(model: CausalLM, path: str | Path, dtype: torch.dtype = torch.
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": model.arch, "config": json.dumps(model.config_dict())}
     meta.update(extra or {})
-    save_file({k: v.detach().to(dtype).contiguous() for k, v in _weights(model).items()}, str(path), metadata=meta)
+    with atomic_path(path) as tmp:  # a complete file or the previous one
+        save_file({k: v.detach().to(dtype).contiguous() for k, v in _weights(model).items()}, str(tmp), metadata=meta)
     return path
 
 
