@@ -270,6 +270,8 @@ def load_topology(spec: str, cores_needed: int | None = None) -> Topology:
     name, _, size = spec.partition(":")
     path = Path(spec)
     if path.suffix == ".toml" or path.exists():
+        if path.is_dir():
+            raise MappingError(f"{spec} is a folder, not a topology file; give a preset ({', '.join(preset_names())}) or a TOML file")
         if not path.is_file():
             raise MappingError(f"topology file {spec} not found; give a preset ({', '.join(preset_names())}) or a TOML file")
         topo = parse_topology(read_toml(path, "topology file", MappingError), str(path))
