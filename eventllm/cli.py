@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -11,13 +12,51 @@ from eventllm.errors import EventLLMError
 
 
 def _write_json(path: str | Path, obj) -> None:
+    from eventllm.atomic import write_text
     from eventllm.distributed import is_main_process
 
     if not is_main_process():  # under torchrun every rank has the merged result; rank 0 writes it
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2) + "\n")
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+# --- option types: argparse itself refuses a bad number ("argument --top-p: …", exit 2) ----------------
+def _number(text: str, kind: type, ok, want: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}; give {want}") from None
+    if kind is float and not math.isfinite(value) or not ok(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range; give {want}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, lambda v: v >= 1, "an integer ≥ 1")
+
+
+def seed(text: str) -> int:
+    return _number(text, int, lambda v: 0 <= v < 2**63, "an integer in 0 … 2^63 - 1")
+
+
+def non_negative_float(text: str) -> float:
+    return _number(text, float, lambda v: v >= 0, "a finite number ≥ 0")
+
+
+def positive_float(text: str) -> float:
+    return _number(text, float, lambda v: v > 0, "a finite number > 0")
+
+
+def probability(text: str) -> float:
+    return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
+def fraction(text: str) -> float:
+    return _number(text, float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
+
+
+def loss_ratio(text: str) -> float:
+    return _number(text, float, lambda v: v >= 1, "a ratio ≥ 1, e.g. 1.001")
 
 
 def cmd_train(args) -> int:
@@ -32,18 +71,16 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _load(args):
-    from eventllm.models.registry import load_model
+def _load(args, thresholds=None):
+    """The model of --model on --device with --thresholds (or `thresholds`: "shipped", a file or None) applied;
+    the sites a partial file lacks (--allow-partial) are listed on stderr."""
+    from eventllm.pipeline import load
+    from eventllm.sparsity.thresholds import describe_missing
 
-    loaded = load_model(args.model)
-    if getattr(args, "device", None):
-        import torch
-
-        loaded.model.to(torch.device(args.device))
-    if getattr(args, "thresholds", None):
-        from eventllm.sparsity.thresholds import apply_thresholds
-
-        apply_thresholds(loaded.model, args.thresholds)
+    path = thresholds if thresholds is not None else getattr(args, "thresholds", None)
+    loaded = load(args.model, path, getattr(args, "device", None), getattr(args, "allow_partial", False))
+    if loaded.missing_sites:
+        print(f"{loaded.thresholds}: {describe_missing(loaded.missing_sites)}", file=sys.stderr)
     return loaded
 
 
@@ -218,28 +255,30 @@ def cmd_calibrate(args) -> int:
 def cmd_build(args) -> int:
     from pathlib import Path
 
+    from eventllm import pipeline
+    from eventllm.atomic import atomic_folder
     from eventllm.data import SAMPLE_TEXT
-    from eventllm.process.build import build_graph
-    from eventllm.process.executor import measure_event_rates
+    from eventllm.process.graph import check_graph_output
     from eventllm.report import format_table, pct
 
+    check_graph_output(args.output, args.force)
     loaded = _load(args)
-    graph = build_graph(loaded.model, name=loaded.name)
-    graph.meta["thresholds"] = args.thresholds
     if args.data:
         ids = _tokens(loaded, args.data, args.split, args.tokens)
         source = f"{args.data} [{args.split}]"
     else:
         ids = loaded.tokenizer.encode(SAMPLE_TEXT)[: args.tokens]
         source = "the built-in sample text"
-    rates = measure_event_rates(graph, ids)
-    graph.meta["event_rates"] = rates | {"source": source}
-    graph.save(args.output)
-    tok_file = getattr(loaded.tokenizer, "path", None)
-    if tok_file is not None:  # the graph folder carries its tokenizer, so `simulate --prompt` needs nothing else
-        import shutil
+    graph = pipeline.build(loaded.model, loaded.name, rate_tokens=ids, source=source)
+    graph.meta["thresholds"] = args.thresholds
+    rates = graph.meta["event_rates"]
+    with atomic_folder(args.output) as folder:  # a complete graph folder, or the previous one
+        graph.save(folder)
+        tok_file = getattr(loaded.tokenizer, "path", None)
+        if tok_file is not None:  # the graph folder carries its tokenizer, so `simulate --prompt` needs nothing else
+            import shutil
 
-        shutil.copyfile(tok_file, Path(args.output) / "tokenizer.json")
+            shutil.copyfile(tok_file, folder / "tokenizer.json")
     print(format_table(["kind", "processes", "parameters", "state bytes"], graph.summary_rows(),
                        title=f"Process graph of {loaded.name} ({len(graph)} processes, {len(graph.connections())} connections)"))
     dense = graph.dense_synops_per_token()
@@ -402,20 +441,14 @@ def _simulate_report(args, runs: dict, info: dict, mapping, n_tokens: int) -> in
         _write_json(args.json, result)
         print(f"wrote {args.json}")
     if args.report and is_main_process():
-        _write_json(Path(args.report) / "simulation.json", result)
-        for path in plots(runs, mapping, args.report, model):
-            print(f"wrote {path}")
+        from eventllm.atomic import atomic_folder
+
+        with atomic_folder(args.report, merge=True) as folder:  # the report's files appear together
+            _write_json(folder / "simulation.json", result)
+            written = plots(runs, mapping, folder, model)
+        for path in written:
+            print(f"wrote {Path(args.report) / path.name}")
     return 0
-
-
-def _shipped_thresholds(model_spec: str):
-    """The calibrated thresholds a zoo model ships with (None for other models)."""
-    from eventllm.models.registry import ZOO_DIR
-
-    if model_spec.startswith("zoo:"):
-        path = ZOO_DIR / model_spec[4:] / "thresholds.json"
-        return str(path) if path.exists() else None
-    return None
 
 
 def _session_summary_table(summary: dict) -> str:
@@ -437,13 +470,13 @@ def cmd_generate(args) -> int:
     from eventllm.generate.backends import make_backend
     from eventllm.generate.sampling import Sampling
     from eventllm.generate.session import Session
-    from eventllm.models.registry import load_model
-    from eventllm.sparsity.thresholds import apply_thresholds
+    from eventllm.errors import ConfigError
 
-    loaded = load_model(args.model)
-    thresholds = None if args.no_thresholds else (args.thresholds or _shipped_thresholds(args.model))
-    if thresholds:
-        apply_thresholds(loaded.model, thresholds)
+    if not args.prompt and sys.stdin is None:
+        raise ConfigError("no --prompt and no standard input (it is closed); pass --prompt TEXT or pipe prompts in, one per line")
+    args.device = None
+    loaded = _load(args, thresholds=False if args.no_thresholds else (args.thresholds or "shipped"))
+    thresholds = loaded.thresholds
     backend = make_backend(args.backend, loaded.model, args.topology, args.costs, loaded.name)
     # one prompt: continue it for --max-tokens; a conversation: a reply ends at a blank line
     sampling = Sampling.greedy() if args.greedy else Sampling(args.temperature, args.top_p, args.seed)
@@ -529,11 +562,21 @@ def cmd_demo(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (`eventllm generate: error: argument --top-p: …`), like the library's errors."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+ALLOW_PARTIAL = "accept a thresholds file that lacks some sites (they run at θ = 0, and are listed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from eventllm.generate.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
     from eventllm.models.registry import DEFAULT_MODEL
 
-    p = argparse.ArgumentParser(prog="eventllm", description="Activation-sparse LLMs on event-driven neuromorphic hardware.")
+    p = _Parser(prog="eventllm", description="Activation-sparse LLMs on event-driven neuromorphic hardware.")
     p.add_argument("--version", action="version", version=f"eventllm {__import__('eventllm').__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -543,9 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", help="text for perplexity (default: ../shared/data/gutenberg when present)")
     d.add_argument("--calibrate", action="store_true", help="calibrate thresholds now instead of using the shipped ones")
     d.add_argument("--prompt", default="The captain looked at the sea and said", help="prompt to simulate and continue")
-    d.add_argument("--eval-tokens", type=int, default=16384, help="held-out tokens for perplexity; 0 for the whole test split (default: %(default)s)")
-    d.add_argument("--max-tokens", type=int, default=96, help="tokens to generate (default: %(default)s)")
-    d.add_argument("--seed", type=int, default=1, help="sampling seed of the generated continuation (default: %(default)s)")
+    d.add_argument("--eval-tokens", type=positive_int, default=16384, help="held-out tokens for perplexity (default: %(default)s)")
+    d.add_argument("--max-tokens", type=positive_int, default=96, help="tokens to generate (default: %(default)s)")
+    d.add_argument("--seed", type=seed, default=1, help="sampling seed of the generated continuation (default: %(default)s)")
     d.add_argument("-o", "--output", default="out/demo", help="report folder (default: %(default)s)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
@@ -553,19 +596,21 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="versions and shipped models, or one model's architecture and card")
     i.add_argument("--model", help="zoo:NAME, a Hugging Face folder, a BlinkDL .pth or an eventllm .safetensors")
     i.add_argument("--thresholds", help="a thresholds JSON file to apply")
+    i.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
     i.set_defaults(func=cmd_info)
 
     e = sub.add_parser("evaluate", help="perplexity and activation sparsity (natural vs thresholded) on text")
     e.add_argument("--model", default=DEFAULT_MODEL, help="model to evaluate (default: %(default)s)")
     e.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted: dense")
+    e.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
     e.add_argument("--data", help="text for the ppl task: a .txt file or a folder of them (e.g. ../shared/data/gutenberg)")
     e.add_argument("--tasks", default="ppl", help="comma-separated: ppl, lambada, piqa=FILE, arc=FILE, hellaswag=FILE, "
                    "winogrande=FILE (default: %(default)s)")
     e.add_argument("--task-data", default="../shared/data", help="where lambada's default file lies (default: %(default)s)")
-    e.add_argument("--limit", type=int, help="score only the first N items of each task")
+    e.add_argument("--limit", type=positive_int, help="score only the first N items of each task")
     e.add_argument("--split", default="all", choices=["all", "train", "valid", "test"], help="part of each book (default: %(default)s)")
-    e.add_argument("--max-tokens", type=int, help="evaluate only the first N tokens")
-    e.add_argument("--segments", type=int, default=1, help="cut the text into N contiguous segments, each from a fresh "
+    e.add_argument("--max-tokens", type=positive_int, help="evaluate only the first N tokens")
+    e.add_argument("--segments", type=positive_int, default=1, help="cut the text into N contiguous segments, each from a fresh "
                    "state, merged token-weighted; under torchrun the ranks share them (default: %(default)s)")
     e.add_argument("--json", metavar="OUT", help="write the results as JSON")
     e.add_argument("--device", help="cpu or cuda (default: cpu)")
@@ -579,19 +624,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="part of each book to calibrate on; evaluate on another (default: %(default)s; the zoo models "
                         "were trained on train, so thresholds set there understate the loss on unseen text)")
     goal = c.add_mutually_exclusive_group()
-    goal.add_argument("--max-ppl-increase", type=float, help="bound on the relative perplexity increase, e.g. 0.01 for 1%%")
-    goal.add_argument("--target-sparsity", type=float, help="mean projection-input sparsity to reach, e.g. 0.6")
-    goal.add_argument("--loss-inc", type=float, help="the paper's per-site loss ratio (default 1.001 when no goal is given)")
-    c.add_argument("--tokens", type=int, default=2048, help="calibration tokens (default: %(default)s)")
-    c.add_argument("--context", type=int, default=256, help="tokens per calibration window (default: %(default)s)")
+    goal.add_argument("--max-ppl-increase", type=positive_float, help="bound on the relative perplexity increase, e.g. 0.01 for 1%%")
+    goal.add_argument("--target-sparsity", type=fraction, help="mean projection-input sparsity to reach, e.g. 0.6")
+    goal.add_argument("--loss-inc", type=loss_ratio, help="the paper's per-site loss ratio (default 1.001 when no goal is given)")
+    c.add_argument("--tokens", type=positive_int, default=2048, help="calibration tokens (default: %(default)s)")
+    c.add_argument("--context", type=positive_int, default=256, help="tokens per calibration window (default: %(default)s)")
     c.add_argument("--method", default="search", choices=["search", "train"],
                    help="search: the paper's training-free search; train: the training-based baseline (default: %(default)s)")
-    c.add_argument("--safety", type=float, default=0.9,
+    c.add_argument("--safety", type=probability, default=0.9,
                    help="keep the check stream within SAFETY x the bound, a margin for held-out text (default: %(default)s)")
-    c.add_argument("--check-tokens", type=int, default=32768,
+    c.add_argument("--check-tokens", type=positive_int, default=32768,
                    help="contiguous tokens the final θ scale is set and checked on (default: %(default)s)")
     c.add_argument("--step", default="linear", choices=["linear", "exp"], help="grid of kept fractions (default: %(default)s)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the calibration windows (default: %(default)s)")
+    c.add_argument("--seed", type=seed, default=0, help="seed of the calibration windows (default: %(default)s)")
     c.add_argument("-o", "--output", required=True, help="thresholds JSON to write")
     c.add_argument("--device", help="cpu or cuda (default: cpu)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -600,17 +645,19 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="export a model (with thresholds) as an event-driven process graph folder")
     b.add_argument("--model", default=DEFAULT_MODEL, help="model to export (default: %(default)s)")
     b.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted: θ = 0 (natural sparsity)")
+    b.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
     b.add_argument("--data", help="text to measure event rates on (default: a built-in sample paragraph)")
     b.add_argument("--split", default="valid", choices=["all", "train", "valid", "test"], help="part of each book (default: %(default)s)")
-    b.add_argument("--tokens", type=int, default=64, help="tokens to measure event rates on (default: %(default)s)")
+    b.add_argument("--tokens", type=positive_int, default=64, help="tokens to measure event rates on (default: %(default)s)")
     b.add_argument("-o", "--output", required=True, help="graph folder to write (graph.json + arrays.npz)")
+    b.add_argument("--force", action="store_true", help="write OUTPUT even if it is a non-empty folder that is not a graph folder")
     b.set_defaults(func=cmd_build)
 
     mp = sub.add_parser("map", help="map a process graph onto neuromorphic cores -> mapping JSON + core heat map")
     mp.add_argument("graph", help="graph folder (from `eventllm build`)")
     mp.add_argument("--topology", default="seneca", help="preset (seneca, loihi2), PRESET:ROWSxCOLS or a TOML file (default: %(default)s)")
     mp.add_argument("--placement", default="bisection", choices=["bisection", "sequential", "random"], help="placement method (default: %(default)s)")
-    mp.add_argument("--seed", type=int, default=0, help="seed for the placement (default: %(default)s)")
+    mp.add_argument("--seed", type=seed, default=0, help="seed for the placement (default: %(default)s)")
     mp.add_argument("-o", "--output", required=True, help="mapping JSON to write")
     mp.add_argument("--heatmap", help="PNG of per-core memory and traffic (default: OUTPUT with .png)")
     mp.add_argument("--no-heatmap", action="store_true", help="do not draw the heat map")
@@ -625,11 +672,11 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--token-ids", help="comma-separated token ids instead of --prompt")
     sm.add_argument("--data", help="a whole text instead of a prompt: a .txt(.xz) file or a folder of them")
     sm.add_argument("--split", default="all", choices=["all", "train", "valid", "test"], help="part of each book for --data (default: %(default)s)")
-    sm.add_argument("--max-tokens", type=int, help="simulate at most this many tokens (default: 64 of a prompt, all of --data)")
+    sm.add_argument("--max-tokens", type=positive_int, help="simulate at most this many tokens (default: 64 of a prompt, all of --data)")
     sm.add_argument("--engine", choices=["trace", "message"], help="trace: counters from the torch model's event masks, "
                     "many tokens at once; message: the message-passing reference, token by token (default: trace for --data, "
                     "message for a prompt)")
-    sm.add_argument("--segments", type=int, default=1, help="with --data: N contiguous segments, each from a fresh state; "
+    sm.add_argument("--segments", type=positive_int, default=1, help="with --data: N contiguous segments, each from a fresh state; "
                     "under torchrun the ranks share them (default: %(default)s)")
     sm.add_argument("--model", help="the torch model the graph was built from, for the trace engine (default: the graph's)")
     sm.add_argument("--device", help="where the trace engine's torch model runs: cpu or cuda (default: cpu)")
@@ -643,15 +690,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=DEFAULT_MODEL, help="model (default: %(default)s)")
     g.add_argument("--thresholds", help="thresholds JSON (default: the zoo model's shipped calibrated thresholds)")
     g.add_argument("--no-thresholds", action="store_true", help="run with θ = 0 (natural sparsity)")
+    g.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
     g.add_argument("--backend", default="sim", choices=["sim", "torch"], help="event-driven simulator or torch (default: %(default)s)")
     g.add_argument("--topology", default="seneca", help="topology for the sim backend (default: %(default)s)")
     g.add_argument("--costs", help="cost preset or TOML for the sim backend (default: the topology's preset)")
     g.add_argument("--prompt", help="one prompt; without it: an interactive session (or one prompt per line on stdin)")
-    g.add_argument("--max-tokens", type=int, default=64, help="tokens to generate per prompt (default: %(default)s)")
-    g.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="sampling temperature; 0 for greedy decoding (default: %(default)s)")
-    g.add_argument("--top-p", type=float, default=DEFAULT_TOP_P, help="nucleus sampling mass (default: %(default)s)")
+    g.add_argument("--max-tokens", type=positive_int, default=64, help="tokens to generate per prompt (default: %(default)s)")
+    g.add_argument("--temperature", type=non_negative_float, default=DEFAULT_TEMPERATURE, help="sampling temperature; 0 for greedy decoding (default: %(default)s)")
+    g.add_argument("--top-p", type=probability, default=DEFAULT_TOP_P, help="nucleus sampling mass (default: %(default)s)")
     g.add_argument("--greedy", action="store_true", help="greedy decoding (same as --temperature 0)")
-    g.add_argument("--seed", type=int, default=1, help="sampling seed (default: %(default)s)")
+    g.add_argument("--seed", type=seed, default=1, help="sampling seed (default: %(default)s)")
     g.add_argument("--json", metavar="OUT", help="write the session summary and texts as JSON")
     g.add_argument("-q", "--quiet", action="store_true", help="no live status line")
     g.set_defaults(func=cmd_generate)
@@ -659,10 +707,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model from a TOML config (the zoo models' recipe)")
     t.add_argument("config", help="training config (see examples/zoo/*.toml)")
     t.add_argument("-o", "--output", required=True, help="output folder (model.safetensors, tokenizer.json, train_log.json)")
-    t.add_argument("--steps", type=int, help="override the number of optimiser steps")
+    t.add_argument("--steps", type=positive_int, help="override the number of optimiser steps")
     t.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     t.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.pt")
-    t.add_argument("--max-seconds", type=float, help="stop early after this much training time")
+    t.add_argument("--max-seconds", type=positive_float, help="stop early after this much training time")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
     return p

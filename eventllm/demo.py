@@ -23,6 +23,17 @@ def _step(title: str) -> float:
 
 def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: bool, prompt: str, eval_tokens: int | None,
              max_tokens: int, progress: bool = True, seed: int = 1) -> dict:
+    """Run the demo; its report files appear in `output` together at the end (an interrupted demo leaves the old ones)."""
+    from eventllm.atomic import atomic_folder
+
+    with atomic_folder(output, merge=True) as out:
+        report = _demo(model_spec, out, Path(output), data, calibrate, prompt, eval_tokens, max_tokens, progress, seed)
+    print(f"\ndone in {report['seconds']:.0f} s; report in {output}/ (demo.json, simulation.json, graph/, mapping.json, *.png)")
+    return report
+
+
+def _demo(model_spec: str, out: Path, final: Path, data: str | None, calibrate: bool, prompt: str, eval_tokens: int | None,
+          max_tokens: int, progress: bool, seed: int) -> dict:
     from eventllm import pipeline
     from eventllm.evaluate.language_model import evaluate_stream
     from eventllm.generate.backends import SimBackend
@@ -33,8 +44,6 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
     from mapping import map_graph
     from sim.report import plots, public, results_json
 
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
     report: dict = {"model": model_spec, "steps": {}}
     t0 = time.perf_counter()
 
@@ -59,7 +68,7 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
         print(f"using the shipped calibrated thresholds {thresholds.relative_to(ZOO_DIR.parent.parent)} "
               "(made by `eventllm calibrate … --max-ppl-increase 0.01`; pass --calibrate to redo it)")
     apply_thresholds(model, thresholds)
-    report["thresholds"] = str(thresholds)
+    report["thresholds"] = str(final / thresholds.name if thresholds.parent == out else thresholds)
     report["steps"]["thresholds_s"] = time.perf_counter() - t
 
     t = _step("2. perplexity and activation sparsity on held-out text")
@@ -86,7 +95,7 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
     dense = graph.dense_synops_per_token()
     measured = sum(graph.meta["event_rates"]["synops"].values())
     print(f"{len(graph)} processes, {len(graph.connections())} connections, {graph.n_parameters():,} parameters; "
-          f"synaptic ops per token: dense {dense:,}, event-driven {measured:,.0f} ({dense / measured:.2f}x fewer); wrote {out / 'graph'}")
+          f"synaptic ops per token: dense {dense:,}, event-driven {measured:,.0f} ({dense / measured:.2f}x fewer); wrote {final / 'graph'}")
     report["graph"] = {"processes": len(graph), "parameters": graph.n_parameters(), "dense_synops": dense, "event_synops": measured}
     report["steps"]["build_s"] = time.perf_counter() - t
 
@@ -136,5 +145,4 @@ def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: b
     report["steps"]["generate_s"] = time.perf_counter() - t
     report["seconds"] = time.perf_counter() - t0
     (out / "demo.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"\ndone in {report['seconds']:.0f} s; report in {out}/ (demo.json, simulation.json, graph/, mapping.json, *.png)")
     return report

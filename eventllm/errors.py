@@ -31,3 +31,7 @@ class GraphError(EventLLMError):
 
 class MappingError(EventLLMError):
     """A topology is invalid or too small for the graph, or a mapping file does not fit its graph."""
+
+
+class OutputError(EventLLMError):
+    """An output file or folder cannot be written: no permission, no space, a file where a folder should be."""

@@ -27,7 +27,8 @@ def shipped_thresholds(model_spec: str) -> Path | None:
 
 def load(model_spec: str, thresholds: str | Path | None = None, device: str | None = None, allow_partial: bool = False):
     """The model with its tokenizer (`LoadedModel`), thresholds applied: a file, "shipped" (the zoo model's own
-    calibrated file, θ = 0 when it has none) or None (θ = 0). `loaded.thresholds` says which file was applied."""
+    calibrated file, θ = 0 when it has none) or None / False (θ = 0). `loaded.thresholds` says which file was
+    applied, `loaded.missing_sites` which sites a partial file left at θ = 0."""
     from eventllm.models.registry import load_model
 
     loaded = load_model(model_spec)
@@ -35,14 +36,12 @@ def load(model_spec: str, thresholds: str | Path | None = None, device: str | No
         import torch
 
         loaded.model.to(torch.device(device))
-    path = shipped_thresholds(model_spec) if thresholds == "shipped" else thresholds
+    path = shipped_thresholds(model_spec) if thresholds == "shipped" else (thresholds or None)
+    loaded.missing_sites = []
     if path is not None:
         from eventllm.sparsity.thresholds import apply_thresholds
 
-        try:
-            apply_thresholds(loaded.model, path, allow_partial=allow_partial)
-        except TypeError:  # a thresholds reader without partial files
-            apply_thresholds(loaded.model, path)
+        loaded.missing_sites = apply_thresholds(loaded.model, path, allow_partial=allow_partial)["missing"]
     loaded.thresholds = str(path) if path is not None else None
     return loaded
 

@@ -14,13 +14,14 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from eventllm.atomic import atomic_path, write_text
 from eventllm.data import cached_token_stream, iter_documents
 from eventllm.config import read_toml
 from eventllm.errors import ConfigError
@@ -62,14 +63,59 @@ def load_train_config(path: str | Path, base: Path | None = None) -> TrainConfig
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r}; known keys: {', '.join(sorted(known))}")
-    try:
-        cfg = TrainConfig(**raw)
-    except TypeError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    _check_values(raw, path)
+    cfg = TrainConfig(**raw)
     root = base or path.parent
     cfg.corpus = str((root / cfg.corpus).resolve()) if not Path(cfg.corpus).is_absolute() else cfg.corpus
     cfg.tokenizer = str((root / cfg.tokenizer).resolve()) if not Path(cfg.tokenizer).is_absolute() else cfg.tokenizer
     return cfg
+
+
+# key: (type, lowest allowed, highest allowed, inclusive low); the ranges a training run can work with
+_RANGES = {
+    "vocab_size": (int, 258, 1 << 20, True), "seed": (int, 0, 2**63 - 1, True), "context": (int, 1, 1 << 20, True),
+    "batch_size": (int, 1, 1 << 16, True), "steps": (int, 1, 1 << 40, True), "lr": (float, 0, 10, False),
+    "min_lr": (float, 0, 10, True), "warmup": (int, 0, 1 << 40, True), "weight_decay": (float, 0, 10, True),
+    "grad_clip": (float, 0, 1e6, False), "dropout": (float, 0, 1, True), "eval_every": (int, 1, 1 << 40, True),
+    "eval_batches": (int, 1, 1 << 20, True),
+}
+
+
+def _check_values(raw: dict, path: Path) -> None:
+    """Types, ranges and required keys of a training config, and the model's size against the free memory."""
+    from eventllm.limits import check_memory
+    from eventllm.models import ARCHS
+
+    required = [k for k, f in TrainConfig.__dataclass_fields__.items() if f.default is f.default_factory is MISSING]
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise ConfigError(f"{path}: missing key {missing[0]!r}; a training config needs {', '.join(required)} (see examples/zoo/*.toml)")
+    for key in ("name", "arch", "corpus", "tokenizer", "dtype"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(f"{path}: {key} must be a string, got {raw[key]!r}")
+    for key in ("model", "notes"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise ConfigError(f"{path}: {key} must be a table [{key}], got {raw[key]!r}")
+    for key, (kind, lo, hi, closed) in _RANGES.items():
+        if key not in raw:
+            continue
+        v = raw[key]
+        ok_type = isinstance(v, int) if kind is int else isinstance(v, (int, float)) and math.isfinite(v)
+        if isinstance(v, bool) or not ok_type or v > hi or v < lo or (v == lo and not closed):
+            raise ConfigError(f"{path}: {key} = {v!r} must be {'an integer' if kind is int else 'a number'} in "
+                              f"{'[' if closed else '('}{lo}, {hi}]")
+    if raw["arch"] not in ARCHS:
+        raise ConfigError(f"{path}: arch = {raw['arch']!r} is not known; choose one of {', '.join(ARCHS)}")
+    if raw.get("dtype", "bf16") not in ("bf16", "fp16", "fp32"):
+        raise ConfigError(f"{path}: dtype = {raw['dtype']!r} must be bf16, fp16 or fp32")
+    try:  # the model config checks its own fields and that its weights fit
+        model_cfg = ARCHS[raw["arch"]][1](**{**raw["model"], "vocab_size": raw.get("vocab_size", 8000)})
+    except TypeError as e:
+        raise ConfigError(f"{path}: [model] {e}") from None
+    except ConfigError as e:
+        raise ConfigError(f"{path}: [model] {e}") from None
+    # weights, gradients and two AdamW moments in float32
+    check_memory(16 * model_cfg.n_parameters(), f"{path}: training this {raw['arch']} model", "make [model] smaller")
 
 
 def train_tokenizer(texts, vocab_size: int, path: str | Path, progress: bool = False) -> HFTokenizer:
@@ -173,7 +219,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
     start, best, history = 0, (float("inf"), None, -1), []
     ckpt = out / "checkpoint.pt"
     if resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        try:  # weights_only: a checkpoint file cannot run code when it is read
+            state = torch.load(ckpt, map_location=device, weights_only=True)
+        except Exception as e:
+            raise ConfigError(f"{ckpt}: cannot resume from it ({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}); "
+                              "delete it to start afresh") from None
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         start, history = state["step"], state["history"]
@@ -214,8 +264,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
             bar.write(f"step {step + 1}: train loss {loss.item():.3f}  valid loss {vl:.3f}  (ppl {math.exp(vl):.1f})  {rate:,.0f} tok/s")
             if vl < best[0]:
                 best = (vl, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, step + 1)
-            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1, "history": history,
-                        "best_loss": best[0], "best_weights": best[1], "best_step": best[2]}, ckpt)
+            with atomic_path(ckpt) as tmp:  # a complete checkpoint or the previous one
+                torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step + 1, "history": history,
+                            "best_loss": best[0], "best_weights": best[1], "best_step": best[2]}, tmp)
     elapsed = time.perf_counter() - t0
     model.load_state_dict(best[1])
     model.to("cpu").eval()
@@ -231,7 +282,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
     }
     save_eventllm(model, out / "model.safetensors", dtype=torch.bfloat16 if cfg.dtype == "bf16" else torch.float32)
     if tok_path.resolve() != (out / "tokenizer.json").resolve():
-        shutil.copy(tok_path, out / "tokenizer.json")
-    (out / "train_log.json").write_text(json.dumps(log, indent=2))
+        with atomic_path(out / "tokenizer.json") as tmp:
+            shutil.copy(tok_path, tmp)
+    write_text(out / "train_log.json", json.dumps(log, indent=2))
     ckpt.unlink(missing_ok=True)
     return log

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eventllm.atomic import atomic_path, write_text
 from eventllm.errors import MappingError
 from eventllm.process.graph import ProcessGraph
 from mapping.partition import Shard, pack, partition, shard_traffic
@@ -102,10 +103,8 @@ class Mapping:
         }
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json()) + "\n")
-        return path
+        """Write the mapping JSON at once (an interrupted write leaves the previous file)."""
+        return write_text(path, json.dumps(self.to_json()) + "\n")
 
     @classmethod
     def load(cls, path: str | Path, graph: ProcessGraph | None = None) -> "Mapping":
@@ -117,17 +116,45 @@ class Mapping:
             raise MappingError(f"mapping file {path} not found; make one with `eventllm map GRAPH -o {path}`") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise MappingError(f"{path} is not valid JSON ({e}); re-run `eventllm map`") from None
+        except OSError as e:
+            raise MappingError(f"{path} cannot be read as a mapping file ({e.strerror or e}); re-run `eventllm map`") from None
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise MappingError(f"{path} is not an eventllm mapping file")
         if d.get("version") != VERSION:
             raise MappingError(f"{path} has mapping format version {d.get('version')}; this eventllm reads {VERSION}: re-run `eventllm map`")
-        shards = [Shard(**{k: v for k, v in s.items() if k != "core"}) for s in d["shards"]]
-        m = cls(Topology.from_dict(d["topology"]), shards, np.array([s["core"] for s in d["shards"]], dtype=np.int64),
-                np.array(d["traffic"]["src"], dtype=np.int64), np.array(d["traffic"]["dst"], dtype=np.int64),
-                np.array(d["traffic"]["events"], dtype=np.float64), d.get("graph", {}), d.get("placement", ""))
+        try:
+            m = cls._from_json(d, str(path))
+        except MappingError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise MappingError(f"{path}: malformed mapping ({type(e).__name__}: {e}); re-run `eventllm map`") from None
         if graph is not None:
             m.check_graph(graph)
         return m
+
+    @classmethod
+    def _from_json(cls, d: dict, where: str) -> "Mapping":
+        for key, kind in (("topology", dict), ("shards", list), ("traffic", dict), ("graph", dict)):
+            if not isinstance(d.get(key), kind):
+                raise MappingError(f"{where}: {key!r} must be a{'n object' if kind is dict else ' list'}; re-run `eventllm map`")
+        topo = Topology.from_dict(d["topology"], f"{where} [topology]")
+        fields = set(Shard.__dataclass_fields__) | {"core"}
+        for i, s in enumerate(d["shards"]):
+            if not isinstance(s, dict) or set(s) != fields:
+                raise MappingError(f"{where}: shard {i} must have the keys {', '.join(sorted(fields))}; re-run `eventllm map`")
+            if not isinstance(s["core"], int) or not 0 <= s["core"] < topo.n_cores:
+                raise MappingError(f"{where}: shard {i} is on core {s['core']!r}, the topology has cores 0..{topo.n_cores - 1}")
+        shards = [Shard(**{k: v for k, v in s.items() if k != "core"}) for s in d["shards"]]
+        t = d["traffic"]
+        src, dst, events = (np.asarray(t.get(k), dtype=dt) for k, dt in (("src", np.int64), ("dst", np.int64), ("events", np.float64)))
+        if not (src.ndim == dst.ndim == events.ndim == 1 and len(src) == len(dst) == len(events)):
+            raise MappingError(f"{where}: traffic src, dst and events must be lists of one length; re-run `eventllm map`")
+        if len(src) and (src.min() < 0 or dst.min() < 0 or max(src.max(), dst.max()) >= len(shards)):
+            raise MappingError(f"{where}: traffic names a shard outside 0..{len(shards) - 1}; re-run `eventllm map`")
+        if not np.isfinite(events).all() or (events < 0).any():
+            raise MappingError(f"{where}: traffic events must be finite numbers ≥ 0; re-run `eventllm map`")
+        return cls(topo, shards, np.array([s["core"] for s in d["shards"]], dtype=np.int64), src, dst, events,
+                   d.get("graph", {}), d.get("placement", ""))
 
     def check_graph(self, graph: ProcessGraph) -> None:
         names = {s.process for s in self.shards}
@@ -158,11 +185,12 @@ class Mapping:
             fig.colorbar(im, ax=ax, label=unit, shrink=0.8)
         fig.suptitle(f"{self.graph_info.get('model', 'graph')} on {t.name} {t.rows}x{t.cols} ({self.cores_used} cores used)")
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return path
+        try:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, dpi=110)
+        finally:
+            plt.close(fig)
+        return Path(path)
 
 
 def map_graph(graph: ProcessGraph, topology: str | Topology = "seneca", placement: str = "bisection", seed: int = 0) -> Mapping:

@@ -20,6 +20,7 @@ import numpy as np
 
 from eventllm.config import read_toml
 from eventllm.errors import MappingError
+from eventllm.limits import check_memory, gib
 
 PRESETS = Path(__file__).parent / "presets"
 
@@ -164,15 +165,40 @@ class Topology:
                 "sources": self.sources, "note": self.note}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Topology":
-        return cls(d["name"], CoreSpec(**d["core"]), NocSpec(**d["noc"]), ChipSpec(**d["chip"]), d["rows"], d["cols"],
-                   [tuple(x) for x in d["links"]] if d.get("links") else None, d.get("n_custom", 0), d.get("sources", {}),
-                   d.get("note", ""))
+    def from_dict(cls, d: dict, where: str = "topology") -> "Topology":
+        """The inverse of `to_dict`, checked like a topology file (a mapping file carries one)."""
+        if not isinstance(d, dict) or not isinstance(d.get("core"), dict) or not isinstance(d.get("noc"), dict):
+            raise MappingError(f"{where}: the topology must be an object with core, noc and chip tables")
+        data = {"name": d.get("name", ""), "core": d["core"], "noc": d["noc"], "chip": d.get("chip", {}), "sources": d.get("sources", {})}
+        if d["noc"].get("kind") == "custom":
+            data["custom"] = {"cores": d.get("n_custom"), "links": d.get("links")}
+        else:
+            data["mesh"] = {"rows": d.get("rows"), "cols": d.get("cols")}
+        topo = parse_topology(data, where)
+        if not isinstance(d.get("note", ""), str):
+            raise MappingError(f"{where}: note must be a string")
+        topo.note = d.get("note", "")
+        return topo
 
 
 # --- reading presets and user files -------------------------------------------------------------------------
 _SECTIONS = {"core": CoreSpec, "noc": NocSpec, "chip": ChipSpec}
 _TOP_KEYS = {"name", "description", "core", "noc", "chip", "mesh", "sources", "custom"}
+
+
+# The largest neuromorphic systems built have about a million cores (SpiNNaker: 1,036,800 ARM cores);
+# a mesh beyond that is a typo, and refusing it at once beats minutes of placement.
+MAX_CORES = 1 << 21
+BYTES_PER_CORE = 64  # the mapper's and simulator's per-core arrays (placement, memory, traffic), generously
+
+
+def check_size(n_cores: int, where: str, custom: bool = False) -> None:
+    """Refuse a topology too large to map: more than MAX_CORES, or more memory than the machine has free."""
+    needed = n_cores * BYTES_PER_CORE + (8 * n_cores * n_cores if custom else 0)  # custom: all-pairs hop table
+    if n_cores > MAX_CORES:
+        raise MappingError(f"{where}: {n_cores:,} cores is more than the {MAX_CORES:,} eventllm maps (it would need "
+                           f"{gib(needed)} for the mapping alone); give a smaller mesh, or the preset name alone to size it to the graph")
+    check_memory(needed, f"{where}: a topology of {n_cores:,} cores", "give a smaller mesh", MappingError)
 
 
 def preset_names() -> list[str]:
@@ -184,6 +210,9 @@ def parse_topology(data: dict, where: str) -> Topology:
     unknown = set(data) - _TOP_KEYS
     if unknown:
         raise MappingError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_TOP_KEYS))}")
+    for key, kind in (("name", str), ("description", str), ("sources", dict), ("mesh", dict), ("custom", dict)):
+        if key in data and not isinstance(data[key], kind):
+            raise MappingError(f"{where}: {key} must be a {'table' if kind is dict else 'string'}, got {data[key]!r}")
     parts = {}
     for section, cls in _SECTIONS.items():
         given = data.get(section, {})
@@ -198,7 +227,7 @@ def parse_topology(data: dict, where: str) -> Topology:
         for k, v in given.items():
             if k == "kind":
                 continue
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0 or (v == 0 and k in ("memory_bytes", "word_bits", "npe", "clock_hz", "rows", "cols", "packet_bits")):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 or (v == 0 and k in ("memory_bytes", "word_bits", "npe", "clock_hz", "rows", "cols", "packet_bits")):
                 raise MappingError(f"{where}: [{section}] {k} = {v!r} must be a {'positive' if k != 'hop_latency_cycles' else 'non-negative'} number")
         parts[section] = cls(**given)
     if parts["noc"].kind not in ("mesh", "torus", "custom"):
@@ -212,6 +241,7 @@ def parse_topology(data: dict, where: str) -> Topology:
         for link in links:
             if not (isinstance(link, list) and len(link) == 2 and all(isinstance(x, int) and 0 <= x < n for x in link)):
                 raise MappingError(f"{where}: link {link!r} must be [a, b] with cores in 0..{n - 1}")
+        check_size(n, where, custom=True)
         topo.n_custom, topo.links = n, [tuple(x) for x in links]
         import networkx as nx
 
@@ -227,6 +257,7 @@ def parse_topology(data: dict, where: str) -> Topology:
             if k in mesh and (not isinstance(mesh[k], int) or mesh[k] <= 0):
                 raise MappingError(f"{where}: [mesh] {k} = {mesh[k]!r} must be a positive integer")
         topo.rows, topo.cols = mesh.get("rows", 0), mesh.get("cols", 0)
+        check_size(topo.rows * topo.cols, where)
     return topo
 
 
@@ -239,6 +270,8 @@ def load_topology(spec: str, cores_needed: int | None = None) -> Topology:
     name, _, size = spec.partition(":")
     path = Path(spec)
     if path.suffix == ".toml" or path.exists():
+        if path.is_dir():
+            raise MappingError(f"{spec} is a folder, not a topology file; give a preset ({', '.join(preset_names())}) or a TOML file")
         if not path.is_file():
             raise MappingError(f"topology file {spec} not found; give a preset ({', '.join(preset_names())}) or a TOML file")
         topo = parse_topology(read_toml(path, "topology file", MappingError), str(path))
@@ -256,6 +289,7 @@ def load_topology(spec: str, cores_needed: int | None = None) -> Topology:
             assert rows > 0 and cols > 0
         except (ValueError, AssertionError):
             raise MappingError(f"bad size {size!r} in {spec!r}: write ROWSxCOLS, e.g. {name}:8x8") from None
+        check_size(rows * cols, spec)
         return topo.resized(rows, cols, f"{rows}x{cols} cores as requested")
     if cores_needed is None:
         return topo.resized(topo.chip.rows, topo.chip.cols, "one chip")

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,14 +39,20 @@ def load_costs(spec: str) -> CostModel:
     unknown = set(data) - {"name", "topology", "energy_j", "time_cycles"}
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; allowed: name, topology, [energy_j], [time_cycles]")
+    for key in ("name", "topology"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{path}: {key} must be a string, got {data[key]!r}")
     energy, cycles = data.get("energy_j", {}), data.get("time_cycles", {})
+    for table, label in ((energy, "energy_j"), (cycles, "time_cycles")):
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: {label} must be a table [{label}] of numbers, got {table!r}")
     for table, keys, label in ((energy, ENERGY_KEYS, "energy_j"), (cycles, TIME_KEYS, "time_cycles")):
         missing, extra = set(keys) - set(table), set(table) - set(keys)
         if missing or extra:
             raise ConfigError(f"{path}: [{label}] " + (f"misses {', '.join(sorted(missing))}" if missing else "")
                               + ("; " if missing and extra else "") + (f"has unknown {', '.join(sorted(extra))}" if extra else ""))
         for k, v in table.items():
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
                 raise ConfigError(f"{path}: [{label}] {k} = {v!r} must be a non-negative number")
     return CostModel(data.get("name", path.stem), data.get("topology", data.get("name", path.stem)),
                      {k: float(energy[k]) for k in ENERGY_KEYS}, {k: float(cycles[k]) for k in TIME_KEYS}, str(path))

@@ -99,3 +99,35 @@ def test_unknown_projection_is_named(small_rwkv, tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(ThresholdError, match="unknown projection 'att.gate'"):
         apply_thresholds(small_rwkv, path)
+
+
+def test_missing_site_needs_allow_partial(small_rwkv, tmp_path):
+    small_rwkv.set_thetas(0.2)
+    path = save_thresholds(small_rwkv, tmp_path / "thr.json", "m")
+    doc = json.loads(path.read_text())
+    del doc["thresholds"][1]["att.key"]
+    doc["thresholds"].pop()  # the last layer too
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ThresholdError, match="no θ for layer 1 att.key.*--allow-partial"):
+        apply_thresholds(small_rwkv, path)
+    out = apply_thresholds(small_rwkv, path, allow_partial=True)
+    assert (1, "att.key") in out["missing"] and all((2, p) in out["missing"] for p in small_rwkv.PROJECTIONS)
+    thetas = small_rwkv.get_thetas()
+    assert thetas[(1, "att.key")] == 0.0 and thetas[(0, "att.key")] == pytest.approx(0.2)
+
+
+def test_extra_layer_is_an_error(small_rwkv, tmp_path):
+    path = save_thresholds(small_rwkv, tmp_path / "thr.json", "m")
+    doc = json.loads(path.read_text())
+    doc["thresholds"].append(dict(doc["thresholds"][0]))
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ThresholdError, match="4 layers, the model has 3"):
+        apply_thresholds(small_rwkv, path)
+
+
+def test_shipped_thresholds_are_complete():
+    from eventllm.models.registry import ZOO_DIR, load_model
+
+    for f in sorted(ZOO_DIR.glob("*/thresholds.json")):
+        model = load_model(f"zoo:{f.parent.name}").model
+        assert apply_thresholds(model, f)["missing"] == []

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from eventllm.errors import CheckpointError
+from eventllm.atomic import atomic_path
+from eventllm.errors import CheckpointError, ConfigError
 from eventllm.models import ARCHS
 from eventllm.models.base import CausalLM
 from eventllm.models.opt import OPT, OPTConfig
@@ -100,22 +101,43 @@ def _load_blinkdl(path: Path) -> RWKV:
         raise CheckpointError(f"{path}: missing key 'emb.weight' or 'blocks.0.att.key.weight'; not a BlinkDL RWKV checkpoint")
     if any(".ln_x." in k or "time_faaaa" in k or "time_maa" in k for k in w):
         raise CheckpointError(f"{path}: this is an RWKV-5/6/7 checkpoint (it has ln_x / time_faaaa / time_maa keys); eventllm supports RWKV-4")
-    n_layer = 1 + max(int(k.split(".")[1]) for k in w if k.startswith("blocks."))
-    cfg = RWKVConfig(
-        vocab_size=w["emb.weight"].shape[0], d_model=w["emb.weight"].shape[1], n_layer=n_layer,
-        d_attention=w["blocks.0.att.key.weight"].shape[0], d_ffn=w["blocks.0.ffn.key.weight"].shape[0],
-    )
+    try:
+        n_layer = 1 + max(int(k.split(".")[1]) for k in w if k.startswith("blocks."))
+        cfg = RWKVConfig(
+            vocab_size=w["emb.weight"].shape[0], d_model=w["emb.weight"].shape[1], n_layer=n_layer,
+            d_attention=w["blocks.0.att.key.weight"].shape[0], d_ffn=w["blocks.0.ffn.key.weight"].shape[0],
+        )
+    except KeyError as e:
+        raise CheckpointError(f"{path}: missing key {e.args[0]!r}; not a complete BlinkDL RWKV-4 checkpoint") from None
+    except (ValueError, IndexError):
+        raise CheckpointError(f"{path}: the keys and shapes are not those of a BlinkDL RWKV-4 checkpoint "
+                              "(blocks.N.… with 2-D weight matrices)") from None
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     tensors = {k: (v.reshape(-1) if ".time_" in k else v).float() for k, v in w.items()}
     return _fill(RWKV(cfg), tensors, path)
 
 
 def _load_hf_folder(folder: Path) -> CausalLM:
     cfg_path = folder / "config.json"
-    try:
-        hf = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{cfg_path}: invalid JSON ({e})") from None
+    hf = _read_hf_config(cfg_path)
     model_type = hf.get("model_type")
+    if model_type not in ("rwkv", "opt"):
+        raise CheckpointError(f"{cfg_path}: unknown architecture model_type={model_type!r}; eventllm reads 'rwkv' (RWKV-4) and 'opt'")
+    # the config is checked (types, ranges, size against the free memory) before a weight is read
+    try:
+        if model_type == "rwkv":
+            cfg = RWKVConfig(
+                vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layer=hf["num_hidden_layers"],
+                d_attention=hf.get("attention_hidden_size") or 0, d_ffn=hf.get("intermediate_size") or 0,
+                layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+            )
+        else:
+            cfg = OPTConfig.from_hf(hf)
+    except KeyError as e:
+        raise CheckpointError(f"{cfg_path}: missing key {e.args[0]!r}; not a complete Hugging Face {model_type} config") from None
+    except (ConfigError, TypeError) as e:
+        raise CheckpointError(f"{cfg_path}: {e}") from None
     weights = [folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).exists()]
     if not weights:
         raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin beside config.json (sharded checkpoints: merge them first)")
@@ -123,26 +145,28 @@ def _load_hf_folder(folder: Path) -> CausalLM:
     tensors = _read_safetensors(wpath)[0] if wpath.suffix == ".safetensors" else _read_torch(wpath)
     tensors = {k: v.float() for k, v in tensors.items()}
     if model_type == "rwkv":
-        try:
-            cfg = RWKVConfig(
-                vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layer=hf["num_hidden_layers"],
-                d_attention=hf.get("attention_hidden_size") or 0, d_ffn=hf.get("intermediate_size") or 0,
-                layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-            )
-        except KeyError as e:
-            raise CheckpointError(f"{cfg_path}: missing key {e.args[0]!r}") from None
         ours = {_rwkv_from_hf_name(k): (v.reshape(-1) if "time_" in k else v) for k, v in tensors.items()}
         return _fill(RWKV(cfg), ours, wpath)
     if model_type == "opt":
-        try:
-            cfg = OPTConfig.from_hf(hf)
-        except KeyError as e:
-            raise CheckpointError(f"{cfg_path}: missing key {e.args[0]!r}") from None
         model = OPT(cfg)
         tensors = {("model." + k if k.startswith("decoder.") else k): v for k, v in tensors.items()}
         tensors.setdefault("lm_head.weight", tensors.get("model.decoder.embed_tokens.weight", torch.empty(0)))
         return _fill(model, tensors, wpath, target=model.hf)
-    raise CheckpointError(f"{cfg_path}: unknown architecture model_type={model_type!r}; eventllm reads 'rwkv' (RWKV-4) and 'opt'")
+    raise AssertionError(model_type)
+
+
+def _read_hf_config(cfg_path: Path) -> dict:
+    """A Hugging Face config.json as a dict; anything else (not JSON, not an object, unreadable) is refused."""
+    try:
+        hf = json.loads(cfg_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg_path}: not a JSON config ({e}); re-download the model folder") from None
+    except OSError as e:
+        raise CheckpointError(f"{cfg_path}: cannot be read ({e.strerror or e})") from None
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{cfg_path}: a Hugging Face config must be a JSON object, found a {type(hf).__name__}; "
+                              "re-download the model folder")
+    return hf
 
 
 def _load_eventllm(path: Path) -> CausalLM:
@@ -157,6 +181,8 @@ def _load_eventllm(path: Path) -> CausalLM:
         cfg = cfg_cls(**json.loads(meta["config"]))
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: the config in the metadata is unreadable ({e})") from None
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     model = cls(cfg)
     tensors = {k: v.float() for k, v in tensors.items()}
     if arch == "opt":
@@ -196,7 +222,8 @@ def save_eventllm(model: CausalLM, path: str | Path, dtype: torch.dtype = torch.
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": model.arch, "config": json.dumps(model.config_dict())}
     meta.update(extra or {})
-    save_file({k: v.detach().to(dtype).contiguous() for k, v in _weights(model).items()}, str(path), metadata=meta)
+    with atomic_path(path) as tmp:  # a complete file or the previous one
+        save_file({k: v.detach().to(dtype).contiguous() for k, v in _weights(model).items()}, str(tmp), metadata=meta)
     return path
 
 

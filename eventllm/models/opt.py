@@ -18,6 +18,7 @@ from transformers import OPTForCausalLM
 from transformers.cache_utils import DynamicCache
 
 from eventllm.errors import ConfigError
+from eventllm.limits import check_memory
 from eventllm.models.base import CausalLM
 from eventllm.models.threshold import ActivationThreshold
 
@@ -38,14 +39,24 @@ class OPTConfig:
     eos_token_id: int = 2
 
     def __post_init__(self):
-        for name in ("vocab_size", "d_model", "n_layer", "n_head", "d_ffn", "max_positions"):
+        for name in ("vocab_size", "d_model", "n_layer", "n_head", "d_ffn", "max_positions", "word_embed_proj_dim"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value < (name != "word_embed_proj_dim"):
                 raise ConfigError(f"OPTConfig.{name} must be a positive integer, got {value!r}")
         if self.d_model % self.n_head:
             raise ConfigError(f"OPTConfig.d_model ({self.d_model}) must be divisible by n_head ({self.n_head})")
+        if not isinstance(self.activation, str):
+            raise ConfigError(f"OPTConfig.activation must be a name such as 'relu', got {self.activation!r}")
         if self.word_embed_proj_dim <= 0:
             self.word_embed_proj_dim = self.d_model
+        check_memory(4 * self.n_parameters(), f"an OPT of {self.n_layer} layers x {self.d_model} (vocabulary {self.vocab_size})",
+                     "use a smaller config")
+
+    def n_parameters(self) -> int:
+        """Parameters of the model this config describes (counted before building it)."""
+        d, w = self.d_model, self.word_embed_proj_dim
+        return (self.vocab_size * w + (self.max_positions + 2) * d + (2 * w * d if w != d else 0)
+                + self.n_layer * (4 * d * d + 2 * d * self.d_ffn + 10 * d))
 
     def to_hf(self) -> HFOPTConfig:
         return HFOPTConfig(

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eventllm.errors import ConfigError
+from eventllm.limits import check_memory
 from eventllm.models import wkv_kernel
 from eventllm.models.base import CausalLM
 from eventllm.models.threshold import ActivationThreshold
@@ -50,14 +51,23 @@ class RWKVConfig:
     layer_norm_eps: float = 1e-5
 
     def __post_init__(self):
-        for name in ("vocab_size", "d_model", "n_layer"):
+        for name in ("vocab_size", "d_model", "n_layer", "d_attention", "d_ffn"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value < (name in ("vocab_size", "d_model", "n_layer")):
                 raise ConfigError(f"RWKVConfig.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.layer_norm_eps, (int, float)) or isinstance(self.layer_norm_eps, bool) or not 0 < self.layer_norm_eps < 1:
+            raise ConfigError(f"RWKVConfig.layer_norm_eps must be a number in (0, 1), got {self.layer_norm_eps!r}")
         if self.d_attention <= 0:
             self.d_attention = self.d_model
         if self.d_ffn <= 0:
             self.d_ffn = 4 * self.d_model
+        check_memory(4 * self.n_parameters(), f"an RWKV-4 of {self.n_layer} layers x {self.d_model} (vocabulary {self.vocab_size})",
+                     "use a smaller config")
+
+    def n_parameters(self) -> int:
+        """Parameters of the model this config describes (counted before building it)."""
+        d, da, df = self.d_model, self.d_attention, self.d_ffn
+        return 2 * self.vocab_size * d + self.n_layer * (4 * d * da + 2 * d * df + d * d + 12 * d)
 
 
 @dataclass

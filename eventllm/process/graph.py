@@ -9,12 +9,14 @@ bit-exactly.
 from __future__ import annotations
 
 import json
+import zipfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
 from eventllm.errors import GraphError
+from eventllm.limits import check_memory
 from eventllm.process.core import Connection, InPort, OutPort, Process
 from eventllm.process.library import KINDS
 
@@ -192,20 +194,29 @@ class ProcessGraph:
         for f in (meta_file, arrays_file):
             if not f.is_file():
                 raise GraphError(f"{folder} has no {f.name}; it is not a complete graph folder (rebuild it with `eventllm build`)")
+        s = _read_structure(meta_file)
         try:
-            s = json.loads(meta_file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise GraphError(f"{meta_file} is not valid JSON ({e}); rebuild the graph with `eventllm build`") from None
-        if not isinstance(s, dict) or s.get("format") != FORMAT:
-            raise GraphError(f"{meta_file} is not an eventllm graph (format {s.get('format') if isinstance(s, dict) else None!r})")
-        if s.get("version") != VERSION:
-            raise GraphError(f"{folder} was written by graph format version {s.get('version')}; this eventllm reads version "
-                             f"{VERSION}: rebuild it with this version's `eventllm build`")
-        try:
+            with zipfile.ZipFile(arrays_file) as z:  # np.savez stores uncompressed: the sizes are the arrays' bytes
+                check_memory(sum(i.file_size for i in z.infolist()), f"the arrays of {arrays_file}", "rebuild the graph",
+                             GraphError)
             npz = np.load(arrays_file, allow_pickle=False)
             arrays = {k: npz[k] for k in npz.files}
+        except GraphError:
+            raise
         except Exception as e:  # a truncated or corrupt zip raises several kinds of errors
             raise GraphError(f"{arrays_file} cannot be read ({type(e).__name__}: {e}); rebuild the graph") from None
+        try:
+            return cls._from_structure(s, arrays, arrays_file)
+        except GraphError as e:  # name the file when the message does not
+            if str(folder) in str(e):
+                raise
+            raise GraphError(f"{meta_file}: {e}") from None
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise GraphError(f"{meta_file}: malformed graph structure ({type(e).__name__}: {e}); "
+                             "rebuild the graph with `eventllm build`") from None
+
+    @classmethod
+    def _from_structure(cls, s: dict, arrays: dict, arrays_file: Path) -> "ProcessGraph":
         procs = {}
         for spec in s["processes"]:
             values, roles = {}, {}
@@ -221,9 +232,57 @@ class ProcessGraph:
             sp, _, sport = src.rpartition(".")
             dp, _, dport = dst.rpartition(".")
             if sp not in procs or dp not in procs:
-                raise GraphError(f"{meta_file}: connection {src} -> {dst} names an unknown process")
+                raise GraphError(f"connection {src} -> {dst} names an unknown process")
+            if sport not in procs[sp].out_ports or dport not in procs[dp].in_ports:
+                raise GraphError(f"connection {src} -> {dst} names an unknown port")
             procs[sp].out_ports[sport].connect(procs[dp].in_ports[dport])
         return cls(list(procs.values()), s["output"], s.get("meta"))
+
+
+_STRUCTURE = {"format": str, "version": int, "output": str, "meta": dict, "processes": list, "connections": list}
+
+
+def _read_structure(meta_file: Path) -> dict:
+    """graph.json's content, checked for its keys and their types (the processes are checked as they are rebuilt)."""
+    try:
+        s = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GraphError(f"{meta_file} is not valid JSON ({e}); rebuild the graph with `eventllm build`") from None
+    except OSError as e:
+        raise GraphError(f"{meta_file} cannot be read ({e.strerror or e}); rebuild the graph with `eventllm build`") from None
+    if not isinstance(s, dict) or s.get("format") != FORMAT:
+        raise GraphError(f"{meta_file} is not an eventllm graph (format {s.get('format') if isinstance(s, dict) else None!r})")
+    if s.get("version") != VERSION:
+        raise GraphError(f"{meta_file.parent} was written by graph format version {s.get('version')}; this eventllm reads version "
+                         f"{VERSION}: rebuild it with this version's `eventllm build`")
+    for key, kind in _STRUCTURE.items():
+        if key not in s:
+            raise GraphError(f"{meta_file}: missing key {key!r}; rebuild the graph with `eventllm build`")
+        if not isinstance(s[key], kind):
+            raise GraphError(f"{meta_file}: {key!r} must be a {kind.__name__}, got {type(s[key]).__name__}; rebuild the graph")
+    unknown = sorted(set(s) - set(_STRUCTURE))
+    if unknown:
+        raise GraphError(f"{meta_file}: unknown key {unknown[0]!r}; a graph.json has {', '.join(_STRUCTURE)}")
+    return s
+
+
+def is_graph_folder(folder: str | Path) -> bool:
+    """True when `folder` holds a graph.json of this format (a folder `eventllm build` may overwrite)."""
+    try:
+        s = json.loads((Path(folder) / "graph.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(s, dict) and s.get("format") == FORMAT
+
+
+def check_graph_output(folder: str | Path, force: bool = False) -> None:
+    """Refuse to replace a non-empty folder that is not a graph folder (unless `force`): it may hold other work."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise GraphError(f"{folder} is a file; `eventllm build -o` writes a folder: choose another name")
+    if not force and folder.is_dir() and any(folder.iterdir()) and not is_graph_folder(folder):
+        raise GraphError(f"{folder} is a non-empty folder that is not an eventllm graph; choose an empty or new folder, "
+                         "or pass --force to replace it")
 
 
 def _rebuild(name: str, kind: str, layer, attrs: dict, values: dict, roles: dict) -> Process:

@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+from eventllm.atomic import write_text
 from eventllm.errors import ThresholdError
 from eventllm.models.base import CausalLM
 
@@ -34,10 +35,11 @@ def thresholds_to_json(model: CausalLM, model_name: str, meta: dict | None = Non
 
 
 def save_thresholds(model: CausalLM, path: str | Path, model_name: str, meta: dict | None = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(thresholds_to_json(model, model_name, meta), indent=2) + "\n")
-    return path
+    """Write the thresholds file at once (an interrupted write leaves the previous file as it was)."""
+    return write_text(path, json.dumps(thresholds_to_json(model, model_name, meta), indent=2) + "\n")
+
+
+_KEYS = {"format", "version", "model", "projections", "thresholds", "meta"}
 
 
 def read_thresholds(path: str | Path) -> dict:
@@ -47,15 +49,29 @@ def read_thresholds(path: str | Path) -> dict:
         doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise ThresholdError(f"{path}: no such thresholds file") from None
-    except json.JSONDecodeError as e:
+    except IsADirectoryError:
+        raise ThresholdError(f"{path} is a folder, not a thresholds file; pass the JSON file `eventllm calibrate` wrote") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ThresholdError(f"{path}: not valid JSON ({e}); regenerate it with `eventllm calibrate`") from None
+    except OSError as e:
+        raise ThresholdError(f"{path}: cannot be read ({e.strerror or e})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ThresholdError(f"{path}: not an eventllm thresholds file (missing \"format\": \"{FORMAT}\")")
     if doc.get("version") != VERSION:
         raise ThresholdError(f"{path}: thresholds format version {doc.get('version')!r}, this eventllm reads version {VERSION}")
     for key in ("model", "projections", "thresholds"):
         if key not in doc:
-            raise ThresholdError(f"{path}: missing key {key!r}")
+            raise ThresholdError(f"{path}: missing key {key!r}; regenerate the file with `eventllm calibrate`")
+    unknown = sorted(set(doc) - _KEYS)
+    if unknown:
+        raise ThresholdError(f"{path}: unknown key {unknown[0]!r}; a thresholds file has {', '.join(sorted(_KEYS))} (put notes in \"meta\")")
+    if not isinstance(doc["model"], dict):
+        raise ThresholdError(f"{path}: \"model\" must be an object {{\"name\", \"arch\", \"fingerprint\", \"n_layer\"}}, "
+                             f"got {doc['model']!r}; regenerate the file with `eventllm calibrate`")
+    if not isinstance(doc["projections"], list) or not all(isinstance(p, str) for p in doc["projections"]):
+        raise ThresholdError(f"{path}: \"projections\" must be a list of projection names")
+    if not isinstance(doc.get("meta", {}), dict):
+        raise ThresholdError(f"{path}: \"meta\" must be an object")
     if not isinstance(doc["thresholds"], list):
         raise ThresholdError(f"{path}: \"thresholds\" must be a list with one object per layer")
     for i, layer in enumerate(doc["thresholds"]):
@@ -67,8 +83,12 @@ def read_thresholds(path: str | Path) -> dict:
     return doc
 
 
-def apply_thresholds(model: CausalLM, path: str | Path) -> dict:
-    """Load a thresholds file into `model` after checking it was made for this very model; returns the document."""
+def apply_thresholds(model: CausalLM, path: str | Path, allow_partial: bool = False) -> dict:
+    """Load a thresholds file into `model` after checking it was made for this very model.
+
+    Every site (layer, projection) of the model needs a θ; a missing one is an error unless `allow_partial`,
+    when it runs at θ = 0. Returns the document, with "missing": the sites left at θ = 0 (empty for a complete file).
+    """
     doc = read_thresholds(path)
     meta = doc["model"]
     if meta.get("arch") != model.arch:
@@ -78,14 +98,24 @@ def apply_thresholds(model: CausalLM, path: str | Path) -> dict:
             f"{path}: made for model {meta.get('name')!r} (fingerprint {meta.get('fingerprint')}), which is not this model "
             f"(fingerprint {model.fingerprint()}); calibrate thresholds for this model"
         )
-    if len(doc["thresholds"]) != model.n_layer:
-        raise ThresholdError(f"{path}: has {len(doc['thresholds'])} layers, the model has {model.n_layer}")
+    if len(doc["thresholds"]) > model.n_layer:
+        raise ThresholdError(f"{path}: has θ for {len(doc['thresholds'])} layers, the model has {model.n_layer} "
+                             f"(layers 0..{model.n_layer - 1}); calibrate thresholds for this model")
     thetas = {}
     for i, layer in enumerate(doc["thresholds"]):
         for proj, value in layer.items():
             if proj not in model.PROJECTIONS:
                 raise ThresholdError(f"{path}: layer {i}: unknown projection {proj!r}; {model.arch} has {', '.join(model.PROJECTIONS)}")
             thetas[(i, proj)] = float(value)
+    missing = [(i, p) for i in range(model.n_layer) for p in model.PROJECTIONS if (i, p) not in thetas]
+    if missing and not allow_partial:
+        sites = ", ".join(f"layer {i} {p}" for i, p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise ThresholdError(f"{path}: no θ for {sites}; recalibrate, or pass --allow-partial to run those sites at θ = 0")
     model.set_thetas(0.0)
     model.set_thetas(thetas)
-    return doc
+    return doc | {"missing": missing}
+
+
+def describe_missing(missing: list[tuple[int, str]]) -> str:
+    """One line naming the sites a partial thresholds file leaves at θ = 0."""
+    return f"θ = 0 (no threshold in the file) at {len(missing)} site(s): " + ", ".join(f"layer {i} {p}" for i, p in missing)
