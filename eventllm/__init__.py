@@ -9,4 +9,5 @@ Importing `eventllm` itself is light: torch is imported only by the modules that
 from eventllm.errors import EventLLMError
 
 __version__ = "0.1.0"
-__all__ = ["EventLLMError", "__version__"]
+DEFAULT_MODEL = "zoo:rwkv4-small"  # the shipped default model of every command (eventllm/zoo/rwkv4-small/card.md)
+__all__ = ["DEFAULT_MODEL", "EventLLMError", "__version__"]

@@ -573,8 +573,8 @@ ALLOW_PARTIAL = "accept a thresholds file that lacks some sites (they run at θ 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from eventllm.generate.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
-    from eventllm.models.registry import DEFAULT_MODEL
+    from eventllm import DEFAULT_MODEL
+    from eventllm.generate import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 
     p = _Parser(prog="eventllm", description="Activation-sparse LLMs on event-driven neuromorphic hardware.")
     p.add_argument("--version", action="version", version=f"eventllm {__import__('eventllm').__version__}")
@@ -717,8 +717,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("eventllm: interrupted", file=sys.stderr)
+        return 130
     from eventllm.distributed import is_main_process
 
     if not is_main_process():  # under torchrun only rank 0 prints

@@ -7,14 +7,9 @@ from typing import Iterator
 
 import torch
 
+from eventllm.generate import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
 from eventllm.models.base import CausalLM
 from eventllm.tokenizer import Tokenizer
-
-
-# Seeded nucleus sampling is the default: greedy decoding of a small model loops ("I have not yet seen him.
-# I have not yet seen him."); temperature 0 gives greedy.
-DEFAULT_TEMPERATURE = 0.8
-DEFAULT_TOP_P = 0.95
 
 
 @dataclass

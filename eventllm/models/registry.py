@@ -12,7 +12,7 @@ from eventllm.models.checkpoints import load_checkpoint
 from eventllm.tokenizer import Tokenizer, load_tokenizer
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "zoo"
-DEFAULT_MODEL = "zoo:rwkv4-small"
+from eventllm import DEFAULT_MODEL  # noqa: E402  (one name, importable without torch)
 
 
 @dataclass
