@@ -37,20 +37,20 @@ class CoreSpec:
         return self.word_bits / 8
 
 
+# The topology is structure only (cores, memory, links, chips). What an action costs — a hop, a chip-to-chip
+# crossing, a synaptic op — is in the cost table (sim/presets/*.toml), in one place.
+COST_KEYS = {"packet_bits", "hop_energy_j", "hop_latency_cycles", "link_energy_j", "link_latency_cycles"}
+
+
 @dataclass
 class NocSpec:
     kind: str = "mesh"  # mesh | torus | custom
-    packet_bits: int = 32
-    hop_energy_j: float = 2e-12
-    hop_latency_cycles: float = 1.0
 
 
 @dataclass
 class ChipSpec:
-    rows: int = 16
+    rows: int = 16  # cores per chip (multi-chip systems tile the mesh with chips of this size)
     cols: int = 16
-    link_energy_j: float = 20e-12
-    link_latency_cycles: float = 20.0
 
 
 @dataclass
@@ -220,6 +220,10 @@ def parse_topology(data: dict, where: str) -> Topology:
             raise MappingError(f"{where}: [{section}] must be a table")
         allowed = set(cls.__dataclass_fields__)
         bad = set(given) - allowed
+        if bad & COST_KEYS:
+            raise MappingError(f"{where}: [{section}] {', '.join(sorted(bad & COST_KEYS))}: per-action energy and time belong "
+                               "to the cost table, not the topology; put them in a cost TOML (noc_hop, chip_link, hop, …; "
+                               "see sim/presets/seneca.toml) and pass it with --costs")
         if bad:
             raise MappingError(f"{where}: unknown key(s) in [{section}]: {', '.join(sorted(bad))}; allowed: {', '.join(sorted(allowed))}")
         if section == "core" and set(allowed) - set(given):
@@ -227,8 +231,8 @@ def parse_topology(data: dict, where: str) -> Topology:
         for k, v in given.items():
             if k == "kind":
                 continue
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 or (v == 0 and k in ("memory_bytes", "word_bits", "npe", "clock_hz", "rows", "cols", "packet_bits")):
-                raise MappingError(f"{where}: [{section}] {k} = {v!r} must be a {'positive' if k != 'hop_latency_cycles' else 'non-negative'} number")
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0 or (v == 0 and k in ("memory_bytes", "word_bits", "npe", "clock_hz", "rows", "cols")):
+                raise MappingError(f"{where}: [{section}] {k} = {v!r} must be a positive number")
         parts[section] = cls(**given)
     if parts["noc"].kind not in ("mesh", "torus", "custom"):
         raise MappingError(f"{where}: [noc] kind must be mesh, torus or custom, got {parts['noc'].kind!r}")

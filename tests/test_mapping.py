@@ -191,3 +191,12 @@ def test_eventllm_map_writes_json_and_heatmap(tmp_path):
     r = subprocess.run([*cli, "map", str(tmp_path / "g"), "--topology", "seneca:1x1", "-o", str(tmp_path / "x.json")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cores" in r.stderr
+
+
+def test_hardware_costs_live_in_the_cost_table_not_the_topology():
+    from eventllm.errors import MappingError
+
+    spec = {"core": {"memory_bytes": 1024, "word_bits": 16, "npe": 1, "clock_hz": 1e9}, "mesh": {"rows": 2, "cols": 2},
+            "noc": {"kind": "mesh", "hop_energy_j": 2e-12}}
+    with pytest.raises(MappingError, match="belong to the cost table"):
+        parse_topology(spec, "t.toml")
