@@ -25,7 +25,7 @@ from eventllm.atomic import atomic_path, write_text
 from eventllm.data import cached_token_stream, iter_documents
 from eventllm.config import read_toml
 from eventllm.errors import ConfigError
-from eventllm.models import OPT, build_model
+from eventllm.models import build_model
 from eventllm.models.checkpoints import save_eventllm
 from eventllm.tokenizer import HFTokenizer
 
@@ -152,15 +152,6 @@ def lr_at(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def _set_dropout(model, p: float) -> None:
-    if isinstance(model, OPT):
-        model.hf.model.decoder.dropout = p
-        for layer in model.hf.model.decoder.layers:
-            layer.dropout = p
-    else:
-        model.dropout = p
-
-
 def _loss(model, x, y, autocast_dtype):
     with torch.autocast(device_type=x.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         logits, _ = model(x)
@@ -209,7 +200,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
     if hasattr(model, "init_weights"):
         model.init_weights(cfg.seed)
     model.to(device).train()
-    _set_dropout(model, cfg.dropout)
+    model.set_dropout(cfg.dropout)
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "emb" not in n and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "emb" not in n and "embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -230,7 +221,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
         best = (state["best_loss"], state["best_weights"], state["best_step"])
         rng = np.random.default_rng([cfg.seed, start])
 
-    n_params = sum(p.numel() for p in (model.hf.parameters() if isinstance(model, OPT) else model.parameters()))
+    n_params = model.n_parameters()
     tokens_per_step = cfg.batch_size * cfg.context
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc=cfg.name)
     t0, tokens_done, stopped_early = time.perf_counter(), 0, None
@@ -270,7 +261,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
     elapsed = time.perf_counter() - t0
     model.load_state_dict(best[1])
     model.to("cpu").eval()
-    _set_dropout(model, 0.0)
+    model.set_dropout(0.0)
     log = {
         "name": cfg.name, "arch": cfg.arch, "config": model.config_dict(), "parameters": n_params,
         "train_tokens_in_split": int(len(train_ids)), "valid_tokens_in_split": int(len(valid_ids)),

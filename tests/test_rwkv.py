@@ -2,7 +2,7 @@
 
 import torch
 
-from eventllm.models.checkpoints import _rwkv_to_hf_name, save_blinkdl
+from eventllm.models.checkpoints import save_blinkdl
 from eventllm.models.rwkv import RWKV, RWKVConfig, wkv_chunked, wkv_step
 
 TOL = 1e-4
@@ -62,7 +62,7 @@ def test_matches_transformers_rwkv(small_rwkv, tokens):
     c = small_rwkv.config
     hf = RwkvForCausalLM(RwkvConfig(vocab_size=c.vocab_size, hidden_size=c.d_model, num_hidden_layers=c.n_layer,
                                     attention_hidden_size=c.d_attention, intermediate_size=c.d_ffn, rescale_every=0)).eval()
-    hf.load_state_dict({_rwkv_to_hf_name(k): (v.reshape(1, 1, -1) if "time_mix" in k else v) for k, v in small_rwkv.state_dict().items()})
+    hf.load_state_dict(small_rwkv.to_hf().state_dict())
     with torch.no_grad():
         ours, _ = small_rwkv(tokens)
         theirs = hf(tokens).logits

@@ -25,6 +25,37 @@ class CausalLM(nn.Module):
     recurrent: bool = False
     PROJECTIONS: tuple[str, ...] = ()
     config: Any
+    hf_model_type: str | None = None  # the Hugging Face `model_type` this family reads, if any
+
+    # --- what loading and training ask the family ------------------------------------------------------
+    @classmethod
+    def config_from_hf(cls, hf: dict):
+        """This family's config from a Hugging Face config.json (a dict)."""
+        raise NotImplementedError(f"{cls.__name__} reads no Hugging Face config")
+
+    @classmethod
+    def tensors_from_hf(cls, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A Hugging Face checkpoint's tensors under this family's parameter names."""
+        return tensors
+
+    def weights_module(self) -> nn.Module:
+        """The module whose state dict the checkpoint's tensors fill (and whose parameters are the model's)."""
+        return self
+
+    def complete_tensors(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Tensors a checkpoint may leave out (tied weights), filled in."""
+        return tensors
+
+    def set_dropout(self, p: float) -> None:
+        """Dropout on the block outputs during training."""
+        self.dropout = p
+
+    def n_parameters(self) -> int:
+        return sum(t.numel() for t in self.weights_module().parameters())
+
+    def state_dict_for_save(self) -> dict[str, torch.Tensor]:
+        """The tensors an eventllm .safetensors file holds."""
+        return self.state_dict()
 
     # --- thresholds -------------------------------------------------------------------------------------
     def threshold_sites(self) -> list[ActivationThreshold]:

@@ -19,7 +19,6 @@ from eventllm.atomic import atomic_path
 from eventllm.errors import CheckpointError, ConfigError
 from eventllm.models import ARCHS
 from eventllm.models.base import CausalLM
-from eventllm.models.opt import OPT, OPTConfig
 from eventllm.models.rwkv import RWKV, RWKVConfig
 
 FORMAT = "eventllm"
@@ -27,27 +26,6 @@ FORMAT_VERSION = "1"
 
 
 # --- names ----------------------------------------------------------------------------------------------
-def _rwkv_from_hf_name(key: str) -> str:
-    key = key.removeprefix("rwkv.")
-    for hf, ours in ((".pre_ln.", ".ln0."), (".attention.", ".att."), (".feed_forward.", ".ffn.")):
-        key = key.replace(hf, ours)
-    key = key.replace("embeddings.", "emb.", 1) if key.startswith("embeddings.") else key
-    for hf, ours in (("time_mix_key", "time_mix_k"), ("time_mix_value", "time_mix_v"), ("time_mix_receptance", "time_mix_r")):
-        key = key.replace(hf, ours)
-    return key
-
-
-def _rwkv_to_hf_name(key: str) -> str:
-    if key == "head.weight":
-        return key
-    for ours, hf in (("time_mix_k", "time_mix_key"), ("time_mix_v", "time_mix_value"), ("time_mix_r", "time_mix_receptance")):
-        key = key.replace(ours, hf)
-    for ours, hf in ((".ln0.", ".pre_ln."), (".att.", ".attention."), (".ffn.", ".feed_forward.")):
-        key = key.replace(ours, hf)
-    key = "embeddings." + key[len("emb."):] if key.startswith("emb.") else key
-    return "rwkv." + key
-
-
 # --- reading --------------------------------------------------------------------------------------------
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import SafetensorError, safe_open
@@ -122,18 +100,14 @@ def _load_hf_folder(folder: Path) -> CausalLM:
     cfg_path = folder / "config.json"
     hf = _read_hf_config(cfg_path)
     model_type = hf.get("model_type")
-    if model_type not in ("rwkv", "opt"):
-        raise CheckpointError(f"{cfg_path}: unknown architecture model_type={model_type!r}; eventllm reads 'rwkv' (RWKV-4) and 'opt'")
+    families = {cls.hf_model_type: cls for cls, _ in ARCHS.values() if cls.hf_model_type}
+    if model_type not in families:
+        raise CheckpointError(f"{cfg_path}: unknown architecture model_type={model_type!r}; eventllm reads "
+                              + ", ".join(repr(t) for t in families))
+    family = families[model_type]
     # the config is checked (types, ranges, size against the free memory) before a weight is read
     try:
-        if model_type == "rwkv":
-            cfg = RWKVConfig(
-                vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layer=hf["num_hidden_layers"],
-                d_attention=hf.get("attention_hidden_size") or 0, d_ffn=hf.get("intermediate_size") or 0,
-                layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
-            )
-        else:
-            cfg = OPTConfig.from_hf(hf)
+        cfg = family.config_from_hf(hf)
     except KeyError as e:
         raise CheckpointError(f"{cfg_path}: missing key {e.args[0]!r}; not a complete Hugging Face {model_type} config") from None
     except (ConfigError, TypeError) as e:
@@ -143,16 +117,9 @@ def _load_hf_folder(folder: Path) -> CausalLM:
         raise CheckpointError(f"{folder}: no model.safetensors or pytorch_model.bin beside config.json (sharded checkpoints: merge them first)")
     wpath = weights[0]
     tensors = _read_safetensors(wpath)[0] if wpath.suffix == ".safetensors" else _read_torch(wpath)
-    tensors = {k: v.float() for k, v in tensors.items()}
-    if model_type == "rwkv":
-        ours = {_rwkv_from_hf_name(k): (v.reshape(-1) if "time_" in k else v) for k, v in tensors.items()}
-        return _fill(RWKV(cfg), ours, wpath)
-    if model_type == "opt":
-        model = OPT(cfg)
-        tensors = {("model." + k if k.startswith("decoder.") else k): v for k, v in tensors.items()}
-        tensors.setdefault("lm_head.weight", tensors.get("model.decoder.embed_tokens.weight", torch.empty(0)))
-        return _fill(model, tensors, wpath, target=model.hf)
-    raise AssertionError(model_type)
+    tensors = family.tensors_from_hf({k: v.float() for k, v in tensors.items()})
+    model = family(cfg)
+    return _fill(model, model.complete_tensors(tensors), wpath, target=model.weights_module())
 
 
 def _read_hf_config(cfg_path: Path) -> dict:
@@ -184,11 +151,8 @@ def _load_eventllm(path: Path) -> CausalLM:
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None
     model = cls(cfg)
-    tensors = {k: v.float() for k, v in tensors.items()}
-    if arch == "opt":
-        tensors.setdefault("lm_head.weight", tensors.get("model.decoder.embed_tokens.weight", torch.empty(0)))
-        return _fill(model, tensors, path, target=model.hf)
-    return _fill(model, tensors, path)
+    tensors = model.complete_tensors({k: v.float() for k, v in tensors.items()})
+    return _fill(model, tensors, path, target=model.weights_module())
 
 
 def load_checkpoint(path: str | Path) -> CausalLM:
@@ -211,7 +175,7 @@ def load_checkpoint(path: str | Path) -> CausalLM:
 
 # --- writing --------------------------------------------------------------------------------------------
 def _weights(model: CausalLM) -> dict[str, torch.Tensor]:
-    return model.state_dict_for_save() if isinstance(model, OPT) else model.state_dict()
+    return model.state_dict_for_save()
 
 
 def save_eventllm(model: CausalLM, path: str | Path, dtype: torch.dtype = torch.float32, extra: dict[str, str] | None = None) -> Path:
@@ -230,19 +194,7 @@ def save_eventllm(model: CausalLM, path: str | Path, dtype: torch.dtype = torch.
 def save_hf(model: CausalLM, folder: str | Path) -> Path:
     """Write a Hugging Face folder (config.json + model.safetensors) that transformers loads."""
     folder = Path(folder)
-    if isinstance(model, RWKV):
-        from transformers import RwkvConfig, RwkvForCausalLM
-
-        c = model.config
-        hf = RwkvForCausalLM(RwkvConfig(
-            vocab_size=c.vocab_size, hidden_size=c.d_model, num_hidden_layers=c.n_layer,
-            attention_hidden_size=c.d_attention, intermediate_size=c.d_ffn, layer_norm_epsilon=c.layer_norm_eps,
-            rescale_every=0, tie_word_embeddings=False,
-        ))
-        sd = {_rwkv_to_hf_name(k): (v.reshape(1, 1, -1) if "time_mix" in k else v) for k, v in model.state_dict().items()}
-        hf.load_state_dict(sd, strict=True)
-    else:
-        hf = model.hf
+    hf = model.to_hf()
     hf.save_pretrained(str(folder))
     return folder
 

@@ -95,6 +95,32 @@ class OPT(CausalLM):
     recurrent = False
     PROJECTIONS = ("attn.qkv", "attn.out", "ffn.fc1", "ffn.fc2")
 
+    hf_model_type = "opt"
+
+    @classmethod
+    def config_from_hf(cls, hf: dict) -> "OPTConfig":
+        return OPTConfig.from_hf(hf)
+
+    @classmethod
+    def tensors_from_hf(cls, tensors):
+        return {("model." + k if k.startswith("decoder.") else k): v for k, v in tensors.items()}
+
+    def weights_module(self):
+        return self.hf
+
+    def to_hf(self):
+        return self.hf
+
+    def complete_tensors(self, tensors):
+        tensors = dict(tensors)
+        tensors.setdefault("lm_head.weight", tensors.get("model.decoder.embed_tokens.weight", torch.empty(0)))
+        return tensors
+
+    def set_dropout(self, p: float) -> None:
+        self.hf.model.decoder.dropout = p
+        for layer in self.hf.model.decoder.layers:
+            layer.dropout = p
+
     def __init__(self, config: OPTConfig):
         super().__init__()
         self.config = config

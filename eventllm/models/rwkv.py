@@ -229,6 +229,34 @@ class RWKV(CausalLM):
     recurrent = True
     PROJECTIONS = ("att.key", "att.value", "att.receptance", "att.output", "ffn.key", "ffn.receptance", "ffn.value")
 
+    hf_model_type = "rwkv"
+
+    @classmethod
+    def config_from_hf(cls, hf: dict) -> RWKVConfig:
+        return RWKVConfig(
+            vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layer=hf["num_hidden_layers"],
+            d_attention=hf.get("attention_hidden_size") or 0, d_ffn=hf.get("intermediate_size") or 0,
+            layer_norm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        )
+
+    @classmethod
+    def tensors_from_hf(cls, tensors):
+        return {_from_hf_name(k): (v.reshape(-1) if "time_" in k else v) for k, v in tensors.items()}
+
+    def to_hf(self):
+        """The same weights as a transformers RwkvForCausalLM."""
+        from transformers import RwkvConfig, RwkvForCausalLM
+
+        c = self.config
+        hf = RwkvForCausalLM(RwkvConfig(
+            vocab_size=c.vocab_size, hidden_size=c.d_model, num_hidden_layers=c.n_layer,
+            attention_hidden_size=c.d_attention, intermediate_size=c.d_ffn, layer_norm_epsilon=c.layer_norm_eps,
+            rescale_every=0, tie_word_embeddings=False,
+        ))
+        sd = {_to_hf_name(k): (v.reshape(1, 1, -1) if "time_mix" in k else v) for k, v in self.state_dict().items()}
+        hf.load_state_dict(sd, strict=True)
+        return hf
+
     def __init__(self, config: RWKVConfig, wkv_chunk: int = 32):
         super().__init__()
         self.config = config
@@ -348,3 +376,25 @@ class RWKV(CausalLM):
             else:
                 p.normal_(0.0, scale / p.shape[-1] ** 0.5 if p.dim() == 2 and name != "emb.weight" else 1.0, generator=g)
         return self
+
+
+# Hugging Face RWKV parameter names ↔ BlinkDL's (which this model uses)
+def _from_hf_name(key: str) -> str:
+    key = key.removeprefix("rwkv.")
+    for hf, ours in ((".pre_ln.", ".ln0."), (".attention.", ".att."), (".feed_forward.", ".ffn.")):
+        key = key.replace(hf, ours)
+    key = key.replace("embeddings.", "emb.", 1) if key.startswith("embeddings.") else key
+    for hf, ours in (("time_mix_key", "time_mix_k"), ("time_mix_value", "time_mix_v"), ("time_mix_receptance", "time_mix_r")):
+        key = key.replace(hf, ours)
+    return key
+
+
+def _to_hf_name(key: str) -> str:
+    if key == "head.weight":
+        return key
+    for ours, hf in (("time_mix_k", "time_mix_key"), ("time_mix_v", "time_mix_value"), ("time_mix_r", "time_mix_receptance")):
+        key = key.replace(ours, hf)
+    for ours, hf in ((".ln0.", ".pre_ln."), (".att.", ".attention."), (".ffn.", ".feed_forward.")):
+        key = key.replace(ours, hf)
+    key = "embeddings." + key[len("emb."):] if key.startswith("emb.") else key
+    return "rwkv." + key
