@@ -28,6 +28,7 @@ import numpy as np
 
 from eventllm.errors import GraphError
 from eventllm.process.graph import ProcessGraph
+from eventllm.process.models import model_class_for
 
 try:
     from lava.magma.core.decorator import implements, requires, tag
@@ -252,41 +253,43 @@ def input_delays(sub: ProcessGraph) -> dict[str, tuple[int, int]]:
                 ins.append((0, 0))
             else:
                 lo, hi = delay[src.name]
-                extra = 1 if src.kind == "dense" else 0
+                extra = 1 if model_class_for(src).synaptic else 0
                 ins.append((lo + extra, hi + extra))
         delay[p.name] = (min(i[0] for i in ins), max(i[1] for i in ins))
     return delay
 
 
 def _lava_process(p, hold: int, commit: int):
+    """The Lava process for `p`: its process model names the counterpart (`ProcessModel.lava`)."""
     v = {n: var.value.astype(np.float64) for n, var in p.vars.items()}
-    if p.kind == "dense":
+    counterpart = model_class_for(p).lava
+    if counterpart == "lava.proc.dense.process.Dense":
         if "bias" in v:
             raise GraphError(f"{p.name}: Dense with a bias is not bridged to Lava yet (RWKV-4 has none)")
         return LavaDense(weights=v["weights"], num_message_bits=24, name=p.name)
-    if p.kind in UNARY:
+    if counterpart == "Unary" and p.kind in UNARY:
         n = p.in_ports["inp"].size
         return Unary(op=p.kind, n=n, weight=v.get("weight"), bias=v.get("bias"),
                      theta=float(v["theta"]) if "theta" in v else 0.0, eps=p.attrs.get("eps", 1e-5), name=p.name)
-    if p.kind in BINARY:
+    if counterpart == "Binary" and p.kind in BINARY:
         return Binary(op=p.kind, n=p.out_ports["out"].size, name=p.name)
-    if p.kind == "wkv":
+    if counterpart == "WKV":
         return WKVRecurrence(time_decay=v["time_decay"], time_first=v["time_first"], hold=hold, commit=commit, name=p.name)
-    if p.kind == "shift_mix":
+    if counterpart == "ShiftMix":
         mixes = {n: a for n, a in v.items() if n.startswith("mix_")}
         cls = {("mix_k", "mix_r"): ShiftMix2, ("mix_k", "mix_r", "mix_v"): ShiftMix3}.get(tuple(sorted(mixes)))
         if cls is None:
             raise GraphError(f"{p.name}: a token shift with mixes {sorted(mixes)} is not bridged to Lava")
         return cls(**mixes, hold=hold, commit=commit, name=p.name)
-    raise GraphError(f"{p.name}: process kind {p.kind!r} is not bridged to Lava yet (bridged: dense, wkv, shift_mix, "
-                     f"{', '.join(UNARY + BINARY)})")
+    raise GraphError(f"{p.name}: {type(p).__name__} ({p.kind}) has no Lava counterpart yet (its process model's `lava` "
+                     f"is {counterpart!r}; bridged: Dense, WKV, ShiftMix, {', '.join(UNARY + BINARY)})")
 
 
 _DENSE_PORTS = {"inp": "s_in", "out": "a_out"}  # lava's Dense names its ports s_in and a_out
 
 
 def _port(lava_proc, port) -> object:
-    name = _DENSE_PORTS[port.name] if port.process.kind == "dense" else port.name
+    name = _DENSE_PORTS[port.name] if model_class_for(port.process).lava == "lava.proc.dense.process.Dense" else port.name
     return getattr(lava_proc, name)
 
 
@@ -325,7 +328,7 @@ def run_on_lava(graph: ProcessGraph, prefix: str, inputs: dict[str, np.ndarray],
         _port(lava[port.process.name], port).connect(sinks[path].a_in)
         # the value for token t is valid from step t·hold + max delay + 1 to (t+1)·hold + min delay
         lo, _ = delays[port.process.name]
-        steps_per[path] = lo + (1 if port.process.kind == "dense" else 0)
+        steps_per[path] = lo + (1 if model_class_for(port.process).synaptic else 0)
     first = next(iter(sources.values()))
     first.run(condition=RunSteps(num_steps=total), run_cfg=Loihi2SimCfg(select_tag="floating_pt"))
     try:
