@@ -1,7 +1,9 @@
-"""Reading the TOML files users write (training configs, topologies, cost tables) with one kind of error."""
+"""Reading the files users give (TOML: training configs, topologies, cost tables; JSON: thresholds, graphs,
+mappings, Hugging Face configs) with one kind of error each: the file named, the problem, the fix."""
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 
@@ -19,3 +21,19 @@ def read_toml(path: str | Path, what: str, error: type[EventLLMError] = ConfigEr
         raise error(f"{path} is not valid TOML ({e}); fix the file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise error(f"cannot read {what} {path} ({e})") from None
+
+
+def read_json(path: str | Path, what: str, fix: str, error: type[EventLLMError] = ConfigError):
+    """The parsed content of a JSON file; a missing, folder, unreadable or malformed file raises `error` naming it
+    and saying `fix` (e.g. "re-run `eventllm map`")."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}; {fix}") from None
+    except IsADirectoryError:
+        raise error(f"{path} is a folder, not a {what}; {fix}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e}); {fix}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot be read as a {what} ({e.strerror or e}); {fix}") from None

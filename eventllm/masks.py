@@ -21,7 +21,7 @@ import torch
 from eventllm.errors import GraphError
 from eventllm.models.base import CausalLM
 from eventllm.process.graph import ProcessGraph
-from eventllm.models.threshold import ActivationThreshold
+from eventllm.models.threshold import ActivationThreshold, SiteObserver
 
 
 def site_ports(graph: ProcessGraph) -> dict[tuple[int, str], tuple[str, str]]:
@@ -50,7 +50,7 @@ def check_model_matches(model: CausalLM, graph: ProcessGraph) -> None:
                          "pass the model the graph was built from")
 
 
-class MaskRecorder:
+class MaskRecorder(SiteObserver):
     """While attached, records the non-zero masks [T, n] of every threshold site's input and output (batch 1)."""
 
     def __init__(self, model: CausalLM, graph: ProcessGraph):
@@ -69,15 +69,6 @@ class MaskRecorder:
         out = {k: v.cpu().numpy() for k, v in self.masks.items()}
         self.masks = {}
         return out
-
-    def __enter__(self) -> "MaskRecorder":
-        for s in self.model.threshold_sites():
-            s.observer = self._observe
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s in self.model.threshold_sites():
-            s.observer = None
 
 
 @torch.no_grad()

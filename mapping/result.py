@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from eventllm.atomic import atomic_path, write_text
+from eventllm.config import read_json
 from eventllm.errors import MappingError
 from eventllm.process.graph import ProcessGraph
 from mapping.partition import Shard, pack, partition, shard_traffic
@@ -110,14 +111,7 @@ class Mapping:
     def load(cls, path: str | Path, graph: ProcessGraph | None = None) -> "Mapping":
         """Read a mapping JSON; with `graph`, check that it was made for that graph."""
         path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise MappingError(f"mapping file {path} not found; make one with `eventllm map GRAPH -o {path}`") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise MappingError(f"{path} is not valid JSON ({e}); re-run `eventllm map`") from None
-        except OSError as e:
-            raise MappingError(f"{path} cannot be read as a mapping file ({e.strerror or e}); re-run `eventllm map`") from None
+        d = read_json(path, "mapping file", f"make one with `eventllm map GRAPH -o {path}`", MappingError)
         if not isinstance(d, dict) or d.get("format") != FORMAT:
             raise MappingError(f"{path} is not an eventllm mapping file")
         if d.get("version") != VERSION:

@@ -123,7 +123,7 @@ CASES = {
                                  '"projections" must be a list'),
     # Hugging Face folders
     "hf-config-list": (lambda w, t: ["build", "--model", _hf(t, "[1, 2]"), "-o", "OUT"], "must be a JSON object"),
-    "hf-config-binary": (lambda w, t: ["build", "--model", _hf(t, BINARY), "-o", "OUT"], "not a JSON config"),
+    "hf-config-binary": (lambda w, t: ["build", "--model", _hf(t, BINARY), "-o", "OUT"], "not valid JSON"),
     "hf-config-huge": (lambda w, t: ["build", "--model", _hf(t, '{"model_type": "rwkv", "vocab_size": 50000, "hidden_size": 768, "num_hidden_layers": 100000}'),
                                      "-o", "OUT"], "would need"),
     "hf-config-bad-type": (lambda w, t: ["build", "--model", _hf(t, '{"model_type": "opt", "vocab_size": 50, "hidden_size": "big", "num_hidden_layers": 2, '

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import torch
 
 from eventllm.models.base import CausalLM
-from eventllm.models.threshold import ActivationThreshold
+from eventllm.models.threshold import ActivationThreshold, SiteObserver
 
 
-class SparsityMeter:
+class SparsityMeter(SiteObserver):
     """Counts zeros in every projection input while attached to a model.
 
     >>> with SparsityMeter(model) as meter:        # doctest: +SKIP
@@ -29,15 +29,6 @@ class SparsityMeter:
         key = (site.layer, site.projection)
         self.elements[key] += y.numel()
         self.zeros[key] += int((y == 0).sum())
-
-    def __enter__(self) -> "SparsityMeter":
-        for s in self.model.threshold_sites():
-            s.observer = self._observe
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s in self.model.threshold_sites():
-            s.observer = None
 
     def zero_fraction(self) -> dict[tuple[int, str], float]:
         return {k: self.zeros[k] / self.elements[k] for k in self.elements if self.elements[k]}

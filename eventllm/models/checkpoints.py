@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from eventllm.atomic import atomic_path
+from eventllm.config import read_json
 from eventllm.errors import CheckpointError, ConfigError
 from eventllm.models import ARCHS
 from eventllm.models.base import CausalLM
@@ -124,12 +125,7 @@ def _load_hf_folder(folder: Path) -> CausalLM:
 
 def _read_hf_config(cfg_path: Path) -> dict:
     """A Hugging Face config.json as a dict; anything else (not JSON, not an object, unreadable) is refused."""
-    try:
-        hf = json.loads(cfg_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg_path}: not a JSON config ({e}); re-download the model folder") from None
-    except OSError as e:
-        raise CheckpointError(f"{cfg_path}: cannot be read ({e.strerror or e})") from None
+    hf = read_json(cfg_path, "Hugging Face config", "re-download the model folder", CheckpointError)
     if not isinstance(hf, dict):
         raise CheckpointError(f"{cfg_path}: a Hugging Face config must be a JSON object, found a {type(hf).__name__}; "
                               "re-download the model folder")

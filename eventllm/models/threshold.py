@@ -74,3 +74,22 @@ def top_k_per_token(x: torch.Tensor, keep: float) -> torch.Tensor:
         return torch.zeros_like(x)
     idx = x.abs().topk(k, dim=-1).indices
     return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
+
+
+class SiteObserver:
+    """Base of the objects that watch every threshold site of `self.model` while used as a context manager
+    (`with Watcher(model) as w: model(x)`): `_observe(site, x, y)` sees each site's input and output."""
+
+    model: nn.Module
+
+    def _observe(self, site: ActivationThreshold, x: torch.Tensor, y: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        for s in self.model.threshold_sites():
+            s.observer = self._observe
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s in self.model.threshold_sites():
+            s.observer = None

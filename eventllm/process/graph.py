@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eventllm.config import read_json
 from eventllm.errors import GraphError
 from eventllm.limits import check_memory
 from eventllm.process.core import Connection, InPort, OutPort, Process
@@ -244,12 +245,7 @@ _STRUCTURE = {"format": str, "version": int, "output": str, "meta": dict, "proce
 
 def _read_structure(meta_file: Path) -> dict:
     """graph.json's content, checked for its keys and their types (the processes are checked as they are rebuilt)."""
-    try:
-        s = json.loads(meta_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GraphError(f"{meta_file} is not valid JSON ({e}); rebuild the graph with `eventllm build`") from None
-    except OSError as e:
-        raise GraphError(f"{meta_file} cannot be read ({e.strerror or e}); rebuild the graph with `eventllm build`") from None
+    s = read_json(meta_file, "graph file", "rebuild the graph with `eventllm build`", GraphError)
     if not isinstance(s, dict) or s.get("format") != FORMAT:
         raise GraphError(f"{meta_file} is not an eventllm graph (format {s.get('format') if isinstance(s, dict) else None!r})")
     if s.get("version") != VERSION:

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from eventllm.atomic import write_text
+from eventllm.config import read_json
 from eventllm.errors import ThresholdError
 from eventllm.models.base import CausalLM
 
@@ -45,16 +46,7 @@ _KEYS = {"format", "version", "model", "projections", "thresholds", "meta"}
 def read_thresholds(path: str | Path) -> dict:
     """Parse and check a thresholds file on its own (without a model)."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ThresholdError(f"{path}: no such thresholds file") from None
-    except IsADirectoryError:
-        raise ThresholdError(f"{path} is a folder, not a thresholds file; pass the JSON file `eventllm calibrate` wrote") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ThresholdError(f"{path}: not valid JSON ({e}); regenerate it with `eventllm calibrate`") from None
-    except OSError as e:
-        raise ThresholdError(f"{path}: cannot be read ({e.strerror or e})") from None
+    doc = read_json(path, "thresholds file", "pass the JSON file `eventllm calibrate` wrote", ThresholdError)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ThresholdError(f"{path}: not an eventllm thresholds file (missing \"format\": \"{FORMAT}\")")
     if doc.get("version") != VERSION:
