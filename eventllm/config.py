@@ -4,7 +4,6 @@ mappings, Hugging Face configs) with one kind of error each: the file named, the
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 
 from eventllm.errors import ConfigError, EventLLMError
@@ -12,6 +11,8 @@ from eventllm.errors import ConfigError, EventLLMError
 
 def read_toml(path: str | Path, what: str, error: type[EventLLMError] = ConfigError) -> dict:
     """The parsed content of a TOML file; a missing, unreadable or malformed file raises `error` naming it."""
+    import tomllib  # Python 3.11+; the graph package also runs in the Lava environment (3.10), which reads no TOML
+
     path = Path(path)
     try:
         return tomllib.loads(path.read_text())

@@ -47,15 +47,14 @@ def run(args, tmp_path, name, procs=1):
 def mapped(tmp_path_factory):
     if not DATA.exists():
         pytest.skip(f"shared data not found at {DATA}")
-    from eventllm.models.registry import load_model
-    from eventllm.process.build import build_graph
-    from mapping import map_graph
-
     import shutil
 
+    from eventllm import pipeline
+    from mapping import map_graph
+
     folder = tmp_path_factory.mktemp("graph")
-    loaded = load_model("zoo:rwkv4-tiny")
-    graph = build_graph(loaded.model.eval(), THRESHOLDS, name="zoo:rwkv4-tiny")
+    loaded = pipeline.load("zoo:rwkv4-tiny", thresholds=THRESHOLDS)
+    graph = pipeline.build(loaded.model, loaded.name)
     graph.save(folder / "g")
     shutil.copyfile(loaded.tokenizer.path, folder / "g" / "tokenizer.json")
     map_graph(graph, "seneca").save(folder / "m.json")
