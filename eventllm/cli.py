@@ -124,7 +124,8 @@ def cmd_info(args) -> int:
     if loaded.card:
         c = loaded.card
         print(f"card: trained on {c['corpus']} ({c['split']}), {c['training_tokens']:,} tokens seen; "
-              f"validation perplexity {c['valid_ppl']:.2f} (unigram baseline {c['unigram_ppl']:.1f})")
+              f"validation perplexity {c['valid_ppl']:.2f}"
+              + (f" (unigram baseline {c['unigram_ppl']:.1f})" if c.get("unigram_ppl") is not None else ""))
         print(f"      training command: {c['training_command']}")
     return 0
 

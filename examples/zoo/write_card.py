@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--eval", action="append", default=[], metavar="LABEL=JSON", help="an `eventllm evaluate --json` result")
     ap.add_argument("--eval-note", action="append", default=[], metavar="LABEL=TEXT", help="command and machine of that result")
     ap.add_argument("--tokens", type=int, default=64, help="tokens per sample (default: %(default)s)")
+    ap.add_argument("--no-unigram", action="store_true", help="skip the unigram baseline (it tokenises the train split)")
     args = ap.parse_args()
     folder = ZOO_DIR / args.name
     log = json.loads((folder / "train_log.json").read_text())
@@ -76,16 +77,17 @@ def main() -> None:
         label, path = spec.split("=", 1)
         r = json.loads(Path(path).read_text())
         entry = {"note": notes.get(label, "")}
-        if "ppl" in r:
-            entry |= {"ppl": r["ppl"], "bits_per_byte": r.get("bits_per_byte"), "tokens": r["tokens"],
-                      "natural_sparsity": r["sparsity"]["natural"]}
+        if "ppl" in r:  # the card describes the dense model: a thresholded run's dense figures
+            entry |= {"ppl": r.get("ppl_dense", r["ppl"]), "bits_per_byte": r.get("bits_per_byte_dense", r.get("bits_per_byte")),
+                      "tokens": r["tokens"], "natural_sparsity": r["sparsity"]["natural"],
+                      "natural_sparsity_mac_weighted": r["sparsity"].get("mac_weighted", {}).get("natural")}
         for task, res in r.get("tasks", {}).items():
             entry |= {f"{task}_acc": res["dense"]["acc"], f"{task}_ppl": res["dense"].get("ppl"), f"{task}_n": res["dense"]["n"]}
         evals[label] = entry
     loaded = load_model(f"zoo:{args.name}")
     tok = loaded.tokenizer
-    uni = unigram_perplexity(cached_token_stream(args.data, "train", tok, progress=False),
-                             cached_token_stream(args.data, "valid", tok, progress=False), tok.vocab_size)
+    uni = None if args.no_unigram else unigram_perplexity(cached_token_stream(args.data, "train", tok, progress=False),
+                                                          cached_token_stream(args.data, "valid", tok, progress=False), tok.vocab_size)
     sampling = Sampling(seed=1)
     samples = []
     for p in PROMPTS:
@@ -126,7 +128,8 @@ def main() -> None:
           f"({card['training_tokens_per_s']:,} tokens/s) |",
           f"| training command | `{card['training_command']}` |",
           f"| validation perplexity | {card['valid_ppl_windowed']:.2f} ({card['valid_note']}) |",
-          f"| unigram baseline | {card['unigram_ppl']:.1f} on pg-books valid (same tokenizer, counts from train, add-one smoothing) |",
+          *([f"| unigram baseline | {card['unigram_ppl']:.1f} on the valid split (same tokenizer, counts from train, add-one smoothing) |"]
+            if card["unigram_ppl"] is not None else []),
           "", "## Held-out evaluation", "",
           "| set | perplexity | bits per byte | LAMBADA acc | tokens / items | natural sparsity | run |",
           "| --- | --- | --- | --- | --- | --- | --- |"]
