@@ -60,6 +60,12 @@ def unwrap_lines(text: str) -> str:
     return _WRAPPED.sub(" ", text)
 
 
+def unwrapped_piece(index: int, share: float) -> bool:
+    """Whether piece `index` of a split is unwrapped when a `share` of them is: a golden-ratio sequence, so
+    any run of pieces holds close to that share of each kind, deterministically."""
+    return ((index + 1) * 0.6180339887498949) % 1.0 < share
+
+
 def strip_gutenberg(text: str) -> str:
     """The book without the Project Gutenberg header and licence footer (unchanged when it has none)."""
     start = _START.search(text)
@@ -227,27 +233,34 @@ def default_cache_dir() -> Path:
 
 
 def cached_token_stream(path: str | Path, split: str, tok, cache_dir: str | Path | None = None,
-                        progress: bool = True, unwrap: bool = False) -> np.ndarray:
+                        progress: bool = True, unwrap: float = 0.0) -> np.ndarray:
     """The token stream of `split` of `path` (as `token_stream(read_texts(...))`), tokenised once and kept in
-    `cache_dir` as a uint16/uint32 file keyed by the tokenizer's hash and the source files. `unwrap` joins
-    hard-wrapped lines first (`unwrap_lines`)."""
+    `cache_dir` as a uint16/uint32 file keyed by the tokenizer's hash and the source files. `unwrap` (0 to 1,
+    True = 1) is the share of pieces whose hard-wrapped lines are joined first (`unwrap_lines`), chosen by
+    `unwrapped_piece` so that a model sees both hard-wrapped books and paragraphs on one line."""
     from tqdm import tqdm
 
     files, _ = _sources(path, split)
     tok_hash = getattr(tok, "fingerprint", lambda: type(tok).__name__)()
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
-    name = f"{Path(path).name}-{split}{'-unwrapped' if unwrap else ''}-{_fingerprint(files)}-{tok_hash}.{np.dtype(dtype).name}"
+    unwrap = float(unwrap)
+    if not 0.0 <= unwrap <= 1.0:
+        raise DataError(f"unwrap must be a share between 0 and 1 (or true/false), not {unwrap}")
+    tag = "" if unwrap == 0.0 else "-unwrapped" if unwrap == 1.0 else f"-unwrapped{unwrap:g}"
+    name = f"{Path(path).name}-{split}{tag}-{_fingerprint(files)}-{tok_hash}.{np.dtype(dtype).name}"
     target = cache_dir / name
     if target.exists():
         return np.fromfile(target, dtype=dtype)
     total = sum(f.stat().st_size for f in files)
     parts: list[np.ndarray] = []
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"tokenising {Path(path).name}/{split}", disable=not progress) as bar:
+        piece_no = 0
         for f, doc in zip(files, iter_documents(path, split)):
             ids: list[int] = []
             if unwrap:
-                doc = [unwrap_lines(piece) for piece in doc]
+                doc = [unwrap_lines(p) if unwrapped_piece(piece_no + i, unwrap) else p for i, p in enumerate(doc)]
+            piece_no += len(doc)
             for i in range(0, len(doc), 16):
                 ids.extend(_encode_pieces(doc[i:i + 16], tok))
             if tok.eos_id is not None:

@@ -51,7 +51,7 @@ class TrainConfig:
     eval_every: int = 100
     eval_batches: int = 20
     dtype: str = "bf16"  # autocast dtype on GPU; CPU always trains in float32
-    unwrap: bool = False  # join hard-wrapped lines of the corpus (data.unwrap_lines) before tokenising
+    unwrap: float = 0.0  # share of the corpus's pieces whose hard-wrapped lines are joined (data.unwrap_lines); true = 1
     notes: dict = field(default_factory=dict)
 
 
@@ -104,6 +104,11 @@ def _check_values(raw: dict, path: Path) -> None:
         if isinstance(v, bool) or not ok_type or v > hi or v < lo or (v == lo and not closed):
             raise ConfigError(f"{path}: {key} = {v!r} must be {'an integer' if kind is int else 'a number'} in "
                               f"{'[' if closed else '('}{lo}, {hi}]")
+    if "unwrap" in raw:
+        v = raw["unwrap"]
+        if not isinstance(v, (bool, int, float)) or not 0 <= float(v) <= 1:
+            raise ConfigError(f"{path}: unwrap = {v!r} must be true, false or the share of the corpus to unwrap, in [0, 1]")
+        raw["unwrap"] = float(v)
     if raw["arch"] not in ARCHS:
         raise ConfigError(f"{path}: arch = {raw['arch']!r} is not known; choose one of {', '.join(ARCHS)}")
     if raw.get("dtype", "bf16") not in ("bf16", "fp16", "fp32"):

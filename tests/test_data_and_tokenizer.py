@@ -152,3 +152,13 @@ def test_unwrapping_joins_hard_wrapped_lines_and_keeps_paragraphs(data_dir):
     text = _book(data_dir).decode("utf-8")
     pieces = list(iter_chunks(io.StringIO(text), size=20_000))
     assert "".join(unwrap_lines(p) for p in pieces) == unwrap_lines(text)  # piece by piece = whole
+
+
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.5, 1.0])
+def test_a_share_of_pieces_is_unwrapped_evenly(share):
+    from eventllm.data import unwrapped_piece
+
+    picks = [unwrapped_piece(i, share) for i in range(1000)]
+    assert abs(sum(picks) / 1000 - share) <= 0.005
+    for start in range(0, 1000, 50):  # every run of 50 pieces holds close to the share, not a block of one kind
+        assert abs(sum(picks[start:start + 50]) / 50 - share) <= 0.06
