@@ -110,7 +110,9 @@ def main() -> None:
         "training_tokens_per_s": round(log["tokens_seen"] / log["train_seconds"]),
         "training_command": f"eventllm train examples/zoo/{args.name}.toml -o out/{args.name} {f'--max-seconds {budget} ' if budget else ''}  (GPU, bf16 autocast, fused WKV kernel)",
         "valid_ppl_windowed": math.exp(log["best_valid_loss_windowed"]),
-        "valid_note": f"mean over {tc['eval_batches'] * tc['batch_size']} windows of {tc['context']} tokens of pg-books valid, each from a fresh state (the training log's best)",
+        "valid_note": f"mean over {tc['eval_batches'] * tc['batch_size']} windows of {tc['context']} tokens of pg-books valid"
+                      + (f" ({tc['unwrap']:.0%} of its pieces unwrapped, as in training)" if tc.get("unwrap") else "")
+                      + ", each from a fresh state (the training log's best)",
         "unigram_ppl": uni, "evaluations": evals, "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": 1},
         "samples": samples,
     }
