@@ -1,10 +1,15 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
 import torch
 
 os.environ.setdefault("RWKV_JIT_ON", "0")  # the `rwkv` reference package: plain eager torch
+# A suite started as a background job of a non-interactive shell (`make test &`, nohup) inherits SIGINT ignored,
+# and so would every command the Ctrl-C tests start: give the children the normal disposition back.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 from eventllm.models import OPT, RWKV, OPTConfig, RWKVConfig  # noqa: E402
 
