@@ -180,6 +180,8 @@ CASES = {
                           "missing key 'arch'"),
     "train-context-0": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="context = 0", n_layer=2)), "-o", "OUT"], "context = 0"),
     "train-lr-string": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra='lr = "fast"', n_layer=2)), "-o", "OUT"], "lr = 'fast'"),
+    "train-unwrap-share-above-1": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="unwrap = 2", n_layer=2)), "-o", "OUT"],
+                                   "unwrap = 2 must be true, false or the share"),
     "train-huge-model": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="", n_layer=10**7)), "-o", "OUT"], "would need"),
     "train-unknown-arch": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="", n_layer=2).replace("rwkv4", "gpt")), "-o", "OUT"], "arch = 'gpt'"),
     # numeric options, refused by the parser
