@@ -19,6 +19,7 @@ import time
 import _common  # noqa: F401  (import path)
 import torch
 
+from eventllm.atomic import write_text
 from eventllm.report import format_table, pct
 
 
@@ -73,9 +74,8 @@ def main() -> None:
     print(f"training-free: {t_free:.1f} s, sparsity {pct(free.sparsity)} on its {free.check_tokens:,}-token check stream")
     if args.skip_baseline:
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"device": name, "training_free_before_s": t_old, "training_free_s": t_free, "speedup": t_old / t_free,
-                           "same_thresholds": same}, f, indent=1)
+            write_text(args.json, json.dumps({"device": name, "training_free_before_s": t_old, "training_free_s": t_free,
+                                              "speedup": t_old / t_free, "same_thresholds": same}, indent=1))
         return
 
     trained_model = load_model(args.model).model.to(dev)
@@ -103,8 +103,7 @@ def main() -> None:
     print(f"\nwall time to the same model-wide sparsity ({pct(free.sparsity)}) on {name}: training-free {t_free:.1f} s, "
           f"training-based {t_train:.1f} s → training-based ÷ training-free = {t_train / t_free:.2f}x")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f, indent=1)
+        write_text(args.json, json.dumps(figures, indent=1))
         print(f"wrote {args.json}")
 
 

@@ -18,6 +18,7 @@ import platform
 import _common
 import torch
 
+from eventllm.atomic import write_text
 from eventllm.report import format_table, pct
 
 
@@ -105,8 +106,7 @@ def main() -> None:
         share = r["thresholded"]["by_layer"][-1]["energy_j"] / r["thresholded"]["energy_per_token_j"]
         print(f"{model}: {r['cores']:,} cores, {r['tokens']} tokens; head (output layer) share of thresholded energy {pct(share)}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        write_text(args.json, json.dumps(results, indent=1))
         print(f"wrote {args.json}")
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import _common
 
+from eventllm.atomic import write_text
+
 SHAPES = {  # BlinkDL RWKV-4 Pile models: layers, width, vocabulary
     "430m": (24, 1024, 50277),
     "1b5": (24, 2048, 50277),
@@ -138,9 +140,7 @@ def main() -> int:
     if energy is not None:
         print(f"energy per token {energy * 1e6:.2f} µJ, latency per token {latency * 1e6:.1f} µs on {args.topology}")
         summary |= {"energy_per_token_j": energy, "latency_per_token_s": latency}
-    tmp = out / "stages.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out / "stages.json")
+    write_text(out / "stages.json", json.dumps(summary, indent=1))
     print(f"wrote {out / 'stages.json'}")
     return 0
 

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from eventllm.models.rwkv import RWKV, RWKVConfig
+from eventllm.atomic import write_text
 from eventllm.report import format_table
 
 SHAPES = {  # the zoo models' shapes and training batches (examples/zoo/*.toml)
@@ -75,8 +76,7 @@ def main() -> None:
     print(format_table(["shape", "params", "batch", "chunked tok/s", "fused tok/s", "fused / chunked", "first loss (both)"], rows))
     print(f"device: {out['device']}, torch {out['torch']}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(out, f, indent=2)
+        write_text(args.json, json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import json
 import math
 from pathlib import Path
 
+from eventllm.atomic import write_text
 from eventllm.data import cached_token_stream
 from eventllm.evaluate.perplexity import unigram_perplexity
 from eventllm.generate.sampling import Sampling, generate_text, repeated_ngram_share
@@ -119,7 +120,7 @@ def main() -> None:
     # keep the fields the older cards have, so `eventllm info` reads every card alike
     card |= {"valid_ppl": card["valid_ppl_windowed"], "natural_sparsity": next((e["natural_sparsity"] for e in evals.values() if "natural_sparsity" in e), None)}
     loss_curve(log, folder / "loss_curve.png")
-    (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_text(folder / "card.json", json.dumps(card, indent=2) + "\n")
     md = [f"# zoo:{args.name}", "",
           f"{card['arch']} language model, {card['parameters']:,} parameters ({card['weights']}): "
           + ", ".join(f"{k}={v}" for k, v in card["config"].items()) + ".", "",
@@ -144,7 +145,7 @@ def main() -> None:
     md += ["", "![loss curve](loss_curve.png)", "",
            f"## Samples ({args.tokens} tokens, nucleus sampling: temperature {sampling.temperature}, top-p {sampling.top_p}, seed 1)", ""]
     md += [f"- **{s['prompt']}**{s['continuation']}  \n  *(repeated 4-grams: {100 * s['repeated_4grams']:.1f}%)*" for s in samples]
-    (folder / "card.md").write_text("\n".join(md) + "\n")
+    write_text(folder / "card.md", "\n".join(md) + "\n")
     print(json.dumps({k: card[k] for k in ("name", "valid_ppl_windowed", "unigram_ppl", "training_tokens")} | {"evaluations": evals}, indent=1))
 
 
