@@ -5,7 +5,14 @@ write a BlinkDL-format `.pth` with random weights, then `eventllm calibrate` (on
     python benchmarks/real_size.py --shape 430m --tokens 65536 --device cuda -o /tmp/real430m
     python benchmarks/real_size.py --shape 3b --tokens 8192 --device cuda -o /tmp/real3b --skip-calibrate
 
-Each stage is a child process (`python -m eventllm …`), so its peak resident memory is its own (`wait4`); the
+After every stage its record goes into `stages_partial.json` in the output folder. With `--resume`, a stage whose
+record there has the same command and whose outputs are all still there is not run again: its record (wall time,
+peak memory) is kept, so a run cut by a time limit goes on with the next stage, e.g. across calls to a machine that
+allows 10 minutes a command (`--stop-after map`, then the same command with `--resume`). A stage that runs again
+makes every later stage run again.
+
+Each stage is a child process (this script, running `eventllm …` or, for the write, `save_blinkdl`), so its wall time
+counts its start and loading and its peak resident memory is its own (`wait4`); the
 GPU peak is what torch allocated in that process. The text goes through the shipped default model's
 tokenizer (BlinkDL's own 20B tokenizer is a download; its ids are below the 50,277-token vocabulary, so the
 costs are those of a text of that length). Random weights: the sparsity is not that of trained weights.
@@ -33,6 +40,7 @@ SHAPES = {  # BlinkDL RWKV-4 Pile models: layers, width, vocabulary
     "tiny": (2, 128, 50277),  # a seconds-long rehearsal of every stage
 }
 CUDA_PEAK = "eventllm-benchmark-cuda-peak-bytes:"
+RECORD = "eventllm-benchmark-write-record:"
 
 
 def _stage_child(argv: list[str]) -> int:
@@ -48,10 +56,12 @@ def _stage_child(argv: list[str]) -> int:
     return rc
 
 
-def _run(name: str, argv: list[str], log: Path) -> dict:
-    """One stage as a child process: wall seconds, peak RSS, GPU peak; stops the benchmark when it fails."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--stage", "--", *argv]
-    print(f"\n== {name}: eventllm {' '.join(argv)}", flush=True)
+def _run(name: str, argv: list[str], log: Path, command: str | None = None) -> dict:
+    """One stage as a child process: wall seconds, peak RSS, GPU peak; stops the benchmark when it fails.
+    `argv` is an `eventllm` command line, or with `command` (its description) this script's own child arguments."""
+    command = command or "eventllm " + " ".join(argv)
+    cmd = [sys.executable, str(Path(__file__).resolve()), *(argv if argv[0].startswith("--") else ["--stage", "--", *argv])]
+    print(f"\n== {name}: {command}", flush=True)
     t0 = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=_common.ROOT)
@@ -60,18 +70,62 @@ def _run(name: str, argv: list[str], log: Path) -> dict:
     text = log.read_text()
     rc = os.waitstatus_to_exitcode(status)
     gpu = [int(line.split(":")[1]) for line in text.splitlines() if line.startswith(CUDA_PEAK)]
-    shown = [line for line in text.splitlines() if not line.startswith(CUDA_PEAK)]
+    extra = [json.loads(line.split(":", 1)[1]) for line in text.splitlines() if line.startswith(RECORD)]
+    shown = [line for line in text.splitlines() if not line.startswith((CUDA_PEAK, RECORD))]
     print("\n".join(shown[-14:]), flush=True)
     if rc != 0:
         sys.exit(f"stage {name} failed with exit code {rc}; see {log}")
     return {"stage": name, "seconds": seconds, "peak_rss_bytes": usage.ru_maxrss * 1024,
-            "gpu_peak_bytes": gpu[-1] if gpu else None, "command": "eventllm " + " ".join(argv)}
+            "gpu_peak_bytes": gpu[-1] if gpu else None, "command": command, **(extra[-1] if extra else {})}
+
+
+def _outputs(stage: str, out: Path, shape: str) -> list[Path]:
+    """The files a finished stage leaves in the output folder (all present: the stage can be reused)."""
+    return {"write .pth": [out / f"rwkv4-{shape}.pth", out / "tokenizer.json"],
+            "calibrate": [out / "thresholds.json"],
+            "build": [out / "graph" / "graph.json", out / "graph" / "arrays.npz"],
+            "map": [out / "mapping.json"],
+            "simulate (trace)": [out / "simulation.json"]}[stage]
+
+
+class Stages:
+    """The stages run so far, saved to `stages_partial.json` after each; with `resume`, the records of an earlier
+    run whose commands match and whose outputs exist are reused, in order, until the first that must run again."""
+
+    def __init__(self, out: Path, shape: str, resume: bool):
+        self.out, self.shape, self.file = out, shape, out / "stages_partial.json"
+        self.done: list[dict] = []
+        self.earlier: list[dict] = []
+        if resume and self.file.is_file():
+            self.earlier = json.loads(self.file.read_text())["stages"]
+        elif resume:
+            print(f"--resume: {self.file} does not exist, every stage runs", flush=True)
+
+    def reused(self, stage: str, command: str) -> dict | None:
+        """The earlier record of `stage`, taken as this run's, if it can stand for it (same command, outputs present)."""
+        i = len(self.done)
+        if i >= len(self.earlier) or len(self.done) != sum(1 for s in self.done if s.get("reused")):
+            return None  # a stage ran again in this run: everything after it runs again too
+        rec = self.earlier[i]
+        if rec["stage"] != stage or rec["command"] != command or not all(f.exists() for f in _outputs(stage, self.out, self.shape)):
+            return None
+        print(f"\n== {stage}: reused from an earlier run of this benchmark ({rec['seconds']:.1f} s then; "
+              f"outputs {', '.join(str(f) for f in _outputs(stage, self.out, self.shape))})", flush=True)
+        return self.add(rec | {"reused": True})
+
+    def add(self, rec: dict) -> dict:
+        self.done.append(rec)
+        write_text(self.file, json.dumps({"shape": self.shape, "stages": [{k: v for k, v in s.items() if k != "reused"}
+                                                                          for s in self.done]}, indent=1))
+        return rec
+
+    def run(self, name: str, argv: list[str], log: Path, command: str | None = None) -> dict:
+        return self.reused(name, command or "eventllm " + " ".join(argv)) or self.add(_run(name, argv, log, command))
 
 
 def write_checkpoint(shape: str, folder: Path, seed: int) -> dict:
-    """The random BlinkDL `.pth` and the tokenizer beside it, timed in this process."""
-    import resource
-
+    """The random BlinkDL `.pth` and the tokenizer beside it (run in a child process, as the other stages): its
+    size, and `inner_seconds`, the time after torch is imported (the stage's wall time counts the child's start)."""
     import torch
 
     from eventllm.models import RWKV, RWKVConfig
@@ -86,14 +140,21 @@ def write_checkpoint(shape: str, folder: Path, seed: int) -> dict:
     shutil.copyfile(ZOO_DIR / "rwkv4-small" / "tokenizer.json", folder / "tokenizer.json")
     n = sum(p.numel() for p in model.parameters())
     del model
-    return {"stage": "write .pth", "seconds": time.perf_counter() - t0, "parameters": n, "path": str(path),
-            "file_bytes": path.stat().st_size, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "gpu_peak_bytes": None, "command": f"save_blinkdl(RWKV-4 {shape} with random weights)"}
+    print(f"wrote {path} ({n:,} parameters, {path.stat().st_size / 2**30:.2f} GiB) in {time.perf_counter() - t0:.1f} s after importing torch")
+    return {"inner_seconds": time.perf_counter() - t0, "parameters": n, "path": str(path), "file_bytes": path.stat().st_size}
+
+
+def _write_command(shape: str, seed: int) -> str:
+    return f"save_blinkdl(RWKV-4 {shape} with random weights, seed {seed})"
 
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--stage":
         return _stage_child(sys.argv[3:] if sys.argv[2:3] == ["--"] else sys.argv[2:])
+    if len(sys.argv) == 5 and sys.argv[1] == "--write-stage":
+        rec = write_checkpoint(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]))
+        print(RECORD + json.dumps(rec), flush=True)
+        return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="430m")
     ap.add_argument("--tokens", type=int, default=65536, help="tokens of pg-books test to trace (default: %(default)s)")
@@ -104,25 +165,47 @@ def main() -> int:
     ap.add_argument("--compare-dense", action="store_true", help="also trace θ = 0 and the dense baseline")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--output", required=True, help="work folder (checkpoint, graph, mapping, logs, stages.json)")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the stages of an earlier run into the same folder that finished (stages_partial.json) "
+                         "and whose outputs are there, with their timings; run the rest")
+    ap.add_argument("--stop-after", choices=["write", "calibrate", "build", "map"],
+                    help="stop after this stage (then --resume runs the rest), e.g. to split the run over time-limited calls")
     args = ap.parse_args()
     if args.tokens < 2:
         sys.exit("real_size.py: error: --tokens must be at least 2")
+    if args.stop_after == "calibrate" and args.skip_calibrate:
+        sys.exit("real_size.py: error: --stop-after calibrate with --skip-calibrate: there is no calibrate stage")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    stages = [write_checkpoint(args.shape, out, args.seed)]
-    print(f"wrote {stages[0]['path']} ({stages[0]['parameters']:,} parameters) in {stages[0]['seconds']:.1f} s", flush=True)
-    model = stages[0]["path"]
+    run = Stages(out, args.shape, args.resume)
+
+    def stop(stage: str) -> bool:
+        if args.stop_after == stage:
+            print(f"\nstopped after {stage} (--stop-after); the same command with --resume runs the rest", flush=True)
+        return args.stop_after == stage
+
+    model = run.run("write .pth", ["--write-stage", args.shape, str(out), str(args.seed)], out / "write.log",
+                    _write_command(args.shape, args.seed))["path"]
+    if stop("write"):
+        return 0
     thr = []
     if not args.skip_calibrate:
-        stages.append(_run("calibrate", ["calibrate", "--model", model, "--data", args.data, "--max-ppl-increase", "0.01",
-                                         "--device", args.device, "-o", str(out / "thresholds.json"), "-q"], out / "calibrate.log"))
+        run.run("calibrate", ["calibrate", "--model", model, "--data", args.data, "--max-ppl-increase", "0.01",
+                              "--device", args.device, "-o", str(out / "thresholds.json"), "-q"], out / "calibrate.log")
         thr = ["--thresholds", str(out / "thresholds.json")]
-    stages.append(_run("build", ["build", "--model", model, *thr, "-o", str(out / "graph"), "--tokens", "16", "--force"], out / "build.log"))
-    stages.append(_run("map", ["map", str(out / "graph"), "--topology", args.topology, "-o", str(out / "mapping.json"), "--no-heatmap"],
-                       out / "map.log"))
+        if stop("calibrate"):
+            return 0
+    run.run("build", ["build", "--model", model, *thr, "-o", str(out / "graph"), "--tokens", "16", "--force"], out / "build.log")
+    if stop("build"):
+        return 0
+    run.run("map", ["map", str(out / "graph"), "--topology", args.topology, "-o", str(out / "mapping.json"), "--no-heatmap"],
+            out / "map.log")
+    if stop("map"):
+        return 0
     sim = ["simulate", str(out / "graph"), "--mapping", str(out / "mapping.json"), "--data", args.data, "--split", "test",
            "--max-tokens", str(args.tokens), "--model", model, "--device", args.device, "--json", str(out / "simulation.json"), "-q"]
-    stages.append(_run("simulate (trace)", sim + (["--compare-dense"] if args.compare_dense else []), out / "simulate.log"))
+    run.run("simulate (trace)", sim + (["--compare-dense"] if args.compare_dense else []), out / "simulate.log")
+    stages = run.done
 
     result = json.loads((out / "simulation.json").read_text())
     total = sum(s["seconds"] for s in stages)
@@ -130,13 +213,14 @@ def main() -> int:
     print(f"{'stage':<18} {'wall s':>8} {'peak RSS GiB':>13} {'GPU peak GiB':>13}")
     for s in stages:
         gpu = f"{s['gpu_peak_bytes'] / 2**30:.2f}" if s["gpu_peak_bytes"] else "-"
-        print(f"{s['stage']:<18} {s['seconds']:>8.1f} {s['peak_rss_bytes'] / 2**30:>13.2f} {gpu:>13}")
+        print(f"{s['stage']:<18} {s['seconds']:>8.1f} {s['peak_rss_bytes'] / 2**30:>13.2f} {gpu:>13}"
+              + ("   (reused: timed in an earlier run)" if s.get("reused") else ""))
     print(f"{'total':<18} {total:>8.1f}")
-    run = result["runs"]["thresholded"] if "runs" in result else result
+    res = result["runs"]["thresholded"] if "runs" in result else result
     summary = {"shape": args.shape, "layers_width_vocab": SHAPES[args.shape], "tokens": args.tokens, "device": args.device,
                "stages": stages, "total_seconds": total, "simulation": str(out / "simulation.json")}
-    energy = run.get("energy_per_token_j")
-    latency = run.get("latency_per_token_s")
+    energy = res.get("energy_per_token_j")
+    latency = res.get("latency_per_token_s")
     if energy is not None:
         print(f"energy per token {energy * 1e6:.2f} µJ, latency per token {latency * 1e6:.1f} µs on {args.topology}")
         summary |= {"energy_per_token_j": energy, "latency_per_token_s": latency}
