@@ -478,12 +478,14 @@ def cmd_generate(args) -> int:
     args.device = None
     loaded = _load(args, thresholds=False if args.no_thresholds else (args.thresholds or "shipped"))
     thresholds = loaded.thresholds
-    backend = make_backend(args.backend, loaded.model, args.topology, args.costs, loaded.name)
+    backend = make_backend(args.backend, loaded.model, args.topology, args.costs, loaded.name, args.lava_blocks)
     # one prompt: continue it for --max-tokens; a conversation: a reply ends at a blank line
     sampling = Sampling.greedy() if args.greedy else Sampling(args.temperature, args.top_p, args.seed)
     session = Session(backend, loaded.tokenizer, sampling, args.max_tokens,
                       stop_at_blank_line=not args.prompt)
     where = f" on {backend.mapping.topology.name} ({backend.mapping.cores_used} cores)" if args.backend == "sim" else ""
+    if args.backend == "lava":
+        where = f" (lava-nc Loihi2SimCfg, {args.lava_blocks} blocks, {backend.client.hold} steps per token)"
     print(f"{loaded.name}, thresholds: {thresholds or 'none (θ = 0)'}, backend: {args.backend}{where}", file=sys.stderr)
     live = sys.stdout.isatty() and not args.quiet
 
@@ -540,6 +542,9 @@ def cmd_generate(args) -> int:
                     run_turn(line.rstrip("\n"))
     except KeyboardInterrupt:
         sys.stdout.write("\x1b[K\n(interrupted)\n" if live else "\n(interrupted)\n")
+    finally:
+        if hasattr(backend, "close"):
+            backend.close()
     summary = session.summary() | {"model": loaded.name, "thresholds": thresholds,
                                    "turns_text": [{"prompt": t.prompt, "reply": t.reply or loaded.tokenizer.decode(t.reply_ids)} for t in session.turns]}
     print(_session_summary_table(summary))
@@ -570,6 +575,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+LAVA_BLOCKS = ("with --backend lava: hierarchical (a Lava process per process of the graph, a hierarchical process per "
+               "layer) or fused (each layer one Lava process running the layer's process models: much faster) (default: %(default)s)")
 ALLOW_PARTIAL = "accept a thresholds file that lacks some sites (they run at θ = 0, and are listed)"
 
 
@@ -692,7 +699,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--thresholds", help="thresholds JSON (default: the zoo model's shipped calibrated thresholds)")
     g.add_argument("--no-thresholds", action="store_true", help="run with θ = 0 (natural sparsity)")
     g.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
-    g.add_argument("--backend", default="sim", choices=["sim", "torch"], help="event-driven simulator or torch (default: %(default)s)")
+    g.add_argument("--backend", default="sim", choices=["sim", "torch", "lava"],
+                   help="event-driven simulator, torch, or the graph on lava-nc (Loihi2SimCfg, .venv-lava) (default: %(default)s)")
+    g.add_argument("--lava-blocks", default="hierarchical", choices=["hierarchical", "fused"], help=LAVA_BLOCKS)
     g.add_argument("--topology", default="seneca", help="topology for the sim backend (default: %(default)s)")
     g.add_argument("--costs", help="cost preset or TOML for the sim backend (default: the topology's preset)")
     g.add_argument("--prompt", help="one prompt; without it: an interactive session (or one prompt per line on stdin)")

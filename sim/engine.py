@@ -62,6 +62,7 @@ class SimResult:
     layer_finish: list = field(default_factory=list)  # per token: finish time of each layer group
     logits: list = field(default_factory=list)
     pair_packets: np.ndarray | None = None  # packets per shard-to-shard pair, summed over tokens
+    port_events: np.ndarray | None = None  # non-zero entries sent by each out-port (`Simulator.port_events`), summed
 
 
 class Simulator:
@@ -131,6 +132,8 @@ class Simulator:
                 self.port_offset[port.path] = n
                 n += port.size
         self.vector_size = n
+        self.port_a = np.array(list(self.port_offset.values()), np.int64)
+        self.port_b = self.port_a + np.array([self.graph.port(path).size for path in self.port_offset], np.int64)
         # each shard's outputs
         out_a = np.zeros(self.n_shards, np.int64)
         out_b = np.zeros(self.n_shards, np.int64)
@@ -264,9 +267,14 @@ class Simulator:
         r.energy_per_token.append(self._energy(counts.sum(0), latency))
         r.latency_per_token.append(latency)
         r.layer_finish.append(layer_finish)
-        if len(self.threshold_ranges):
+        if self.event_driven:
+            full = cum
+        else:
             full = np.zeros(self.vector_size + 1, np.int64)
             np.cumsum(nonzero, out=full[1:])
+        sent = full[self.port_b] - full[self.port_a]  # the events (non-zero entries) each out-port sent
+        r.port_events = sent if r.port_events is None else r.port_events + sent
+        if len(self.threshold_ranges):
             a, b = self.threshold_ranges[:, 0], self.threshold_ranges[:, 1]
             r.sparsity_per_token.append(float(np.mean(1 - (full[b] - full[a]) / (b - a))))
         else:
@@ -274,6 +282,12 @@ class Simulator:
         out = values[self.graph.output]
         r.logits.append(out)
         return out
+
+    def port_events(self) -> dict[str, int]:
+        """Events (non-zero entries) each out-port ('proc.port') sent over the tokens simulated: the logical events
+        of the graph, whatever the shards (the executor's `counts.per_port`, and what the Lava backend counts)."""
+        sent = self.result.port_events
+        return {path: int(sent[i]) if sent is not None else 0 for i, path in enumerate(self.port_offset)}
 
     def link_loads(self) -> dict[tuple[int, int], float]:
         """Packets per token on every NoC link used (undirected), routed as the mapping routes them."""

@@ -1,4 +1,4 @@
-"""Where the tokens of a generation session are computed: the torch model, or the event-driven simulator.
+"""Where the tokens of a generation session are computed: the torch model, the event-driven simulator, or lava-nc.
 
 Both give `step(token) -> logits` over a carried state plus per-token statistics; the simulator backend
 also runs a dense shadow (θ = 0, no zero skipping) on the same tokens so the session can show what the
@@ -74,11 +74,42 @@ class SimBackend:
         return torch.from_numpy(np.asarray(logits, dtype=np.float32)), stats
 
 
-def make_backend(kind: str, model: CausalLM, topology: str = "seneca", costs: str | None = None, model_name: str | None = None):
+class LavaBackend:
+    """The model's event-driven graph running on lava-nc (Loihi2SimCfg) in the Python 3.10 environment, token by
+    token (`eventllm.process.lava.client`); sparsity from the Lava processes' own event counters."""
+
+    name = "lava"
+
+    def __init__(self, model: CausalLM, model_name: str | None = None, blocks: str = "hierarchical"):
+        from eventllm.pipeline import build
+        from eventllm.process.lava.client import LavaClient
+
+        self.graph = build(model, model_name)
+        self.client = LavaClient(self.graph, blocks)
+        self.blocks = blocks
+
+    def reset(self) -> None:
+        self.client.reset()
+
+    def step(self, token: int) -> tuple[torch.Tensor, TokenStats]:
+        logits, sparsity = self.client.step_with_sparsity(token)
+        return torch.from_numpy(logits.astype(np.float32)), TokenStats(sparsity or 0.0)
+
+    def close(self) -> None:
+        self.client.close()
+
+
+BACKENDS = ("sim", "torch", "lava")
+
+
+def make_backend(kind: str, model: CausalLM, topology: str = "seneca", costs: str | None = None, model_name: str | None = None,
+                 lava_blocks: str = "hierarchical"):
     from eventllm.errors import ConfigError
 
     if kind == "torch":
         return TorchBackend(model)
     if kind == "sim":
         return SimBackend(model, topology, costs, model_name)
-    raise ConfigError(f"unknown backend {kind!r}; use torch or sim")
+    if kind == "lava":
+        return LavaBackend(model, model_name, lava_blocks)
+    raise ConfigError(f"unknown backend {kind!r}; use one of {', '.join(BACKENDS)}")

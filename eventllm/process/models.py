@@ -7,7 +7,7 @@ the system needs to know about that kind of process, so that a kind lives in one
                  `synaptic` (a Dense-like process is charged per input event × fan-out instead)
   split          how `mapping.partition` may cut it across cores: "whole" (it must fit one core), "dense" (by
                  outputs or by inputs), "rows" (a lookup table, by rows), "heads" (attention, by heads)
-  lava           the name of its counterpart in `eventllm.process.lava` (None: not bridged yet)
+  lava           the name of its counterpart in `eventllm.process.lava.network.COUNTERPARTS` (None: not bridged)
   extra_counts   data-dependent counts beyond events and ops (table lookups, a growing attention cache)
 
 The model owns the run state: it copies the process's initial state and never writes the graph's Vars, so
@@ -103,7 +103,7 @@ def model_for(process: Process, overrides: dict[str, float] | None = None) -> Pr
 class EmbeddingModel(ProcessModel):
     ops_per_entry = 0
     split = "rows"
-    lava = None
+    lava = "TokenIn"
 
     def run(self, inputs):
         token = int(inputs["token"][0])
@@ -191,7 +191,7 @@ class ThresholdModel(ProcessModel):
 class DenseModel(ProcessModel):
     synaptic = True
     split = "dense"
-    lava = "lava.proc.dense.process.Dense"
+    lava = "Dense"  # lava.proc.dense (a hierarchical BiasedDense where it has a bias)
 
     def __init__(self, process, overrides=None):
         super().__init__(process, overrides)
@@ -281,7 +281,7 @@ class AddModel(ProcessModel):
 class AttentionModel(ProcessModel):
     ops_per_entry = 0
     split = "heads"
-    lava = None
+    lava = "Attention"
 
     def run(self, inputs):
         a = self.process.attrs
