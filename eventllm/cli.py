@@ -342,6 +342,9 @@ def cmd_simulate(args) -> int:
     mapping = Mapping.load(args.mapping, graph)
     costs = load_costs(args.costs or mapping.topology.name)
     if args.data:
+        if args.backend == "lava":
+            raise ConfigError("--backend lava runs a prompt token by token (about 0.3 tokens/s on the tiny model); "
+                              "drop --data and pass --prompt or --token-ids")
         return _simulate_text(args, graph, mapping, costs)
     if args.token_ids:
         try:
@@ -369,7 +372,46 @@ def cmd_simulate(args) -> int:
     info = {"graph": str(args.graph), "model": graph.meta.get("model") or args.graph, "mapping": str(args.mapping),
             "topology": mapping.topology.name, "costs": costs.name, "prompt": args.prompt if not args.token_ids else None,
             "token_ids": tokens}
+    if args.backend == "lava":
+        info["lava"] = _simulate_on_lava(args, graph, mapping, costs, tokens)
     return _simulate_report(args, runs, info, mapping, len(tokens))
+
+
+def _simulate_on_lava(args, graph, mapping, costs, tokens) -> dict:
+    """`simulate --backend lava`: the same tokens through the graph on lava-nc, its logits and the events every
+    out-port sent (counted by the Lava processes) checked against the simulator's; Lava has no energy model, so
+    the energy and latency stay the simulator's, for the events Lava confirmed."""
+    import time
+
+    import numpy as np
+
+    from eventllm.process.lava.client import LavaClient
+    from sim.engine import Simulator
+
+    sim = Simulator(graph, mapping, costs)
+    t0 = time.perf_counter()
+    ours = sim.run(tokens)
+    sim_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with LavaClient(args.graph, args.lava_blocks) as lava:
+        start_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        got = np.stack([lava.step(t) for t in tokens])
+        lava_s = time.perf_counter() - t0
+        events = lava.port_events()
+        hold = lava.hold
+    expected = sim.port_events()
+    differ = sorted(p for p in expected if events.get(p) != expected[p])
+    out = {"blocks": args.lava_blocks, "steps_per_token": hold, "tokens": len(tokens),
+           "max_abs_logit_difference": float(np.abs(got - ours).max()), "ports": len(expected),
+           "ports_with_equal_events": len(expected) - len(differ), "ports_with_other_events": differ[:20],
+           "events_total": int(sum(events.values())), "lava_start_s": start_s, "lava_tokens_per_s": len(tokens) / lava_s,
+           "simulator_tokens_per_s": len(tokens) / sim_s}
+    print(f"lava-nc (Loihi2SimCfg, {args.lava_blocks} blocks, {hold} steps per token), {len(tokens)} tokens: logits within "
+          f"{out['max_abs_logit_difference']:.1e} of the simulator's; events equal on {out['ports_with_equal_events']} of "
+          f"{len(expected)} out-ports ({out['events_total']:,} events); {out['lava_tokens_per_s']:.2f} tokens/s on Lava "
+          f"(start {start_s:.1f} s), {out['simulator_tokens_per_s']:.1f} in the simulator")
+    return out
 
 
 def _graph_model(args, graph):
@@ -689,6 +731,9 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--model", help="the torch model the graph was built from, for the trace engine (default: the graph's)")
     sm.add_argument("--device", help="where the trace engine's torch model runs: cpu or cuda (default: cpu)")
     sm.add_argument("--compare-dense", action="store_true", help="also simulate θ = 0 with and without zero skipping")
+    sm.add_argument("--backend", default="sim", choices=["sim", "lava"], help="lava: also run the prompt on lava-nc "
+                    "(.venv-lava) and check its logits and per-port event counts against the simulator's (default: %(default)s)")
+    sm.add_argument("--lava-blocks", default="hierarchical", choices=["hierarchical", "fused"], help=LAVA_BLOCKS)
     sm.add_argument("--json", metavar="OUT", help="write the results as JSON")
     sm.add_argument("--report", metavar="DIR", help="write simulation.json and plots into DIR")
     sm.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
