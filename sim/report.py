@@ -87,6 +87,7 @@ def simulate(graph: ProcessGraph, mapping: Mapping, costs: CostModel, tokens: li
         sim = Simulator(graph, mapping, costs, event_driven=(mode != "dense"), overrides=overrides)
         out[mode] = _run(sim, tokens, mode, progress)
         out[mode]["_logits"] = np.stack(sim.result.logits)
+        out[mode]["_port_events"] = sim.port_events()
     return out
 
 

@@ -167,3 +167,20 @@ def test_lava_backend_without_the_lava_environment_is_one_error_line(tmp_path):
     assert r.returncode == 2
     lines = [ln for ln in r.stderr.splitlines() if "error:" in ln]
     assert len(lines) == 1 and "make setup" in lines[0] and "Traceback" not in r.stderr
+
+
+@needs_lava
+def test_simulate_on_lava_checks_logits_and_events_against_the_simulator(tmp_path):
+    graph, tokens = zoo_graph("rwkv4-tiny")
+    graph.save(tmp_path / "graph")
+    hw = place(graph, "seneca")
+    hw.mapping.save(tmp_path / "mapping.json")
+    r = subprocess.run([sys.executable, "-m", "eventllm", "simulate", str(tmp_path / "graph"), "--mapping", str(tmp_path / "mapping.json"),
+                        "--backend", "lava", "--lava-blocks", "fused", "--token-ids", ",".join(map(str, tokens)), "--json",
+                        str(tmp_path / "s.json"), "-q"], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+
+    lava_part = json.loads((tmp_path / "s.json").read_text())["lava"]
+    assert lava_part["tokens"] == 16 and lava_part["max_abs_logit_difference"] < 1e-4
+    assert lava_part["ports_with_equal_events"] == lava_part["ports"] == sum(len(p.out_ports) for p in graph)

@@ -86,7 +86,6 @@ class LavaBackend:
 
         self.graph = build(model, model_name)
         self.client = LavaClient(self.graph, blocks)
-        self.blocks = blocks
 
     def reset(self) -> None:
         self.client.reset()

@@ -200,7 +200,6 @@ class LavaNetwork:
         # that leave the block or are read
         self.blocks: dict[str, lp.Block] = {}
         block_in: dict[str, dict[str, int]] = {}
-        block_out: dict[str, dict[str, int]] = {}
         inside = sub_paths(sub)
         for b, ms in members.items():
             names = {m.name for m in ms}
@@ -215,7 +214,7 @@ class LavaNetwork:
                     leaves = any(c.dst.process.name not in names for c in port.targets if c.dst.process.name in sub.processes)
                     if leaves or port.path in self.reads:
                         outs.setdefault(port.path, len(outs))
-            block_in[b], block_out[b] = ins, outs
+            block_in[b] = ins
             sizes_in = [sub.port(path).size if path in inside else self.injects[path].out.shape[0] for path in ins]
             sizes_out = [sub.port(path).size for path in outs]
             cls = lp.block_class(len(ins), len(outs))
@@ -245,7 +244,7 @@ class LavaNetwork:
 
     def _wirer(self, ms, ins: dict[str, int], outs: dict[str, int]):
         """The function the Block's SubProcessModel calls at compile time to build and wire the layer."""
-        def wire(block) -> None:
+        def wire(block) -> dict:
             lava = {m.name: self._make(m) for m in ms}
             local: dict[str, object] = {}
             for m in ms:
@@ -261,7 +260,6 @@ class LavaNetwork:
                         local[src].connect(dst)
             for path, j in outs.items():
                 local[path].connect(getattr(block.out_ports, f"out_{j}"))
-            block.members = lava
             return lava
         return wire
 

@@ -191,9 +191,6 @@ class Block(AbstractProcess):
     `ins` / `outs` (the out-port paths behind in_i / out_j), `hold`, `commit_offset` (fused: the step of the
     window at which all in-ports show the token)."""
 
-    N_IN = 0
-    N_OUT = 0
-
     def __init__(self, *, in_sizes: list[int], out_sizes: list[int], wire, members, ins: list[str], outs: list[str],
                  hold: int, commit_offset: int = 0, **kw):
         n_ports = sum(len(m.out_ports) for m in members)
@@ -440,11 +437,14 @@ class _PyFusedBlockModel(PyLoihiProcessModel):
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
+        from eventllm.process.executor import process_inputs
         from eventllm.process.models import model_for
 
+        self.process_inputs = process_inputs
         self.members = proc_params["members"]
         self.models = [model_for(m) for m in self.members]
-        self.last = None
+        sizes = {f"{m.name}.{name}": port.size for m in self.members for name, port in m.out_ports.items()}
+        self.last = [np.zeros(sizes[path]) for path in proc_params["outs"]]  # until the first token's values
 
     def run_spk(self):
         p = self.proc_params
@@ -453,15 +453,13 @@ class _PyFusedBlockModel(PyLoihiProcessModel):
             values = {path: x.astype(np.float32) for path, x in zip(p["ins"], ins)}
             sent = []
             for m, model in zip(self.members, self.models):
-                inputs = {name: values[port.sources[0].src.path] for name, port in m.in_ports.items()}
-                for name, y in model.run(inputs).items():
+                for name, y in model.run(self.process_inputs(m, values, None, set())).items():
                     values[f"{m.name}.{name}"] = y
                     sent.append(np.count_nonzero(y))
             self.counts_out = self.counts_out + np.array(sent, dtype=float)
             self.last = [values[path].astype(np.float64) for path in p["outs"]]
-        for j, path in enumerate(p["outs"]):
-            port = getattr(self, f"out_{j}")
-            port.send(self.last[j] if self.last is not None else np.zeros(port._shape if hasattr(port, "_shape") else port.shape))
+        for j, y in enumerate(self.last):
+            getattr(self, f"out_{j}").send(y)
 
 
 _BLOCKS: dict[tuple[int, int], type] = {}
@@ -473,7 +471,7 @@ def block_class(n_in: int, n_out: int) -> type:
     key = (n_in, n_out)
     if key not in _BLOCKS:
         name = f"Block{n_in}x{n_out}"
-        proc_cls = type(name, (Block,), {"N_IN": n_in, "N_OUT": n_out, "__module__": __name__})
+        proc_cls = type(name, (Block,), {"__module__": __name__})
         sub = type(f"Sub{name}Model", (_SubBlockModel,), {"__module__": __name__})
         ports = {f"in_{i}": LavaPyType(PyInPort.VEC_DENSE, float) for i in range(n_in)}
         ports |= {f"out_{j}": LavaPyType(PyOutPort.VEC_DENSE, float) for j in range(n_out)}
