@@ -29,7 +29,8 @@ import time
 
 import numpy as np
 
-from eventllm.errors import GraphError
+from eventllm.atomic import atomic_path
+from eventllm.errors import GraphError, OutputError
 from eventllm.process.graph import ProcessGraph
 
 
@@ -150,11 +151,12 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         values, events, net = run(graph, args.prefix, inputs, tokens, args.probe, blocks=args.blocks)
         seconds = time.perf_counter() - t0
-    except GraphError as e:
+        paths = sorted(events)
+        with atomic_path(args.output) as tmp, open(tmp, "wb") as f:  # an interrupted run keeps the old file
+            np.savez(f, **values, **{"events:paths": np.array(paths), "events:counts": np.array([events[p] for p in paths])})
+    except (GraphError, OutputError) as e:
         print(f"lava_bridge: error: {e}", file=sys.stderr)
         return 2
-    paths = sorted(events)
-    np.savez(args.output, **values, **{"events:paths": np.array(paths), "events:counts": np.array([events[p] for p in paths])})
     n = len(next(iter(values.values())))
     print(f"lava_bridge: ran {args.prefix or 'the whole graph'} ({len(net.sub)} processes, {net.hold} steps per token) on "
           f"Loihi2SimCfg for {n} tokens in {seconds:.1f} s; wrote {args.output}")
