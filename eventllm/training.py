@@ -52,6 +52,7 @@ class TrainConfig:
     eval_batches: int = 20
     dtype: str = "bf16"  # autocast dtype on GPU; CPU always trains in float32
     unwrap: float = 0.0  # share of the corpus's pieces whose hard-wrapped lines are joined (data.unwrap_lines); true = 1
+    init: str = ""  # weights to start from (an eventllm .safetensors of the same shape): continued training
     notes: dict = field(default_factory=dict)
 
 
@@ -68,6 +69,10 @@ def load_train_config(path: str | Path, base: Path | None = None) -> TrainConfig
     root = base or path.parent
     cfg.corpus = str((root / cfg.corpus).resolve()) if not Path(cfg.corpus).is_absolute() else cfg.corpus
     cfg.tokenizer = str((root / cfg.tokenizer).resolve()) if not Path(cfg.tokenizer).is_absolute() else cfg.tokenizer
+    if cfg.init:
+        cfg.init = str((root / cfg.init).resolve()) if not Path(cfg.init).is_absolute() else cfg.init
+        if not Path(cfg.init).is_file():
+            raise ConfigError(f"{path}: init = {cfg.init!r}: no such weights file; give an eventllm .safetensors or drop the key")
     return cfg
 
 
@@ -90,7 +95,7 @@ def _check_values(raw: dict, path: Path) -> None:
     missing = [k for k in required if k not in raw]
     if missing:
         raise ConfigError(f"{path}: missing key {missing[0]!r}; a training config needs {', '.join(required)} (see examples/zoo/*.toml)")
-    for key in ("name", "arch", "corpus", "tokenizer", "dtype"):
+    for key in ("name", "arch", "corpus", "tokenizer", "dtype", "init"):
         if key in raw and not isinstance(raw[key], str):
             raise ConfigError(f"{path}: {key} must be a string, got {raw[key]!r}")
     for key in ("model", "notes"):
@@ -180,6 +185,17 @@ def validation_loss(model, stream: torch.Tensor, cfg: TrainConfig, autocast_dtyp
     return total / count
 
 
+def _start_from(model, path: str) -> None:
+    """Copy the weights of `path` into `model` (continued training); the shapes must agree."""
+    from eventllm.models.checkpoints import load_checkpoint
+
+    src = load_checkpoint(path)
+    if src.arch != model.arch or src.config_dict() != model.config_dict():
+        raise ConfigError(f"init = {path}: its model ({src.arch}, {src.config_dict()}) differs from the config's "
+                          f"({model.arch}, {model.config_dict()}); make [model] and vocab_size match it")
+    model.load_state_dict({k: v.float() for k, v in src.state_dict().items()})
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resume: bool = False, progress: bool = True,
           max_seconds: float | None = None) -> dict:
     """Train `cfg` and write model.safetensors, tokenizer.json and train_log.json under `out_dir`.
@@ -202,7 +218,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
     valid_ids = torch.from_numpy(cached_token_stream(cfg.corpus, "valid", tok, cache, progress, cfg.unwrap).astype(np.int32)).to(device)
 
     model = build_model(cfg.arch, {**cfg.model, "vocab_size": tok.vocab_size})
-    if hasattr(model, "init_weights"):
+    if cfg.init:
+        _start_from(model, cfg.init)
+    elif hasattr(model, "init_weights"):
         model.init_weights(cfg.seed)
     model.to(device).train()
     model.set_dropout(cfg.dropout)

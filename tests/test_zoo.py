@@ -69,3 +69,47 @@ d_ffn = 64
     loaded = load_model(str(tmp_path / "out" / "model.safetensors"))
     assert loaded.model.config.n_layer == 2 and loaded.tokenizer.vocab_size <= 300
     assert (tmp_path / "out" / "train_log.json").exists()
+
+
+def test_training_continues_from_init_weights(tmp_path, data_dir, capsys):
+    """`init = FILE` starts from those weights (continued training); a model of another shape is one clear error."""
+    from eventllm.cli import main
+
+    def config(name, extra="", d_model=32):
+        cfg = tmp_path / f"{name}.toml"
+        cfg.write_text(f'''
+name = "{name}"
+arch = "rwkv4"
+corpus = "{data_dir / 'gutenberg' / 'poe_works.txt'}"
+tokenizer = "{tmp_path / 'tok' / 'tokenizer.json'}"
+vocab_size = 300
+context = 32
+batch_size = 2
+steps = 2
+eval_every = 2
+eval_batches = 1
+warmup = 1
+dropout = 0.0
+{extra}
+[model]
+d_model = {d_model}
+n_layer = 2
+d_ffn = 64
+''')
+        return str(cfg)
+
+    assert main(["train", config("a"), "-o", str(tmp_path / "a"), "-q"]) == 0
+    first = load_model(str(tmp_path / "a" / "model.safetensors")).model.state_dict()
+    # a learning rate of 1e-12 leaves the weights where init put them (moved by ~1e-12 at most)
+    assert main(["train", config("b", f'init = "{tmp_path / "a" / "model.safetensors"}"\nlr = 1e-12\nmin_lr = 0'),
+                 "-o", str(tmp_path / "b"), "-q"]) == 0
+    second = load_model(str(tmp_path / "b" / "model.safetensors")).model.state_dict()
+    assert all(torch.allclose(first[k], second[k], rtol=0, atol=1e-9) for k in first)
+    capsys.readouterr()
+    assert main(["train", config("d", f'init = "{tmp_path / "a" / "model.safetensors"}"', d_model=48),
+                 "-o", str(tmp_path / "d"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "differs from the config's" in err
+    assert main(["train", config("e", f'init = "{tmp_path / "nothing.safetensors"}"'), "-o", str(tmp_path / "e"), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no such weights file" in err
