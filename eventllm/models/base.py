@@ -105,8 +105,16 @@ class CausalLM(nn.Module):
     def config_dict(self) -> dict:
         return asdict(self.config)
 
+    def projection_linears(self) -> dict[tuple[int | None, str], list[nn.Linear]]:
+        """The nn.Linear modules of every projection site, by (layer, projection), and of the head by
+        (None, "head") — the weights `eventllm.models.quantize` quantises (a fused site lists its parts)."""
+        raise NotImplementedError
+
     def fingerprint(self) -> str:
-        """A short hash of the architecture, config and weights: thresholds files are tied to it."""
+        """A short hash of the architecture, config and trained weights (before any fake quantisation):
+        thresholds files are tied to it."""
+        if getattr(self, "_fingerprint", None):
+            return self._fingerprint
         h = hashlib.sha256()
         h.update(json.dumps({"arch": self.arch, "config": self.config_dict()}, sort_keys=True).encode())
         for name, p in sorted(self.state_dict().items()):

@@ -142,6 +142,20 @@ class OPT(CausalLM):
         d, f = self.config.d_model, self.config.d_ffn
         return {"attn.qkv": (d, 3 * d), "attn.out": (d, d), "ffn.fc1": (d, f), "ffn.fc2": (f, d)}
 
+    # the LM head shares the token embedding's matrix: quantising it would quantise the embedding too
+    head_tied = True
+
+    def projection_linears(self):
+        out = {}
+        for i, layer in enumerate(self.hf.model.decoder.layers):
+            a = layer.self_attn
+            out[(i, "attn.qkv")] = [a.q_proj, a.k_proj, a.v_proj]
+            out[(i, "attn.out")] = [a.out_proj]
+            out[(i, "ffn.fc1")] = [layer.fc1]
+            out[(i, "ffn.fc2")] = [layer.fc2]
+        out[(None, "head")] = [self.hf.lm_head]
+        return out
+
     def init_state(self, batch: int = 1) -> OPTState:
         return OPTState(DynamicCache(), 0)
 

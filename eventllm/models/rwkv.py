@@ -276,6 +276,15 @@ class RWKV(CausalLM):
             "ffn.key": (C, H), "ffn.receptance": (C, C), "ffn.value": (H, C),
         }
 
+    def projection_linears(self):
+        out = {}
+        for i, block in enumerate(self.blocks):
+            for proj in self.PROJECTIONS:
+                part, name = proj.split(".")
+                out[(i, proj)] = [getattr(getattr(block, part), name)]
+        out[(None, "head")] = [self.head]
+        return out
+
     def init_state(self, batch: int = 1) -> RWKVState:
         cfg = self.config
         dev = self.emb.weight.device

@@ -38,9 +38,16 @@ class ActivationThreshold(nn.Module):
         # through the surrogate gradient of the Heaviside step (`eventllm.sparsity.train_baseline`).
         self.surrogate: tuple[torch.nn.Parameter, Callable] | None = None
         self.pass_fraction: torch.Tensor | None = None
+        # Low-bit events (`eventllm.models.quantize`): 8 sends each token's surviving values as int8 with one scale
+        # per token (max |y| / 127); None sends them as they are.
+        self.event_bits: int | None = None
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """T_θ(x) (or Top-K during calibration) without telling the observer (for a projection sharing this input)."""
+        y = self._threshold(x)
+        return y if self.event_bits is None else quantize_events(y, self.event_bits)
+
+    def _threshold(self, x: torch.Tensor) -> torch.Tensor:
         if self.keep is not None:
             return top_k_per_token(x, self.keep)
         if self.surrogate is not None:
@@ -62,6 +69,16 @@ class ActivationThreshold(nn.Module):
     def extra_repr(self) -> str:
         return f"layer={self.layer}, projection={self.projection!r}, theta={self.theta:g}"
 
+
+
+def quantize_events(y: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Each vector along the last axis as `bits`-bit integers times one scale (its largest magnitude / qmax), in
+    float: round(y / s) · s, computed in float32 as the process graph's Threshold does (zeros stay zeros)."""
+    m = (1 << (bits - 1)) - 1
+    yf = y.float()
+    s = yf.abs().amax(dim=-1, keepdim=True) / m
+    q = torch.where(s > 0, torch.round(yf / torch.where(s > 0, s, torch.ones_like(s))), torch.zeros_like(yf))
+    return (q * s).to(y.dtype)
 
 
 def top_k_per_token(x: torch.Tensor, keep: float) -> torch.Tensor:

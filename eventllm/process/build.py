@@ -34,9 +34,12 @@ def _np(t) -> np.ndarray:
 class _Builder:
     """Collects processes in data-flow order and wires them; weights come from `w(key)` (checkpoint names)."""
 
-    def __init__(self, weights: Mapping[str, np.ndarray]):
+    def __init__(self, weights: Mapping[str, np.ndarray], quantization: dict | None = None):
         self.w = weights
         self.procs: list[Process] = []
+        # a fake-quantised model's settings (eventllm.models.quantize): scales by "layer.projection" / "head"
+        self.q = quantization or {}
+        self.event_bits = self.q.get("event_bits", 16)
 
     def add(self, proc: Process, *feeds: OutPort) -> Process:
         """Add `proc` and connect `feeds` to its in-ports, in declaration order (token inputs excepted)."""
@@ -51,15 +54,25 @@ class _Builder:
     def layer_norm(self, name: str, key: str, layer: int | None, eps: float, x: OutPort) -> OutPort:
         return self.add(LayerNorm(name, weight=self.w[key + ".weight"], bias=self.w[key + ".bias"], eps=eps, layer=layer), x).out
 
+    def dense(self, name: str, layer: int | None, projection: str, weight, bias=None) -> Dense:
+        """A Dense process; a quantised projection stores Q = round(W / scale) (exact: W is scale · Q) and its scales."""
+        scales = self.q.get("scales", {}).get(projection if layer is None else f"{layer}.{projection}")
+        if scales is None:
+            return Dense(name, weights=weight, bias=bias, layer=layer, projection=projection)
+        scale = np.asarray(scales, dtype=np.float32)
+        q = np.round(np.asarray(weight, dtype=np.float32) / scale[:, None]).astype(np.int8)
+        return Dense(name, weights=q, scale=scale, bias=bias, weight_bits=self.q["weight_bits"], layer=layer, projection=projection)
+
     def thresholded_dense(self, name: str, layer: int, projection: str, x: OutPort, theta: float, weight, bias=None) -> OutPort:
-        t = self.add(Threshold(f"{name}.threshold", n=x.size, theta=theta, layer=layer, projection=projection), x)
-        d = self.add(Dense(name, weights=weight, bias=bias, layer=layer, projection=projection), t.out)
-        return d.out
+        t = self.add(Threshold(f"{name}.threshold", n=x.size, theta=theta, layer=layer, projection=projection,
+                               event_bits=self.event_bits), x)
+        return self.add(self.dense(name, layer, projection, weight, bias), t.out).out
 
 
-def rwkv_graph(weights: Mapping[str, np.ndarray], config: dict, thetas: dict[tuple[int, str], float]) -> ProcessGraph:
+def rwkv_graph(weights: Mapping[str, np.ndarray], config: dict, thetas: dict[tuple[int, str], float],
+               quantization: dict | None = None) -> ProcessGraph:
     """The RWKV-4 graph from BlinkDL-named arrays (`emb.weight`, `blocks.0.att.key.weight`, …)."""
-    b = _Builder(weights)
+    b = _Builder(weights, quantization)
     w = weights
     eps = config.get("layer_norm_eps", 1e-5)
     A, C, H = config["d_attention"], config["d_model"], config["d_ffn"]
@@ -89,13 +102,13 @@ def rwkv_graph(weights: Mapping[str, np.ndarray], config: dict, thetas: dict[tup
         g = b.add(Multiply(p + "ffn.gate", n=C, layer=i), r, v).out
         x = b.add(Add(p + "ffn.residual", n=C, layer=i), x, g).out
     x = b.layer_norm("ln_out", "ln_out", None, eps, x)
-    b.add(Dense("head", weights=w["head.weight"]), x)
+    b.add(b.dense("head", None, "head", w["head.weight"]), x)
     return ProcessGraph(b.procs, "head.out")
 
 
 def build_rwkv(model) -> ProcessGraph:
     weights = {k: _np(v) for k, v in model.state_dict().items()}
-    return rwkv_graph(weights, model.config_dict(), model.get_thetas())
+    return rwkv_graph(weights, model.config_dict(), model.get_thetas(), getattr(model, "quantization", None))
 
 
 class ShapeOnlyRWKVWeights(Mapping):
@@ -157,7 +170,7 @@ def build_opt(model) -> ProcessGraph:
     if cfg.activation != "relu":
         raise GraphError(f"OPT activation {cfg.activation!r} is not supported by the graph builder (only relu)")
     w = {k.removeprefix("model.decoder."): _np(v) for k, v in model.hf.state_dict().items()}
-    b = _Builder(w)
+    b = _Builder(w, getattr(model, "quantization", None))
     theta = model.get_thetas()
     d, eps = cfg.d_model, dec.final_layer_norm.eps
     x = b.add(PositionalEmbedding("emb", weights=w["embed_tokens.weight"], positions=w["embed_positions.weight"],
@@ -196,8 +209,11 @@ def build_graph(model, name: str | None = None) -> ProcessGraph:
     if model.arch not in BUILDERS:
         raise GraphError(f"no graph builder for architecture {model.arch!r}; known: {', '.join(BUILDERS)}")
     graph = BUILDERS[model.arch](model)
+    q = getattr(model, "quantization", None) or {}
     graph.meta.update({
         "arch": model.arch, "model": name, "fingerprint": model.fingerprint(), "config": model.config_dict(),
         "projections": list(model.PROJECTIONS), "n_layer": model.n_layer,
+        "precision": {"weight_bits": q.get("weight_bits", 16), "method": q.get("method"), "event_bits": q.get("event_bits", 16),
+                      "projections": q.get("projections", [])},
     })
     return graph

@@ -94,15 +94,20 @@ class ShiftMix(Process):
 
 
 class Threshold(Process):
-    """T_θ(x) = x where |x| > θ, else 0: only the surviving entries become events."""
+    """T_θ(x) = x where |x| > θ, else 0: only the surviving entries become events.
+
+    With event_bits = 8 the events are int8 graded spikes with one scale per token (s = max |y| / 127, sent as
+    round(y / s) · s; `eventllm.models.threshold.quantize_events`)."""
 
     kind = "threshold"
 
-    def __init__(self, name: str, *, n: int, theta=0.0, layer: int | None = None, projection: str = ""):
-        super().__init__(name, layer, n=int(n), projection=projection)
+    def __init__(self, name: str, *, n: int, theta=0.0, layer: int | None = None, projection: str = "", event_bits: int = 16):
+        super().__init__(name, layer, n=int(n), projection=projection, event_bits=int(event_bits))
         t = self._var("theta", theta, "param")
         if t.shape != () or not t >= 0:
             raise GraphError(f"{name}: θ must be one non-negative number, got {theta!r}")
+        if event_bits not in (16, 8):
+            raise GraphError(f"{name}: event_bits must be 16 or 8, got {event_bits!r}")
         self._in("inp", n)
         self._out("out", n)
 
@@ -112,15 +117,34 @@ class Threshold(Process):
 
 
 class Dense(Process):
-    """A linear projection out = W · inp (+ bias): each input event reads one column of W (fan-out = rows)."""
+    """A linear projection out = W · inp (+ bias): each input event reads one column of W (fan-out = rows).
+
+    Low-bit weights (weight_bits 8 or 4): `weights` holds the integers Q (int8 arrays, |Q| ≤ 2^(bits−1) − 1) and
+    `scale` one float per output, out = scale ⊙ (Q · inp) (+ bias); memory counts each weight at its bits."""
 
     kind = "dense"
 
-    def __init__(self, name: str, *, weights, bias=None, layer: int | None = None, projection: str = ""):
-        super().__init__(name, layer, projection=projection)
-        w = self._var("weights", weights, "weight")
+    def __init__(self, name: str, *, weights, bias=None, scale=None, weight_bits: int = 16, layer: int | None = None,
+                 projection: str = ""):
+        super().__init__(name, layer, projection=projection, weight_bits=int(weight_bits))
+        if weight_bits not in (16, 8, 4):
+            raise GraphError(f"{name}: weight_bits must be 16, 8 or 4, got {weight_bits!r}")
+        if weight_bits < 16:
+            q = np.asarray(weights)
+            limit = (1 << (weight_bits - 1)) - 1
+            if scale is None or not np.issubdtype(q.dtype, np.integer) or q.size and np.abs(q.astype(np.int32)).max() > limit:
+                raise GraphError(f"{name}: {weight_bits}-bit weights must be integers in [-{limit}, {limit}] with a scale "
+                                 "per output; quantise with eventllm.models.quantize")
+            w = self._var("weights", q, "weight", dtype=np.int8)
+        else:
+            w = self._var("weights", weights, "weight")
         if w.ndim != 2:
             raise GraphError(f"{name}: Dense weights must be [out, in], got shape {w.shape}")
+        if scale is not None:
+            sc = self._var("scale", _vector(name, scale, "scale"), "param")
+            if weight_bits == 16 or sc.size != w.shape[0]:
+                raise GraphError(f"{name}: a scale needs 8- or 4-bit weights and one entry per output ({w.shape[0]}), "
+                                 f"got {sc.size} with weight_bits {weight_bits}")
         if bias is not None:
             b = self._var("bias", _vector(name, bias, "bias"), "param")
             if b.size != w.shape[0]:
@@ -132,6 +156,10 @@ class Dense(Process):
     def shape(self) -> tuple[int, int]:
         """(out, in)"""
         return tuple(self.vars["weights"].value.shape)
+
+    @property
+    def weight_bits(self) -> int:
+        return self.attrs.get("weight_bits", 16)
 
 
 class WKV(Process):

@@ -182,9 +182,11 @@ class ThresholdModel(ProcessModel):
     def run(self, inputs):
         x = inputs["inp"]
         theta = self.v["theta"]
-        if theta == 0:
-            return {"out": x}
-        return {"out": np.where(np.abs(x) > theta, x, np.float32(0))}
+        y = x if theta == 0 else np.where(np.abs(x) > theta, x, np.float32(0))
+        if self.process.attrs.get("event_bits", 16) == 8:  # int8 graded spikes, one scale per token
+            s = np.abs(y).max() / np.float32(127)
+            y = np.round(y / s) * s if s > 0 else y
+        return {"out": y.astype(np.float32, copy=False)}
 
 
 @implements(Dense)
@@ -195,13 +197,16 @@ class DenseModel(ProcessModel):
 
     def __init__(self, process, overrides=None):
         super().__init__(process, overrides)
-        # one row per input: an input event selects one contiguous row (W's column), as a core's memory holds it
-        self.by_input = np.ascontiguousarray(self.v["weights"].T)
+        # one row per input: an input event selects one contiguous row (W's column), as a core's memory holds it;
+        # integer weights are exact in float32, and the scale multiplies each output once
+        self.by_input = np.ascontiguousarray(self.v["weights"].T, dtype=np.float32)
 
     def run(self, inputs):
         x = inputs["inp"]
         idx = np.flatnonzero(x)  # the input events
         y = x @ self.by_input if idx.size == x.size else x[idx] @ self.by_input[idx]  # no event skipped: the plain product
+        if "scale" in self.v:
+            y = y * self.v["scale"]
         if "bias" in self.v:
             y = y + self.v["bias"]
         return {"out": y.astype(np.float32, copy=False)}

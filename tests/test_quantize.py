@@ -1,0 +1,98 @@
+"""Low-bit weights and events: integer Dense = fake-quant torch, memory by bits, costs by bits, clear errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from eventllm.errors import ConfigError, GraphError
+from eventllm.models.quantize import quantize_model, quantize_weight
+from eventllm.models.registry import load_model
+from eventllm.process.build import build_graph
+from eventllm.process.executor import Executor
+from eventllm.process.graph import ProcessGraph
+from eventllm.process.library import Dense
+from eventllm.sparsity.thresholds import apply_thresholds
+from tests.test_process import SHIPPED_THRESHOLDS, torch_step_logits
+
+
+def test_round_to_nearest_per_output_channel_by_hand():
+    w = torch.tensor([[0.5, -1.0, 0.25, 0.0], [0.03, 0.01, -0.02, 0.0]])
+    q, s = quantize_weight(w, 8)
+    assert s.tolist() == pytest.approx([1.0 / 127, 0.03 / 127])
+    assert q.tolist() == [[64, -127, 32, 0], [127, 42, -85, 0]]  # 0.5·127 = 63.5 → 64 (half to even), 0.01/0.03·127 = 42.3
+    q4, s4 = quantize_weight(w, 4)
+    assert s4.tolist() == pytest.approx([1.0 / 7, 0.03 / 7]) and q4.tolist() == [[3, -7, 2, 0], [7, 2, -5, 0]]  # 0.5 / (1/7) = 3.4999998 in float32
+
+
+def test_mse_clipping_beats_round_to_nearest_at_4_bits():
+    w = torch.randn(64, 256, generator=torch.Generator().manual_seed(0))
+    err = {}
+    for method in ("rtn", "mse"):
+        q, s = quantize_weight(w, 4, method)
+        err[method] = float(((q.float() * s[:, None]) - w).square().sum())
+    assert err["mse"] < 0.9 * err["rtn"]
+
+
+@pytest.mark.parametrize("weight_bits,event_bits", [(8, 16), (4, 16), (8, 8)])
+def test_integer_graph_equals_fake_quant_torch_over_64_tokens(weight_bits, event_bits):
+    model = load_model("zoo:rwkv4-tiny").model.eval()
+    apply_thresholds(model, SHIPPED_THRESHOLDS)
+    quantize_model(model, weight_bits, "mse", event_bits=event_bits)
+    apply_thresholds(model, SHIPPED_THRESHOLDS)  # the fingerprint is the trained model's: its thresholds still apply
+    graph = build_graph(model)
+    dense = [p for p in graph if p.kind == "dense"]
+    assert all(p.vars["weights"].value.dtype == np.int8 and p.weight_bits == weight_bits for p in dense)
+    assert graph.meta["precision"]["weight_bits"] == weight_bits and graph.meta["precision"]["event_bits"] == event_bits
+    tokens = torch.randint(0, 8000, (64,), generator=torch.Generator().manual_seed(0)).tolist()
+    ref, meter = torch_step_logits(model, tokens)
+    ex = Executor(graph)
+    diff = np.abs(ex.run(tokens) - ref)
+    if event_bits == 16:
+        assert diff.max() <= 1e-4
+    else:  # an int8 event whose value/scale lies within float rounding of a half step may round the other way
+        # (one step, 1/127 of that token's largest event): the logits stay within 1e-2, most within 1e-4
+        assert diff.max() <= 1e-2 and np.mean(diff <= 1e-4) > 0.95
+    for (layer, proj), n in meter.elements.items():  # the same events
+        assert ex.counts.per_process[f"L{layer}.{proj}.threshold"]["events_out"] == n - meter.zeros[(layer, proj)]
+
+
+def test_int8_events_take_at_most_255_values_per_token():
+    model = load_model("zoo:rwkv4-tiny").model.eval()
+    quantize_model(model, 16, event_bits=8)
+    graph = build_graph(model)
+    ex = Executor(graph)
+    ex.run([1, 2, 3])
+    t = next(p for p in graph if p.kind == "threshold")
+    assert t.attrs["event_bits"] == 8
+
+
+def test_a_quantised_graph_saves_and_loads_bit_exactly(small_rwkv, tmp_path):
+    quantize_model(small_rwkv, 4, "rtn")
+    g = build_graph(small_rwkv)
+    g.save(tmp_path / "g")
+    back = ProcessGraph.load(tmp_path / "g")
+    for p in g:
+        for n, v in p.vars.items():
+            assert back[p.name].vars[n].value.dtype == v.value.dtype and np.array_equal(back[p.name].vars[n].value, v.value)
+    tokens = list(range(10))
+    assert np.array_equal(Executor(g).run(tokens), Executor(back).run(tokens))
+
+
+def test_bad_quantisation_inputs_are_one_clear_error(small_rwkv):
+    with pytest.raises(ConfigError, match="use one of 16, 8, 4"):
+        quantize_model(small_rwkv, 3)
+    with pytest.raises(ConfigError, match="not a projection"):
+        quantize_model(small_rwkv, 8, projections=["att.nothing"])
+    quantize_model(small_rwkv, 8)
+    with pytest.raises(ConfigError, match="quantised already"):
+        quantize_model(small_rwkv, 4)
+    with pytest.raises(GraphError, match="integers in"):
+        Dense("d", weights=np.full((2, 2), 9, np.int8), scale=[1.0, 1.0], weight_bits=4)
+
+
+def test_selected_projections_only(small_rwkv):
+    quantize_model(small_rwkv, 8, projections=["ffn.key", "ffn.value"])
+    g = build_graph(small_rwkv)
+    quantised = {p.attrs["projection"] for p in g if p.kind == "dense" and p.weight_bits == 8}
+    assert quantised == {"ffn.key", "ffn.value"}
+    assert g["head"].weight_bits == 16
