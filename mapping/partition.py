@@ -34,7 +34,7 @@ class Shard:
     lo: int  # range along the split axis: W's rows (outputs), W's columns (inputs), table rows, heads
     hi: int
     axis: int  # length of the split axis
-    param_bytes: int  # weights and fixed parameters, at the core's word width
+    param_bytes: int  # weights (at their bits: 16-bit weights at the core's word width) and fixed parameters (word width)
     state_bytes: int
     buffer_bytes: int
 
@@ -65,21 +65,32 @@ def _input_rate(proc, rates: dict[str, float]) -> float:
     return rates[port.sources[0].src.path] if port.sources else float(port.size)
 
 
+def weight_bytes(proc, wb: float) -> float:
+    """Bytes per weight of a process: its weight bits where they are below 16 (integer weights), else the word's."""
+    bits = proc.attrs.get("weight_bits", 16)
+    return bits / 8 if bits < 16 else wb
+
+
+def _per_output(proc) -> int:
+    """Fixed parameters per output of a Dense: bias and scale."""
+    return ("bias" in proc.vars) + ("scale" in proc.vars)
+
+
 def _split_dense(proc, M: int, wb: float, rates: dict[str, float]) -> tuple[str, int]:
     out, inp = proc.shape
-    bias = "bias" in proc.vars
+    per_out, ww = _per_output(proc), weight_bytes(proc, wb)
 
     def fits_outputs(n):
         rows = math.ceil(out / n)
-        return _nbytes(rows * inp + (rows if bias else 0) + inp + rows, wb) <= M
+        return _nbytes(rows * inp, ww) + _nbytes(rows * per_out + inp + rows, wb) <= M
 
     def fits_inputs(n):
         cols = math.ceil(inp / n)
-        return _nbytes(cols * out + (out if bias else 0) + cols + out, wb) <= M
+        return _nbytes(cols * out, ww) + _nbytes(out * per_out + cols + out, wb) <= M
 
     options = {}
     for split, fits, axis in (("outputs", fits_outputs, out), ("inputs", fits_inputs, inp)):
-        n = max(1, math.ceil(_nbytes(out * inp, wb) / M))
+        n = max(1, math.ceil(_nbytes(out * inp, ww) / M))
         while n <= axis and not fits(n):
             n += 1
         if n <= axis:
@@ -99,31 +110,33 @@ def partition(graph: ProcessGraph, topology: Topology) -> list[Shard]:
     rates = port_rates(graph)
     shards: list[Shard] = []
     for proc in graph.topological_order():
-        params = proc.n_parameters()
+        ww = weight_bytes(proc, wb)
+        weights = sum(v.value.size for v in proc.vars.values() if v.role == "weight")
+        params = proc.n_parameters() - weights
         state = sum(v.value.size for v in proc.vars.values() if v.role == "state")
         io = sum(p.size for p in proc.in_ports.values() if p.name != "token") + sum(p.size for p in proc.out_ports.values())
-        whole = _nbytes(params, wb) + _nbytes(state, wb) + _nbytes(io, wb)
+        whole = _nbytes(weights, ww) + _nbytes(params, wb) + _nbytes(state, wb) + _nbytes(io, wb)
 
-        def add(split, part, parts, lo, hi, axis, param_el, state_el, io_el):
+        def add(split, part, parts, lo, hi, axis, weight_el, param_el, state_el, io_el):
             shards.append(Shard(len(shards), proc.name, proc.kind, proc.layer, split, part, parts, lo, hi, axis,
-                                _nbytes(param_el, wb), _nbytes(state_el, wb), _nbytes(io_el, wb)))
+                                _nbytes(weight_el, ww) + _nbytes(param_el, wb), _nbytes(state_el, wb), _nbytes(io_el, wb)))
 
         how = model_class_for(proc).split  # the process model says how its process may be cut
         if whole <= M and how != "rows":
-            add("whole", 0, 1, 0, 1, 1, params, state, io)
+            add("whole", 0, 1, 0, 1, 1, weights, params, state, io)
             continue
         if how == "dense":
             split, n = _split_dense(proc, M, wb, rates)
             out, inp = proc.shape
             axis = out if split == "outputs" else inp
             bounds = np.linspace(0, axis, n + 1).round().astype(int)
-            bias = "bias" in proc.vars
+            per_out = _per_output(proc)  # bias and scale: with the rows they serve, or on the first input shard
             for k in range(n):
                 lo, hi = int(bounds[k]), int(bounds[k + 1])
                 if split == "outputs":
-                    add(split, k, n, lo, hi, axis, (hi - lo) * inp + (hi - lo if bias else 0), 0, inp + hi - lo)
+                    add(split, k, n, lo, hi, axis, (hi - lo) * inp, (hi - lo) * per_out, 0, inp + hi - lo)
                 else:
-                    add(split, k, n, lo, hi, axis, (hi - lo) * out + (out if bias and k == 0 else 0), 0, hi - lo + out)
+                    add(split, k, n, lo, hi, axis, (hi - lo) * out, out * per_out if k == 0 else 0, 0, hi - lo + out)
         elif how == "rows":
             tables = [v.value for n, v in proc.vars.items() if v.role == "weight"]
             rows, d = sum(t.shape[0] for t in tables), tables[0].shape[1]
@@ -132,7 +145,7 @@ def partition(graph: ProcessGraph, topology: Topology) -> list[Shard]:
             bounds = np.linspace(0, rows, n + 1).round().astype(int)
             for k in range(n):
                 lo, hi = int(bounds[k]), int(bounds[k + 1])
-                add("rows", k, n, lo, hi, rows, (hi - lo) * d, state if k == 0 else 0, d)
+                add("rows", k, n, lo, hi, rows, (hi - lo) * d, 0, state if k == 0 else 0, d)
         elif how == "heads":
             heads = proc.attrs["n_head"]
             per_head = state // heads
@@ -143,7 +156,7 @@ def partition(graph: ProcessGraph, topology: Topology) -> list[Shard]:
                                    f"does not fit a core's {M:,} bytes; use a topology with more memory per core")
             for k in range(n):
                 lo, hi = k * heads // n, (k + 1) * heads // n
-                add("heads", k, n, lo, hi, heads, 0, per_head * (hi - lo) + (state - per_head * heads if k == 0 else 0), io // n)
+                add("heads", k, n, lo, hi, heads, 0, 0, per_head * (hi - lo) + (state - per_head * heads if k == 0 else 0), io // n)
         else:
             raise MappingError(f"{proc.name} ({proc.kind}) needs {whole:,} bytes but a {topology.name} core has {M:,}; "
                                "use a topology with more memory per core")

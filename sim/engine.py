@@ -5,8 +5,14 @@ executor (so the logits are the executor's, bit for bit), and every shard of it 
 for what an event-driven core does:
 
   Dense shard     reads the weight row segment of each input event it receives and accumulates
-                  (synaptic ops = weight reads = input events × its outputs); a shard split by inputs sends
-                  its whole vector of partial sums;
+                  (synaptic ops = input events × its outputs; weight reads = the memory words that segment
+                  fills: one per weight at 16 bits, 16/bits weights per word below); a shard split by inputs
+                  sends its whole vector of partial sums. Precision (`synaptic_plan`): int8 events into int8
+                  weights are int8 MACs (`synops_int8`, two per 2×INT8 instruction on SENECA); int4 weights are
+                  first unpacked to int8 (one `weight_unpack` per weight); float events into integer weights
+                  need each weight extracted and converted (two unpacks per weight) before an FP16 MAC; each
+                  output of an integer Dense is scaled once (neuron ops: 1, or 3 with int8 events: I2F and
+                  two multiplies);
   other process   neuron ops per output entry (its process model's ops_per_entry), parameter reads, state
                   reads and writes, and what its model's extra_counts adds (table lookups, attention);
   every shard     captures its incoming events and generates one event per non-zero output entry;
@@ -37,17 +43,38 @@ from eventllm.process.models import model_for
 from mapping.result import Mapping
 from sim.costs import CostModel
 
-COUNTERS = ("events_in", "events_out", "synops", "neuron_ops", "neuron_updates", "weight_reads", "param_reads",
-            "state_reads", "state_writes", "packets", "hops", "chip_crossings")
+COUNTERS = ("events_in", "events_out", "synops", "synops_int8", "neuron_ops", "neuron_updates", "weight_reads",
+            "weight_unpacks", "param_reads", "state_reads", "state_writes", "packets", "hops", "chip_crossings")
 C = {name: i for i, name in enumerate(COUNTERS)}
 
 ENERGY_GROUPS = {
-    "synaptic": (("synops", "synop"), ("weight_reads", "weight_read")),
+    "synaptic": (("synops", "synop"), ("synops_int8", "synop_int8"), ("weight_reads", "weight_read"),
+                 ("weight_unpacks", "weight_unpack")),
     "neuron": (("neuron_ops", "neuron_op"), ("neuron_updates", "neuron_update"), ("param_reads", "param_read")),
     "state memory": (("state_reads", "state_read"), ("state_writes", "state_write")),
     "events": (("events_in", "event_in"), ("events_out", "event_out")),
     "noc": (("hops", "noc_hop"), ("chip_crossings", "chip_link")),
 }
+
+
+def synaptic_plan(dense) -> dict:
+    """How a Dense process's synapses run, from its weight bits and the bits of the events feeding it.
+
+    weight_bits      storage width of a weight (16: one per memory word)
+    int8_macs        int8 events × int8/int4 weights: integer MACs (SENECA's 2×INT8 instruction does two)
+    unpacks_per_weight  int4 → int8 before integer MACs: 1; integer weights with float events: 2 (extract, I2F)
+    ops_per_output   the per-output scaling of an integer Dense: 1 multiply, or with int8 events 3 (I2F of the
+                     integer sum, times the weight scale, times the event scale)
+    """
+    bits = dense.attrs.get("weight_bits", 16)
+    port = dense.in_ports["inp"]
+    src = port.sources[0].src.process if port.sources else None
+    events8 = src is not None and src.attrs.get("event_bits", 16) == 8
+    if bits >= 16:
+        return {"weight_bits": 16, "int8_macs": False, "unpacks_per_weight": 0, "ops_per_output": 0}
+    if events8:
+        return {"weight_bits": bits, "int8_macs": True, "unpacks_per_weight": 1 if bits == 4 else 0, "ops_per_output": 3}
+    return {"weight_bits": bits, "int8_macs": False, "unpacks_per_weight": 2, "ops_per_output": 1}
 
 
 @dataclass
@@ -179,24 +206,37 @@ class Simulator:
         self.p_crossings = np.asarray(self.topo.chip_crossings(a, b), dtype=np.int64) * self.p_remote
         cy, clock = self.costs.cycles, self.topo.core.clock_hz
         self.p_transfer = (self.p_hops * cy["hop"] + self.p_crossings * cy["chip_link"]) / clock
-        # per-shard constants: synaptic fan-out of an input event, and the counts that do not depend on the data
+        # per-shard constants: synaptic fan-out of an input event (and its memory words, unpacks and kind of MAC),
+        # and the counts that do not depend on the data
         self.fanout = np.zeros(self.n_shards)
+        self.words = np.zeros(self.n_shards)
+        self.unpacks = np.zeros(self.n_shards)
+        self.int_mac = np.zeros(self.n_shards, bool)
         self.static = np.zeros((self.n_shards, len(COUNTERS)))
+        word_bits = self.topo.core.word_bits
         for p in self.order:
             ids = self.shards_of[p.name]
             model = self.models[p.name]
             if model.synaptic:
                 n_out = p.out_ports["out"].size
+                plan = synaptic_plan(p)
                 for sid in ids:
                     rows = self.hi[sid] - self.lo[sid] if self.split[sid] == "outputs" else n_out
                     self.fanout[sid] = rows
-                    if "bias" in p.vars and (self.split[sid] != "inputs" or sid == ids[0]):
-                        self.static[sid, C["param_reads"]] += rows
+                    bits = plan["weight_bits"]
+                    self.words[sid] = rows if bits >= 16 else math.ceil(rows * bits / word_bits)
+                    self.unpacks[sid] = plan["unpacks_per_weight"] * rows
+                    self.int_mac[sid] = plan["int8_macs"]
+                    first = self.split[sid] != "inputs" or sid == ids[0]
+                    if first:
+                        per_out = ("bias" in p.vars) + ("scale" in p.vars)
+                        self.static[sid, C["param_reads"]] += rows * per_out
+                        self.static[sid, C["neuron_ops"]] += rows * plan["ops_per_output"]
             elif not model.has_extra_counts():
                 sid = ids[0]
                 n_out = sum(port.size for port in p.out_ports.values())
                 self.static[sid, C["neuron_updates"]] = n_out
-                self.static[sid, C["neuron_ops"]] = model.ops_per_entry * n_out
+                self.static[sid, C["neuron_ops"]] = model.entry_ops() * n_out
                 self.static[sid, C["param_reads"]] = sum(v.value.size for v in p.vars.values() if v.role == "param")
                 state = sum(v.value.size for v in p.vars.values() if v.role == "state")
                 self.static[sid, C["state_reads"]] = self.static[sid, C["state_writes"]] = state
@@ -244,9 +284,7 @@ class Simulator:
         counts[:, C["events_out"]] = cum[self.out_b] - cum[self.out_a]
         part = self.partial_shards
         counts[part, C["events_out"]] = np.where(ev_in[part] > 0, self.out_b[part] - self.out_a[part], 0)
-        synops = ev_in * self.fanout
-        counts[:, C["synops"]] = synops
-        counts[:, C["weight_reads"]] = synops
+        self._synaptic_counts(counts, ev_in)
         for proc in self.special:  # data-dependent counts (table lookups, attention over the cache)
             ids = self.shards_of[proc.name]
             outputs = {pname: values[f"{proc.name}.{pname}"] for pname in proc.out_ports}
@@ -283,6 +321,14 @@ class Simulator:
         r.logits.append(out)
         return out
 
+    def _synaptic_counts(self, counts: np.ndarray, ev_in: np.ndarray) -> None:
+        """The Dense shards' counts of their input events ev_in [..., shards] into counts [..., shards, counters]."""
+        synops = ev_in * self.fanout
+        counts[..., C["synops"]] = np.where(self.int_mac, 0, synops)
+        counts[..., C["synops_int8"]] = np.where(self.int_mac, synops, 0)
+        counts[..., C["weight_reads"]] = ev_in * self.words
+        counts[..., C["weight_unpacks"]] = ev_in * self.unpacks
+
     def port_events(self) -> dict[str, int]:
         """Events (non-zero entries) each out-port ('proc.port') sent over the tokens simulated: the logical events
         of the graph, whatever the shards (the executor's `counts.per_port`, and what the Lava backend counts)."""
@@ -306,7 +352,8 @@ class Simulator:
     def _compute_cycles(self, counts: np.ndarray) -> np.ndarray:
         """Cycles of each shard for `counts` [..., shards, counters] (one token, or many: the trace engine)."""
         cy, npe = self.costs.cycles, self.topo.core.npe
-        parallel = counts[..., C["synops"]] * cy["synop"] + counts[..., C["neuron_ops"]] * cy["neuron_op"]
+        parallel = (counts[..., C["synops"]] * cy["synop"] + counts[..., C["synops_int8"]] * cy["synop_int8"]
+                    + counts[..., C["weight_unpacks"]] * cy["weight_unpack"] + counts[..., C["neuron_ops"]] * cy["neuron_op"])
         return (counts[..., C["events_in"]] * cy["event_in"] + np.ceil(parallel / npe)
                 + counts[..., C["events_out"]] * cy["event_out"] + counts[..., C["packets"]] * cy["packet"])
 

@@ -177,9 +177,7 @@ class TraceEngine(Simulator):
         part = self.partial_shards
         ev_out[:, part] = np.where(ev_in[:, part] > 0, self.out_b[part] - self.out_a[part], 0)
         counts[..., C["events_out"]] = ev_out
-        synops = ev_in * self.fanout
-        counts[..., C["synops"]] = synops
-        counts[..., C["weight_reads"]] = synops
+        self._synaptic_counts(counts, ev_in)
         for proc in self.tables:
             self._tables(proc, tokens, positions, counts)
         for proc in self.attentions:
@@ -226,7 +224,7 @@ class TraceEngine(Simulator):
         owner = (lo <= tokens[:, None]) & (tokens[:, None] < hi)
         counts[:, ids, C["events_out"]] *= owner
         counts[:, ids, C["neuron_updates"]] += d * owner
-        counts[:, ids, C["neuron_ops"]] += self.models[proc.name].ops_per_entry * d * owner
+        counts[:, ids, C["neuron_ops"]] += self.models[proc.name].entry_ops() * d * owner
 
     def _attention(self, proc, positions: np.ndarray, counts: np.ndarray) -> None:
         ids = self.shards_of[proc.name]

@@ -10,7 +10,7 @@ from eventllm.models.registry import load_model
 from eventllm.process.build import build_graph
 from eventllm.process.executor import Executor
 from eventllm.process.graph import ProcessGraph
-from eventllm.process.library import Dense
+from eventllm.process.library import Dense, Embedding, Threshold
 from eventllm.sparsity.thresholds import apply_thresholds
 from tests.test_process import SHIPPED_THRESHOLDS, torch_step_logits
 
@@ -96,3 +96,55 @@ def test_selected_projections_only(small_rwkv):
     quantised = {p.attrs["projection"] for p in g if p.kind == "dense" and p.weight_bits == 8}
     assert quantised == {"ffn.key", "ffn.value"}
     assert g["head"].weight_bits == 16
+
+
+def test_memory_per_core_at_each_bit_width_equals_a_hand_count():
+    """A Dense of 4 outputs × 6 inputs with 4 scales, on a SENECA core (16-bit words): weights at their bits,
+    scales, inputs and outputs at 2 bytes each."""
+    from mapping.partition import partition
+    from mapping.topology import load_topology
+
+    topo = load_topology("seneca")
+    w = np.arange(24, dtype=np.float32).reshape(4, 6) - 12
+    q = np.clip(w, -7, 7).astype(np.int8)
+    for bits, dense, weight_bytes in ((16, Dense("d", weights=w), 48), (8, Dense("d", weights=q, scale=np.ones(4), weight_bits=8), 24 + 8),
+                                     (4, Dense("d", weights=q, scale=np.ones(4), weight_bits=4), 12 + 8)):
+        graph = ProcessGraph([dense], "d.out")
+        (shard,) = partition(graph, topo)
+        assert shard.param_bytes == weight_bytes, bits
+        assert shard.buffer_bytes == 2 * (6 + 4)
+
+
+@pytest.mark.parametrize("weight_bits,event_bits", [(16, 16), (8, 8), (4, 8), (8, 16)])
+def test_synaptic_counts_and_energy_by_precision_equal_a_hand_count(weight_bits, event_bits):
+    """emb row [0.5, -1.0, 0.25, 0.0, 0.75, 0.0] → threshold (θ = 0.3: 3 events) → Dense 10 × 6 on one SENECA core."""
+    from mapping import map_graph
+    from sim.costs import load_costs
+    from sim.engine import COUNTERS, Simulator
+
+    e = Embedding("emb", weights=np.array([[0.5, -1.0, 0.25, 0.0, 0.75, 0.0]]))
+    t = Threshold("t", n=6, theta=0.3, event_bits=event_bits)
+    w = np.tile(np.arange(-3, 3, dtype=np.float32), (10, 1))
+    d = Dense("d", weights=w) if weight_bits == 16 else Dense("d", weights=w.astype(np.int8), scale=np.full(10, 0.5), weight_bits=weight_bits)
+    e.out.connect(t.inp)
+    t.out.connect(d.inp)
+    graph = ProcessGraph([e, t, d], "d.out")
+    m = map_graph(graph, "seneca")
+    sim = Simulator(graph, m, load_costs("seneca"))
+    sim.step(0)
+    c = dict(zip(COUNTERS, sim.result.counts.sum(0)))
+    macs = 3 * 10  # 3 events × 10 rows
+    words = {16: 10, 8: 5, 4: 3}[weight_bits]  # a 10-weight row segment in 16-bit words (4-bit: ceil(40 / 16))
+    assert c["synops"] + c["synops_int8"] == macs
+    assert c["synops_int8"] == (macs if weight_bits < 16 and event_bits == 8 else 0)
+    assert c["weight_reads"] == 3 * words + 6  # + the embedding row
+    unpacks = {(16, 16): 0, (8, 8): 0, (4, 8): 1, (8, 16): 2}[(weight_bits, event_bits)] * macs
+    assert c["weight_unpacks"] == unpacks
+    scale_ops = {(16, 16): 0, (8, 8): 3, (4, 8): 3, (8, 16): 1}[(weight_bits, event_bits)] * 10
+    threshold_ops = (4 if event_bits == 8 else 1) * 6
+    assert c["neuron_ops"] == threshold_ops + scale_ops
+    assert c["param_reads"] == 1 + (10 if weight_bits < 16 else 0)  # θ, the scales
+    mac_pj = 0.6 if c["synops_int8"] else 1.4
+    pj = (macs * mac_pj + c["weight_reads"] * 3.7 + unpacks * 1.15 + c["neuron_ops"] * 1.4 + c["param_reads"] * 3.7
+          + c["events_in"] * 0.5 + c["events_out"] * 1.1 + c["hops"] * 2.0)
+    assert sim.result.energy_per_token[0] == pytest.approx(pj * 1e-12)

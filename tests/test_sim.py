@@ -17,7 +17,7 @@ from eventllm.process.graph import ProcessGraph
 from eventllm.process.library import Dense, Embedding, ReLU, Threshold
 from mapping import map_graph
 from mapping.topology import parse_topology
-from sim.costs import load_costs
+from sim.costs import ENERGY_KEYS, TIME_KEYS, load_costs
 from sim.engine import COUNTERS, Simulator
 from sim.report import simulate
 
@@ -140,9 +140,7 @@ def test_mapping_of_another_graph_is_refused(zoo, small_rwkv):
 @pytest.mark.parametrize("text,message", [
     ('name = "x"\ncolour = 1\n', "unknown key"),
     ('[energy_j]\nsynop = 1e-12\n[time_cycles]\n', "misses"),
-    ('[energy_j]\n' + "".join(f"{k} = -1.0\n" for k in ("synop", "weight_read", "param_read", "state_read", "state_write", "neuron_op",
-                                                         "neuron_update", "event_in", "event_out", "noc_hop", "chip_link", "static_power_w"))
-     + '[time_cycles]\n' + "".join(f"{k} = 1\n" for k in ("synop", "neuron_op", "event_in", "event_out", "packet", "hop", "chip_link")),
+    ('[energy_j]\n' + "".join(f"{k} = -1.0\n" for k in ENERGY_KEYS) + '[time_cycles]\n' + "".join(f"{k} = 1\n" for k in TIME_KEYS),
      "non-negative"),
     ("[energy_j\n", "not valid TOML"),
 ])

@@ -62,6 +62,10 @@ class ProcessModel:
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def entry_ops(self) -> int:
+        """Operations per output entry of this process (its settings may add to the kind's `ops_per_entry`)."""
+        return self.ops_per_entry
+
     def extra_counts(self, outputs: dict[str, np.ndarray], token: int, shard_ids: np.ndarray, lo: np.ndarray,
                      hi: np.ndarray, counts: np.ndarray, column: dict[str, int]) -> None:
         """Add the data-dependent counts of this token to `counts` [shards, counters] (rows `shard_ids`, this
@@ -178,6 +182,10 @@ class ShiftMixModel(ProcessModel):
 class ThresholdModel(ProcessModel):
     ops_per_entry = 1
     lava = "Unary"
+
+    def entry_ops(self) -> int:
+        # int8 events: also the running max of |y| and the divide-and-round of each entry
+        return 4 if self.process.attrs.get("event_bits", 16) == 8 else 1
 
     def run(self, inputs):
         x = inputs["inp"]
