@@ -78,7 +78,10 @@ def _load(args, thresholds=None):
     from eventllm.sparsity.thresholds import describe_missing
 
     path = thresholds if thresholds is not None else getattr(args, "thresholds", None)
-    loaded = load(args.model, path, getattr(args, "device", None), getattr(args, "allow_partial", False))
+    precision = {"weight_bits": getattr(args, "weight_bits", None), "event_bits": getattr(args, "event_bits", None),
+                 "method": getattr(args, "quant_method", None),
+                 "projections": args.quantize.split(",") if getattr(args, "quantize", None) else None}
+    loaded = load(args.model, path, getattr(args, "device", None), getattr(args, "allow_partial", False), precision)
     if loaded.missing_sites:
         print(f"{loaded.thresholds}: {describe_missing(loaded.missing_sites)}", file=sys.stderr)
     return loaded
@@ -166,7 +169,10 @@ def cmd_evaluate(args) -> int:
     world = init_world(args.device)  # torchrun: join the process group before the model goes to its GPU
     loaded = _load(args)
     m = loaded.model
-    result = {"model": loaded.name, "thresholds": args.thresholds, "data": args.data, "split": args.split}
+    from eventllm.models.quantize import describe
+
+    result = {"model": loaded.name, "thresholds": args.thresholds, "data": args.data, "split": args.split,
+              "precision": describe(m)}
     if any(n == "ppl" for n, _ in specs):
         ids = _tokens(loaded, args.data, args.split, args.max_tokens, progress=not args.quiet)
         byte_lengths = loaded.tokenizer.token_bytes() if hasattr(loaded.tokenizer, "token_bytes") else None
@@ -246,7 +252,9 @@ def cmd_calibrate(args) -> int:
     print(f"per-site loss tolerance {res.loss_inc:.6f}, common θ scale {res.scale:.3f}")
     print(f"on the check stream: perplexity {100 * res.ppl_increase:+.2f}%, sparsity MAC-weighted {pct(res.natural_mac_weighted)} → "
           f"{pct(res.mac_weighted)}, mean over sites {pct(res.natural_sparsity)} → {pct(res.sparsity)}")
-    meta = res.meta() | {"data": args.data, "split": args.split, "seed": args.seed, "max_ppl_increase": args.max_ppl_increase, "safety": args.safety, "check_tokens": args.check_tokens,
+    from eventllm.models.quantize import describe
+
+    meta = res.meta() | {"precision": describe(m), "data": args.data, "split": args.split, "seed": args.seed, "max_ppl_increase": args.max_ppl_increase, "safety": args.safety, "check_tokens": args.check_tokens,
                          "target_sparsity": args.target_sparsity}
     save_thresholds(m, args.output, loaded.name, meta=meta)
     print(f"wrote {args.output}")
@@ -369,9 +377,11 @@ def cmd_simulate(args) -> int:
                                  progress=not args.quiet)
     else:
         runs = simulate(graph, mapping, costs, tokens, modes, progress=not args.quiet)
+    from sim.report import settings
+
     info = {"graph": str(args.graph), "model": graph.meta.get("model") or args.graph, "mapping": str(args.mapping),
-            "topology": mapping.topology.name, "costs": costs.name, "prompt": args.prompt if not args.token_ids else None,
-            "token_ids": tokens}
+            "topology": mapping.topology.name, "costs": costs.name, "settings": settings(graph),
+            "prompt": args.prompt if not args.token_ids else None, "token_ids": tokens}
     if args.backend == "lava":
         info["lava"] = _simulate_on_lava(args, runs["thresholded"], tokens)
     return _simulate_report(args, runs, info, mapping, len(tokens))
@@ -418,6 +428,11 @@ def _graph_model(args, graph):
     if not spec:
         raise ConfigError(f"{args.graph} does not name its model; pass --model (the model it was built from)")
     model = load_model(spec).model
+    p = graph.meta.get("precision") or {}
+    if p.get("weight_bits", 16) < 16 or p.get("event_bits", 16) < 16:  # the masks of the low-bit model the graph holds
+        from eventllm.models.quantize import quantize_model
+
+        quantize_model(model, p.get("weight_bits", 16), p.get("method") or "mse", p.get("projections") or None, p.get("event_bits", 16))
     if args.device:
         import torch
 
@@ -442,8 +457,10 @@ def _simulate_text(args, graph, mapping, costs) -> int:
     modes = ("thresholded", "natural", "dense") if args.compare_dense else ("thresholded",)
     model = _graph_model(args, graph) if engine == "trace" else None
     runs = simulate_segments(graph, mapping, costs, ids, modes, args.segments, world, engine, model, progress=not args.quiet)
+    from sim.report import settings
+
     info = {"graph": str(args.graph), "model": graph.meta.get("model") or args.graph, "mapping": str(args.mapping),
-            "topology": mapping.topology.name, "costs": costs.name, "data": args.data, "split": args.split,
+            "topology": mapping.topology.name, "costs": costs.name, "settings": settings(graph), "data": args.data, "split": args.split,
             "engine": engine, "segments": args.segments, "prompt": None, "token_ids": None}
     return _simulate_report(args, runs, info, mapping, len(ids))
 
@@ -616,6 +633,19 @@ LAVA_BLOCKS = ("with --backend lava: hierarchical (a Lava process per process of
 ALLOW_PARTIAL = "accept a thresholds file that lacks some sites (they run at θ = 0, and are listed)"
 
 
+def _precision_args(p) -> None:
+    """--weight-bits, --event-bits, --quant-method, --quantize (eventllm.models.quantize); unset: the precision the
+    thresholds file was calibrated at, else the trained 16-bit model."""
+    p.add_argument("--weight-bits", type=int, choices=[16, 8, 4], help="projection weights as 8- or 4-bit integers, one scale "
+                   "per output channel, post-training (default: 16, or the thresholds file's)")
+    p.add_argument("--event-bits", type=int, choices=[16, 8], help="8: the threshold sites send int8 events, one scale per "
+                   "token (integer MACs on SENECA with 8/4-bit weights) (default: 16, or the thresholds file's)")
+    p.add_argument("--quant-method", choices=["rtn", "mse"], help="rtn: round to nearest; mse: clipping searched per "
+                   "channel for the least weight error (default: mse)")
+    p.add_argument("--quantize", metavar="PROJ,…", help="quantise only these projections (names as in `eventllm info`, "
+                   "'head' for the output head) (default: all and the head)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from eventllm import DEFAULT_MODEL
     from eventllm.generate import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
@@ -656,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-tokens", type=positive_int, help="evaluate only the first N tokens")
     e.add_argument("--segments", type=positive_int, default=1, help="cut the text into N contiguous segments, each from a fresh "
                    "state, merged token-weighted; under torchrun the ranks share them (default: %(default)s)")
+    _precision_args(e)
     e.add_argument("--json", metavar="OUT", help="write the results as JSON")
     e.add_argument("--device", help="cpu or cuda (default: cpu)")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -681,6 +712,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contiguous tokens the final θ scale is set and checked on (default: %(default)s)")
     c.add_argument("--step", default="linear", choices=["linear", "exp"], help="grid of kept fractions (default: %(default)s)")
     c.add_argument("--seed", type=seed, default=0, help="seed of the calibration windows (default: %(default)s)")
+    _precision_args(c)
     c.add_argument("-o", "--output", required=True, help="thresholds JSON to write")
     c.add_argument("--device", help="cpu or cuda (default: cpu)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -695,6 +727,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tokens", type=positive_int, default=64, help="tokens to measure event rates on (default: %(default)s)")
     b.add_argument("-o", "--output", required=True, help="graph folder to write (graph.json + arrays.npz)")
     b.add_argument("--force", action="store_true", help="write OUTPUT even if it is a non-empty folder that is not a graph folder")
+    _precision_args(b)
     b.set_defaults(func=cmd_build)
 
     mp = sub.add_parser("map", help="map a process graph onto neuromorphic cores -> mapping JSON + core heat map")
@@ -749,6 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=probability, default=DEFAULT_TOP_P, help="nucleus sampling mass (default: %(default)s)")
     g.add_argument("--greedy", action="store_true", help="greedy decoding (same as --temperature 0)")
     g.add_argument("--seed", type=seed, default=1, help="sampling seed (default: %(default)s)")
+    _precision_args(g)
     g.add_argument("--json", metavar="OUT", help="write the session summary and texts as JSON")
     g.add_argument("-q", "--quiet", action="store_true", help="no live status line")
     g.set_defaults(func=cmd_generate)

@@ -128,7 +128,7 @@ def simulate_segments(graph, mapping, costs, ids: list[int], modes, segments: in
     """`sim.report.simulate` over a long text: each segment from a fresh state, on the trace engine (event
     masks from `model`, the torch model the graph was built from) or the message engine; summaries per mode."""
     from sim.engine import Simulator
-    from sim.report import MODE_OVERRIDES, summarize
+    from sim.report import MODE_OVERRIDES, run_setup, summarize
     from sim.trace import TraceEngine, merge_results
 
     bounds = segment_bounds(len(ids), segments)
@@ -151,7 +151,8 @@ def simulate_segments(graph, mapping, costs, ids: list[int], modes, segments: in
         for mode in modes:
             # one graph for every mode: θ = 0 of the natural and dense runs is a run option
             cls = TraceEngine if engine == "trace" else Simulator
-            sim = cls(graph, mapping, costs, event_driven=(mode != "dense"),
+            g, m = run_setup(graph, mapping, mode)  # a low-bit graph's dense baseline: the 16-bit model
+            sim = cls(g, m, costs, event_driven=(mode != "dense"),
                       overrides=None if mode == "thresholded" else MODE_OVERRIDES)
             if engine == "trace":
                 model.set_thetas(graph_thetas(graph) if mode == "thresholded" else 0.0)

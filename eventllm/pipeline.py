@@ -25,10 +25,14 @@ def shipped_thresholds(model_spec: str) -> Path | None:
     return None
 
 
-def load(model_spec: str, thresholds: str | Path | None = None, device: str | None = None, allow_partial: bool = False):
+def load(model_spec: str, thresholds: str | Path | None = None, device: str | None = None, allow_partial: bool = False,
+         precision: dict | None = None):
     """The model with its tokenizer (`LoadedModel`), thresholds applied: a file, "shipped" (the zoo model's own
     calibrated file, θ = 0 when it has none) or None / False (θ = 0). `loaded.thresholds` says which file was
-    applied, `loaded.missing_sites` which sites a partial file left at θ = 0."""
+    applied, `loaded.missing_sites` which sites a partial file left at θ = 0.
+
+    `precision` (keys weight_bits, event_bits, method, projections; `eventllm.models.quantize`) fake-quantises
+    the model first; without it, the precision a thresholds file was calibrated at (its meta) is used."""
     from eventllm.models.registry import load_model
 
     loaded = load_model(model_spec)
@@ -37,6 +41,12 @@ def load(model_spec: str, thresholds: str | Path | None = None, device: str | No
 
         loaded.model.to(torch.device(device))
     path = shipped_thresholds(model_spec) if thresholds == "shipped" else (thresholds or None)
+    precision = resolve_precision(precision, path) or {}
+    wbits, ebits = precision.get("weight_bits") or 16, precision.get("event_bits") or 16
+    if wbits < 16 or ebits < 16:
+        from eventllm.models.quantize import quantize_model
+
+        quantize_model(loaded.model, wbits, precision.get("method") or "mse", precision.get("projections") or None, ebits)
     loaded.missing_sites = []
     if path is not None:
         from eventllm.sparsity.thresholds import apply_thresholds
@@ -44,6 +54,29 @@ def load(model_spec: str, thresholds: str | Path | None = None, device: str | No
         loaded.missing_sites = apply_thresholds(loaded.model, path, allow_partial=allow_partial)["missing"]
     loaded.thresholds = str(path) if path is not None else None
     return loaded
+
+
+def resolve_precision(precision: dict | None, thresholds_path) -> dict | None:
+    """The precision to run at: the one asked for, else the one the thresholds file was calibrated at; asking for
+    another than the file's is an error (its θ were set for that precision)."""
+    from eventllm.errors import ThresholdError
+
+    file_p = None
+    if thresholds_path is not None:
+        from eventllm.sparsity.thresholds import read_thresholds
+
+        file_p = read_thresholds(thresholds_path).get("meta", {}).get("precision")
+    if precision is None or not any(v is not None for v in precision.values()):
+        return file_p
+    if file_p:
+        asked = {k: v for k, v in precision.items() if v is not None}
+        differs = [k for k, v in asked.items() if k in ("weight_bits", "event_bits") and file_p.get(k, 16) != v]
+        if differs:
+            k = differs[0]
+            raise ThresholdError(f"{thresholds_path} was calibrated at {k.replace('_', ' ')} {file_p.get(k, 16)}, not {asked[k]}: "
+                                 f"drop --{k.replace('_', '-')} or calibrate at {asked[k]}")
+        return file_p | asked
+    return precision
 
 
 def build(model, name: str | None, rate_tokens: list[int] | None = None, source: str | None = None):

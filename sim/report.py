@@ -42,7 +42,8 @@ def summarize(sim: Simulator) -> dict:
     breakdown = sim.energy_breakdown(per_shard.sum(0), latency)
     groups = sim.group_of_shard
     layer_energy = np.bincount(groups, shard_energy, len(sim.layer_names))
-    layer_synops = np.bincount(groups, per_shard[:, COUNTERS.index("synops")], len(sim.layer_names))
+    macs = per_shard[:, COUNTERS.index("synops")] + per_shard[:, COUNTERS.index("synops_int8")]  # FP16 and int8 MACs
+    layer_synops = np.bincount(groups, macs, len(sim.layer_names))
     finish = np.array(r.layer_finish)
     layer_latency = np.diff(np.concatenate([np.zeros((len(finish), 1)), finish], axis=1), axis=1).mean(0)
     kinds: dict[str, float] = {}
@@ -61,7 +62,7 @@ def summarize(sim: Simulator) -> dict:
         "energy_per_token_j": float(np.mean(r.energy_per_token)),
         "latency_per_token_s": latency,
         "activation_sparsity": float(np.mean(r.sparsity_per_token)),
-        "synaptic_ops_per_token": float(per_shard[:, COUNTERS.index("synops")].sum()),
+        "synaptic_ops_per_token": float(macs.sum()),
         "counts_per_token": {c: float(v) for c, v in zip(COUNTERS, per_shard.sum(0))},
         "energy_breakdown_j": {k: float(v) for k, v in breakdown.items()},
         "by_kind": {k: {"energy_j": v} for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])},
@@ -77,6 +78,21 @@ def summarize(sim: Simulator) -> dict:
     }
 
 
+def run_setup(graph: ProcessGraph, mapping: Mapping, mode: str) -> tuple[ProcessGraph, Mapping]:
+    """The graph and mapping a mode runs on: the dense baseline of a low-bit graph is the 16-bit model with float
+    events (`ProcessGraph.at_full_precision`), mapped anew onto the same topology (it needs more cores)."""
+    if mode != "dense":
+        return graph, mapping
+    full = graph.at_full_precision()
+    if full is graph:
+        return graph, mapping
+    from mapping import map_graph
+    from mapping.topology import preset_names
+
+    t = mapping.topology
+    return full, map_graph(full, t.name if t.name in preset_names() else t, placement=mapping.placement or "bisection")
+
+
 def simulate(graph: ProcessGraph, mapping: Mapping, costs: CostModel, tokens: list[int], modes=("thresholded",),
              progress: bool = False) -> dict[str, dict]:
     """Run the same tokens in each mode (see MODES) and summarise each run."""
@@ -84,7 +100,8 @@ def simulate(graph: ProcessGraph, mapping: Mapping, costs: CostModel, tokens: li
     for mode in modes:
         # one graph for every mode: θ = 0 is an option of the run, not an edit of the graph
         overrides = None if mode == "thresholded" else MODE_OVERRIDES
-        sim = Simulator(graph, mapping, costs, event_driven=(mode != "dense"), overrides=overrides)
+        g, m = run_setup(graph, mapping, mode)
+        sim = Simulator(g, m, costs, event_driven=(mode != "dense"), overrides=overrides)
         out[mode] = _run(sim, tokens, mode, progress)
         out[mode]["_logits"] = np.stack(sim.result.logits)
         out[mode]["_port_events"] = sim.port_events()
@@ -101,6 +118,15 @@ def _run(sim: Simulator, tokens: list[int], mode: str, progress: bool) -> dict:
 
 def public(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if not k.startswith("_")}
+
+
+def settings(graph: ProcessGraph) -> dict:
+    """What a simulated configuration is made of: weight and event bits, the head threshold, delta events."""
+    p = graph.precision()
+    head_t = [q for q in graph if q.kind == "threshold" and q.attrs.get("projection") == "head"]
+    return {"weight_bits": p["weight_bits"], "event_bits": p["event_bits"], "low_bit_projections": p["low_bit_projections"],
+            "head_threshold": bool(head_t and head_t[0].theta > 0), "delta_events": False,
+            "dense_baseline": "θ = 0, every entry processed and sent, 16-bit weights, float events"}
 
 
 def results_json(runs: dict[str, dict], info: dict) -> dict:

@@ -12,6 +12,7 @@ from eventllm.process.executor import Executor
 from eventllm.process.graph import ProcessGraph
 from eventllm.process.library import Dense, Embedding, Threshold
 from eventllm.sparsity.thresholds import apply_thresholds
+from tests.conftest import DATA
 from tests.test_process import SHIPPED_THRESHOLDS, torch_step_logits
 
 
@@ -148,3 +149,41 @@ def test_synaptic_counts_and_energy_by_precision_equal_a_hand_count(weight_bits,
     pj = (macs * mac_pj + c["weight_reads"] * 3.7 + unpacks * 1.15 + c["neuron_ops"] * 1.4 + c["param_reads"] * 3.7
           + c["events_in"] * 0.5 + c["events_out"] * 1.1 + c["hops"] * 2.0)
     assert sim.result.energy_per_token[0] == pytest.approx(pj * 1e-12)
+
+
+def test_simulate_compare_dense_json_says_its_settings_and_uses_a_16_bit_dense_baseline(tmp_path):
+    import json
+
+    from eventllm.cli import main
+
+    g, m, out = tmp_path / "g", tmp_path / "m.json", tmp_path / "s.json"
+    assert main(["build", "--model", "zoo:rwkv4-tiny", "--thresholds", str(SHIPPED_THRESHOLDS), "--weight-bits", "8",
+                 "--event-bits", "8", "--tokens", "8", "-o", str(g)]) == 0
+    assert main(["map", str(g), "-o", str(m), "--no-heatmap"]) == 0
+    assert main(["simulate", str(g), "--mapping", str(m), "--compare-dense", "--token-ids", "5,6,7", "--json", str(out), "-q"]) == 0
+    d = json.loads(out.read_text())
+    assert d["settings"]["weight_bits"] == 8 and d["settings"]["event_bits"] == 8 and d["settings"]["head_threshold"] is False
+    assert d["energy_ratio"] == pytest.approx(d["dense"]["energy_per_token_j"] / d["energy_per_token_j"])
+    assert d["latency_ratio"] == pytest.approx(d["dense"]["latency_per_token_s"] / d["latency_per_token_s"])
+    # the dense baseline is the 16-bit model: twice the weight memory, so more cores, and FP16 MACs only
+    assert d["dense"]["cores_used"] > d["cores_used"]
+    assert d["dense"]["counts_per_token"]["synops_int8"] == 0 and d["counts_per_token"]["synops_int8"] > 0
+    # only the head takes float events (from its LayerNorm): its MACs stay FP16, after unpacking its int8 weights
+    assert d["counts_per_token"]["synops"] == d["by_process"]["head"]["synops"] > 0
+
+
+def test_a_thresholds_file_carries_its_precision(tmp_path, capsys):
+    """calibrate --weight-bits 8 records it; the file then runs at 8 bits, and asking for other bits is one error line."""
+    from eventllm.cli import main
+    from eventllm.pipeline import load
+
+    out = tmp_path / "t.json"
+    assert main(["calibrate", "--model", "zoo:rwkv4-tiny", "--data", str(DATA / "gutenberg" / "poe_works.txt"), "--weight-bits", "8",
+                 "--tokens", "256", "--context", "64", "--check-tokens", "512", "--target-sparsity", "0.3", "-o", str(out), "-q"]) == 0
+    loaded = load("zoo:rwkv4-tiny", out)
+    assert loaded.model.quantization["weight_bits"] == 8
+    capsys.readouterr()
+    assert main(["evaluate", "--model", "zoo:rwkv4-tiny", "--thresholds", str(out), "--weight-bits", "4",
+                 "--data", str(DATA / "gutenberg" / "poe_works.txt"), "--max-tokens", "64", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "calibrated at weight bits 8, not 4" in err

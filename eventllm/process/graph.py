@@ -128,6 +128,34 @@ class ProcessGraph:
             rows.append([kind, kinds[kind], f"{sum(p.n_parameters() for p in procs):,}", f"{sum(p.nbytes('state') for p in procs):,}"])
         return rows
 
+    def precision(self) -> dict:
+        """Weight bits of the Dense processes and event bits of the threshold sites (16: the trained model's)."""
+        dense = [p.attrs.get("weight_bits", 16) for p in self if p.kind == "dense"]
+        events = [p.attrs.get("event_bits", 16) for p in self if p.kind == "threshold"]
+        return {"weight_bits": min(dense, default=16), "event_bits": min(events, default=16),
+                "low_bit_projections": sorted({p.attrs.get("projection") or p.name for p in self
+                                               if p.kind == "dense" and p.attrs.get("weight_bits", 16) < 16})}
+
+    def at_full_precision(self) -> "ProcessGraph":
+        """This graph with 16-bit weights (Q · scale in float) and float events: the baseline a low-bit graph is
+        compared with (itself when it has no low-bit part)."""
+        p = self.precision()
+        if p["weight_bits"] == 16 and p["event_bits"] == 16:
+            return self
+        g = self.to_networkx()
+        for _, data in g.nodes(data=True):
+            if data["kind"] == "dense" and "scale" in data["vars"]:
+                v = dict(data["vars"])
+                v["weights"] = v["weights"].astype(np.float32) * v.pop("scale")[:, None]
+                data["vars"] = v
+                data["roles"] = {k: r for k, r in data["roles"].items() if k in v}
+                data["attrs"] = {**data["attrs"], "weight_bits": 16}
+            elif data["kind"] == "threshold":
+                data["attrs"] = {**data["attrs"], "event_bits": 16}
+        out = ProcessGraph.from_networkx(g)
+        out.meta = {k: v for k, v in self.meta.items() if k != "event_rates"} | {"precision": {"weight_bits": 16, "event_bits": 16}}
+        return out
+
     # --- interchange ------------------------------------------------------------------------------------
     def to_networkx(self):
         """A networkx.MultiDiGraph: nodes are processes (kind, layer, attrs, vars, ports), edges connections.
