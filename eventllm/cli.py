@@ -187,6 +187,8 @@ def cmd_evaluate(args) -> int:
         print(f"perplexity {result['ppl']:.3f}" + (f" (dense {result['ppl_dense']:.3f}, {100 * result['ppl_increase']:+.2f}%)" if args.thresholds else "")
               + (f", bits per byte {result['bits_per_byte']:.4f}" if "bits_per_byte" in result else ""))
         mw, sm = sp["mac_weighted"], sp["site_mean"]
+        if sp.get("head"):
+            print(f"head site (θ before the output head): natural {pct(sp['head']['natural'])}, thresholded {pct(sp['head']['thresholded'])}")
         print(f"sparsity, MAC-weighted (the paper's measure): natural {pct(mw['natural'])}, thresholded {pct(mw['thresholded'])}"
               + (f" ({mw['ratio']:.2f}x)" if mw["ratio"] else ""))
         print(f"sparsity, mean over sites: natural {pct(sm['natural'])}, thresholded {pct(sm['thresholded'])}"
@@ -239,6 +241,8 @@ def cmd_calibrate(args) -> int:
     from eventllm.sparsity.thresholds import save_thresholds
 
     loaded = _load(args)
+    if args.head:
+        loaded.model.set_head_threshold(True)
     ids = _tokens(loaded, args.data, args.split, None)
     if args.method == "train":
         return _calibrate_by_training(args, loaded, ids)
@@ -248,6 +252,9 @@ def cmd_calibrate(args) -> int:
     m = loaded.model
     rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g} ({res.keeps[(i, p)]:.1f})" for p in m.PROJECTIONS] for i in range(m.n_layer)]
     print(format_table(["layer", *m.PROJECTIONS], rows, title="Thresholds θ (Top-K kept fraction of the search)"))
+    if m.head_threshold:
+        key = (m.n_layer, m.HEAD_SITE)
+        print(f"head: θ {res.thetas[key]:.3g} (kept fraction {res.keeps[key]:.1f})")
     print(f"\ncalibrated on {res.tokens:,} tokens of {args.data} [{args.split}] in {res.seconds:.1f} s ({res.evaluations} loss evaluations)")
     print(f"per-site loss tolerance {res.loss_inc:.6f}, common θ scale {res.scale:.3f}")
     print(f"on the check stream: perplexity {100 * res.ppl_increase:+.2f}%, sparsity MAC-weighted {pct(res.natural_mac_weighted)} → "
@@ -428,6 +435,8 @@ def _graph_model(args, graph):
     if not spec:
         raise ConfigError(f"{args.graph} does not name its model; pass --model (the model it was built from)")
     model = load_model(spec).model
+    if any(q.kind == "threshold" and q.attrs.get("projection") == "head" for q in graph):
+        model.set_head_threshold(True)
     p = graph.meta.get("precision") or {}
     if p.get("weight_bits", 16) < 16 or p.get("event_bits", 16) < 16:  # the masks of the low-bit model the graph holds
         from eventllm.models.quantize import quantize_model
@@ -712,6 +721,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contiguous tokens the final θ scale is set and checked on (default: %(default)s)")
     c.add_argument("--step", default="linear", choices=["linear", "exp"], help="grid of kept fractions (default: %(default)s)")
     c.add_argument("--seed", type=seed, default=0, help="seed of the calibration windows (default: %(default)s)")
+    c.add_argument("--head", action="store_true", help="also calibrate a threshold before the output head (which the paper "
+                   "leaves dense); the file then turns it on wherever it is applied (RWKV)")
     _precision_args(c)
     c.add_argument("-o", "--output", required=True, help="thresholds JSON to write")
     c.add_argument("--device", help="cpu or cuda (default: cpu)")

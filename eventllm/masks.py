@@ -24,18 +24,24 @@ from eventllm.process.graph import ProcessGraph
 from eventllm.models.threshold import ActivationThreshold, SiteObserver
 
 
+def site_key(graph: ProcessGraph, p) -> tuple[int, str]:
+    """The model's (layer, projection) of a threshold process (the head's site is layer n_layer, as in the model)."""
+    proj = p.attrs["projection"]
+    return (graph.meta.get("n_layer", 0), proj) if proj == "head" else (p.layer, proj)
+
+
 def site_ports(graph: ProcessGraph) -> dict[tuple[int, str], tuple[str, str]]:
     """(layer, projection) of each threshold site → (the threshold's out-port, the out-port feeding it)."""
     out = {}
     for p in graph:
         if p.kind == "threshold":
-            out[(p.layer, p.attrs["projection"])] = (f"{p.name}.out", p.in_ports["inp"].sources[0].src.path)
+            out[site_key(graph, p)] = (f"{p.name}.out", p.in_ports["inp"].sources[0].src.path)
     return out
 
 
 def graph_thetas(graph: ProcessGraph) -> dict[tuple[int, str], float]:
     """The θ of every threshold process of the graph, keyed as the model's sites."""
-    return {(p.layer, p.attrs["projection"]): float(p.vars["theta"].value) for p in graph if p.kind == "threshold"}
+    return {site_key(graph, p): float(p.vars["theta"].value) for p in graph if p.kind == "threshold"}
 
 
 def check_model_matches(model: CausalLM, graph: ProcessGraph) -> None:

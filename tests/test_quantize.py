@@ -187,3 +187,28 @@ def test_a_thresholds_file_carries_its_precision(tmp_path, capsys):
                  "--data", str(DATA / "gutenberg" / "poe_works.txt"), "--max-tokens", "64", "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "calibrated at weight bits 8, not 4" in err
+
+
+def test_head_threshold_calibrated_saved_applied_and_built(tmp_path):
+    """calibrate --head adds a site before the output head; its file turns the site on; graph = torch, events exact."""
+    from eventllm.cli import main
+    from eventllm.sparsity.thresholds import read_thresholds
+
+    out = tmp_path / "t.json"
+    assert main(["calibrate", "--model", "zoo:rwkv4-tiny", "--data", str(DATA / "gutenberg" / "poe_works.txt"), "--head",
+                 "--tokens", "256", "--context", "64", "--check-tokens", "512", "--target-sparsity", "0.4", "-o", str(out), "-q"]) == 0
+    assert read_thresholds(out)["head"] > 0
+    model = load_model("zoo:rwkv4-tiny").model.eval()
+    assert not model.head_threshold
+    apply_thresholds(model, out)
+    assert model.head_threshold and (model.n_layer, "head") in model.get_thetas()
+    graph = build_graph(model)
+    assert graph["head"].in_ports["inp"].sources[0].src.process.name == "head.threshold"
+    tokens = torch.randint(0, 8000, (32,), generator=torch.Generator().manual_seed(0)).tolist()
+    ref, meter = torch_step_logits(model, tokens)
+    ex = Executor(graph)
+    assert np.abs(ex.run(tokens) - ref).max() <= 1e-4
+    n = meter.elements[(model.n_layer, "head")]
+    assert 0 < ex.counts.per_process["head.threshold"]["events_out"] == n - meter.zeros[(model.n_layer, "head")] < n
+    apply_thresholds(model, SHIPPED_THRESHOLDS)  # a file without "head" turns the site off again
+    assert not model.head_threshold and "head.threshold" not in build_graph(model).processes

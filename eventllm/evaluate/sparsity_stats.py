@@ -45,7 +45,12 @@ class SparsityReport:
 
     @classmethod
     def from_meter(cls, model: CausalLM, meter: SparsityMeter) -> "SparsityReport":
-        return cls(tuple(model.PROJECTIONS), model.projection_shapes(), model.n_layer, meter.zero_fraction())
+        return cls(tuple(model.PROJECTIONS), model.site_shapes(), model.n_layer, meter.zero_fraction())
+
+    @property
+    def head(self) -> float | None:
+        """The zero fraction at the head's threshold site (None when it is off)."""
+        return self.fractions.get((self.n_layer, "head"))
 
     def average(self) -> float:
         """Mean zero fraction over all projection inputs of all layers (each site counts once)."""
@@ -80,6 +85,7 @@ def sparsity_json(natural: SparsityReport, thresholded: SparsityReport) -> dict:
         "thresholded": thresholded.average(),
         "ratio": thresholded.average() / natural.average() if natural.average() else None,
         "mac_skipped": {"natural": natural.mac_skipped(), "thresholded": thresholded.mac_skipped()},
+        "head": {"natural": natural.head, "thresholded": thresholded.head} if thresholded.head is not None else None,
         "per_projection": {p: {"natural": natural.per_projection()[p], "thresholded": thresholded.per_projection()[p]} for p in natural.projections},
         "per_layer": [
             {p: {"natural": n[p], "thresholded": t[p]} for p in natural.projections}

@@ -58,11 +58,35 @@ class CausalLM(nn.Module):
         return self.state_dict()
 
     # --- thresholds -------------------------------------------------------------------------------------
+    # the optional threshold before the output head: site (n_layer, "head"), off unless turned on
+    HEAD_SITE = "head"
+    head_threshold: bool = False
+
     def threshold_sites(self) -> list[ActivationThreshold]:
-        """Every threshold of the model, layer by layer, in `PROJECTIONS` order."""
-        sites = [m for m in self.modules() if isinstance(m, ActivationThreshold)]
-        order = {name: i for i, name in enumerate(self.PROJECTIONS)}
+        """Every threshold of the model, layer by layer, in `PROJECTIONS` order (then the head's, when it is on)."""
+        sites = [m for m in self.modules() if isinstance(m, ActivationThreshold)
+                 and (m.projection != self.HEAD_SITE or self.head_threshold)]
+        order = {name: i for i, name in enumerate((*self.PROJECTIONS, self.HEAD_SITE))}
         return sorted(sites, key=lambda s: (s.layer, order[s.projection]))
+
+    def set_head_threshold(self, on: bool) -> None:
+        """Turn the threshold site before the output head on (θ from calibration or a thresholds file) or off."""
+        site = [m for m in self.modules() if isinstance(m, ActivationThreshold) and m.projection == self.HEAD_SITE]
+        if on and not site:
+            from eventllm.errors import ConfigError
+
+            raise ConfigError(f"a threshold before the output head is built for RWKV models so far, not {self.arch}; drop --head")
+        self.head_threshold = bool(on)
+        for s in site:
+            s.theta = s.theta if on else 0.0
+
+    def site_shapes(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of the projection each site feeds: projection_shapes(), and the head's when its site is on."""
+        shapes = dict(self.projection_shapes())
+        if self.head_threshold:
+            w = self.projection_linears()[(None, self.HEAD_SITE)][0].weight
+            shapes[self.HEAD_SITE] = (w.shape[1], w.shape[0])
+        return shapes
 
     def site(self, layer: int, projection: str) -> ActivationThreshold:
         for s in self.threshold_sites():

@@ -268,6 +268,7 @@ class RWKV(CausalLM):
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_out = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.head_in = ActivationThreshold(config.n_layer, "head")  # used when `head_threshold` is on
 
     def projection_shapes(self) -> dict[str, tuple[int, int]]:
         C, A, H = self.config.d_model, self.config.d_attention, self.config.d_ffn
@@ -302,7 +303,7 @@ class RWKV(CausalLM):
         if state is None:
             state = self.init_state(idx.shape[0])
         x, new = self._blocks(self.emb(idx), state, 0, self.config.n_layer)
-        logits = self.head(self.ln_out(x))
+        logits = self._head(x)
         return logits, RWKVState(*(torch.stack(t) for t in new))
 
     def _blocks(self, x: torch.Tensor, state: RWKVState, start: int, stop: int):
@@ -332,7 +333,11 @@ class RWKV(CausalLM):
         """The logits of a sequence whose residual stream entering block `layer` is x (fresh state): with
         x = residual_before(idx, layer), exactly the logits of `forward(idx)`."""
         x, _ = self._blocks(x, self.init_state(x.shape[0]), layer, self.config.n_layer)
-        return self.head(self.ln_out(x))
+        return self._head(x)
+
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln_out(x)
+        return self.head(self.head_in(h) if self.head_threshold else h)
 
     @torch.no_grad()
     def init_weights(self, seed: int = 0) -> "RWKV":

@@ -102,6 +102,9 @@ def rwkv_graph(weights: Mapping[str, np.ndarray], config: dict, thetas: dict[tup
         g = b.add(Multiply(p + "ffn.gate", n=C, layer=i), r, v).out
         x = b.add(Add(p + "ffn.residual", n=C, layer=i), x, g).out
     x = b.layer_norm("ln_out", "ln_out", None, eps, x)
+    head_theta = thetas.get((config["n_layer"], "head"))
+    if head_theta is not None:  # the optional threshold before the head (`calibrate --head`)
+        x = b.add(Threshold("head.threshold", n=x.size, theta=head_theta, projection="head", event_bits=b.event_bits), x).out
     b.add(b.dense("head", None, "head", w["head.weight"]), x)
     return ProcessGraph(b.procs, "head.out")
 

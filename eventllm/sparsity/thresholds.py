@@ -4,6 +4,8 @@
      "model": {"name": "zoo:rwkv4-tiny", "arch": "rwkv4", "fingerprint": "…", "n_layer": 6},
      "projections": ["att.key", …],
      "thresholds": [{"att.key": 0.12, …}, …],        one object per layer
+     "head": 0.3,                                     optional: θ before the output head (`calibrate --head`);
+                                                      a file that has it turns that site on wherever it is applied
      "meta": {…}}                                     how they were made (free form)
 """
 
@@ -25,14 +27,16 @@ VERSION = 1
 def thresholds_to_json(model: CausalLM, model_name: str, meta: dict | None = None) -> dict:
     """The model's current θ values as a thresholds document."""
     thetas = model.get_thetas()
-    return {
+    doc = {
         "format": FORMAT,
         "version": VERSION,
         "model": {"name": model_name, "arch": model.arch, "fingerprint": model.fingerprint(), "n_layer": model.n_layer},
         "projections": list(model.PROJECTIONS),
         "thresholds": [{p: thetas[(i, p)] for p in model.PROJECTIONS} for i in range(model.n_layer)],
-        "meta": meta or {},
     }
+    if model.head_threshold:
+        doc["head"] = thetas[(model.n_layer, model.HEAD_SITE)]
+    return doc | {"meta": meta or {}}
 
 
 def save_thresholds(model: CausalLM, path: str | Path, model_name: str, meta: dict | None = None) -> Path:
@@ -40,7 +44,7 @@ def save_thresholds(model: CausalLM, path: str | Path, model_name: str, meta: di
     return write_text(path, json.dumps(thresholds_to_json(model, model_name, meta), indent=2) + "\n")
 
 
-_KEYS = {"format", "version", "model", "projections", "thresholds", "meta"}
+_KEYS = {"format", "version", "model", "projections", "thresholds", "head", "meta"}
 
 
 def read_thresholds(path: str | Path) -> dict:
@@ -66,6 +70,10 @@ def read_thresholds(path: str | Path) -> dict:
         raise ThresholdError(f"{path}: \"meta\" must be an object")
     if not isinstance(doc["thresholds"], list):
         raise ThresholdError(f"{path}: \"thresholds\" must be a list with one object per layer")
+    if "head" in doc:
+        h = doc["head"]
+        if not isinstance(h, (int, float)) or isinstance(h, bool) or not math.isfinite(h) or h < 0:
+            raise ThresholdError(f"{path}: head: θ must be a finite number ≥ 0, got {h!r}")
     for i, layer in enumerate(doc["thresholds"]):
         if not isinstance(layer, dict):
             raise ThresholdError(f"{path}: layer {i} of \"thresholds\" is not an object")
@@ -103,6 +111,9 @@ def apply_thresholds(model: CausalLM, path: str | Path, allow_partial: bool = Fa
     if missing and not allow_partial:
         sites = ", ".join(f"layer {i} {p}" for i, p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise ThresholdError(f"{path}: no θ for {sites}; recalibrate, or pass --allow-partial to run those sites at θ = 0")
+    model.set_head_threshold("head" in doc)
+    if "head" in doc:
+        thetas[(model.n_layer, model.HEAD_SITE)] = float(doc["head"])
     model.set_thetas(0.0)
     model.set_thetas(thetas)
     return doc | {"missing": missing}
