@@ -140,12 +140,13 @@ def partition(graph: ProcessGraph, topology: Topology) -> list[Shard]:
         elif how == "rows":
             tables = [v.value for n, v in proc.vars.items() if v.role == "weight"]
             rows, d = sum(t.shape[0] for t in tables), tables[0].shape[1]
-            per = max(1, (M - _nbytes(d + 1 + state, wb)) // max(1, _nbytes(d, wb)))
+            scaled = "scale" in proc.vars  # an integer table: one scale per row, at the word width
+            per = max(1, (M - _nbytes(d + 1 + state, wb)) // max(1, _nbytes(d, ww) + (_nbytes(1, wb) if scaled else 0)))
             n = 1 if whole <= M else math.ceil(rows / per)
             bounds = np.linspace(0, rows, n + 1).round().astype(int)
             for k in range(n):
                 lo, hi = int(bounds[k]), int(bounds[k + 1])
-                add("rows", k, n, lo, hi, rows, (hi - lo) * d, 0, state if k == 0 else 0, d)
+                add("rows", k, n, lo, hi, rows, (hi - lo) * d, (hi - lo) if scaled else 0, state if k == 0 else 0, d)
         elif how == "heads":
             heads = proc.attrs["n_head"]
             per_head = state // heads

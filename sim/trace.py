@@ -220,7 +220,7 @@ class TraceEngine(Simulator):
             rows.append(vocab + positions + proc.attrs["offset"])
         for row in rows:
             active = (lo <= row[:, None]) & (row[:, None] < hi)
-            counts[:, ids, C["weight_reads"]] += d * active
+            counts[:, ids, C["weight_reads"]] += self.models[proc.name].row_words(d) * active
         owner = (lo <= tokens[:, None]) & (tokens[:, None] < hi)
         counts[:, ids, C["events_out"]] *= owner
         counts[:, ids, C["neuron_updates"]] += d * owner

@@ -33,6 +33,7 @@ WEIGHT_BITS = (16, 8, 4)  # 16 = the model as trained (bf16/fp16 words); 8 and 4
 EVENT_BITS = (16, 8)
 METHODS = ("rtn", "mse")
 HEAD = "head"  # the name of the output projection in `projections` selections
+EMB = "emb"  # the token embedding table (a lookup: one scale per row, i.e. per token)
 
 
 def qmax(bits: int) -> int:
@@ -89,7 +90,8 @@ def quantize_model(model, weight_bits: int = 8, method: str = "rtn", projections
     if getattr(model, "quantization", None):
         raise ConfigError("this model is quantised already; load it again to quantise it another way")
     linears = model.projection_linears()
-    known = list(model.PROJECTIONS) + [HEAD]
+    table = getattr(model, "emb", None) if not getattr(model, "head_tied", False) else None
+    known = list(model.PROJECTIONS) + [HEAD] + ([EMB] if table is not None else [])
     chosen = list(known) if projections is None else list(projections)
     bad = [p for p in chosen if p not in known]
     if bad:
@@ -104,6 +106,10 @@ def quantize_model(model, weight_bits: int = 8, method: str = "rtn", projections
                 q, scale = quantize_weight(mod.weight, weight_bits, method)
                 mod.weight.copy_(dequantize(q, scale).to(mod.weight.dtype))
                 scales.setdefault(_site_key(layer, proj), []).extend(scale.tolist())
+        if table is not None and EMB in chosen:  # rows are tokens: a per-row scale is the per-channel one of a lookup
+            q, scale = quantize_weight(table.weight, weight_bits, method)
+            table.weight.copy_(dequantize(q, scale).to(table.weight.dtype))
+            scales[EMB] = scale.tolist()
     for s in model.threshold_sites():
         s.event_bits = event_bits if event_bits < 16 else None
     model.quantization = {"weight_bits": weight_bits, "method": method if weight_bits < 16 else None,

@@ -76,7 +76,13 @@ def rwkv_graph(weights: Mapping[str, np.ndarray], config: dict, thetas: dict[tup
     w = weights
     eps = config.get("layer_norm_eps", 1e-5)
     A, C, H = config["d_attention"], config["d_model"], config["d_ffn"]
-    x = b.add(Embedding("emb", weights=w["emb.weight"])).out
+    emb_scale = b.q.get("scales", {}).get("emb")
+    if emb_scale is None:
+        x = b.add(Embedding("emb", weights=w["emb.weight"])).out
+    else:  # an integer table, one scale per row
+        sc = np.asarray(emb_scale, dtype=np.float32)
+        q = np.round(np.asarray(w["emb.weight"], dtype=np.float32) / sc[:, None]).astype(np.int8)
+        x = b.add(Embedding("emb", weights=q, scale=sc, weight_bits=b.q["weight_bits"])).out
     x = b.layer_norm("ln0", "blocks.0.ln0", None, eps, x)
     for i in range(config["n_layer"]):
         p, k_ = f"L{i}.", f"blocks.{i}."

@@ -29,9 +29,20 @@ class Embedding(Process):
 
     kind = "embedding"
 
-    def __init__(self, name: str, *, weights, layer: int | None = None):
-        super().__init__(name, layer)
-        w = self._var("weights", weights, "weight")
+    def __init__(self, name: str, *, weights, scale=None, weight_bits: int = 16, layer: int | None = None):
+        super().__init__(name, layer, **({"weight_bits": int(weight_bits)} if weight_bits != 16 else {}))
+        if weight_bits != 16:  # an integer table (8 or 4 bits) with one scale per row: row · scale[row]
+            q = np.asarray(weights)
+            limit = (1 << (weight_bits - 1)) - 1 if weight_bits in (8, 4) else -1
+            if scale is None or limit < 0 or not np.issubdtype(q.dtype, np.integer) or np.abs(q.astype(np.int32)).max() > limit:
+                raise GraphError(f"{name}: a {weight_bits}-bit table needs integers in [-{max(limit, 0)}, {max(limit, 0)}] and a "
+                                 "scale per row; quantise with eventllm.models.quantize")
+            w = self._var("weights", q, "weight", dtype=np.int8)
+            if np.asarray(scale).size != w.shape[0]:
+                raise GraphError(f"{name}: the table has {w.shape[0]} rows but {np.asarray(scale).size} scales")
+            self._var("scale", _vector(name, scale, "scale"), "param")
+        else:
+            w = self._var("weights", weights, "weight")
         if w.ndim != 2:
             raise GraphError(f"{name}: embedding weights must be [vocab, d], got shape {w.shape}")
         self._in("token", 1)

@@ -114,7 +114,14 @@ class EmbeddingModel(ProcessModel):
         table = self.v["weights"]
         if not 0 <= token < table.shape[0]:
             raise GraphError(f"{self.process.name}: token id {token} is outside the vocabulary (0..{table.shape[0] - 1})")
+        if "scale" in self.v:  # an integer table: the row times its scale
+            return {"out": table[token].astype(np.float32) * self.v["scale"][token]}
         return {"out": table[token].copy()}
+
+    def row_words(self, d: int) -> int:
+        """16-bit memory words one row of d entries fills (integer tables pack 16/bits entries per word)."""
+        bits = self.process.attrs.get("weight_bits", 16)
+        return d if bits >= 16 else -(-d * bits // 16)
 
     def _rows(self, token: int) -> list[int]:
         """The table rows this token reads."""
@@ -123,7 +130,7 @@ class EmbeddingModel(ProcessModel):
     def extra_counts(self, outputs, token, shard_ids, lo, hi, counts, column):
         d = outputs["out"].size
         for r in self._rows(token):
-            counts[shard_ids[(lo <= r) & (r < hi)], column["weight_reads"]] += d
+            counts[shard_ids[(lo <= r) & (r < hi)], column["weight_reads"]] += self.row_words(d)
         owner = (lo <= token) & (token < hi)
         counts[shard_ids[~owner], column["events_out"]] = 0  # only the shard holding the token's row sends
         counts[shard_ids[owner], column["neuron_updates"]] += d
