@@ -40,9 +40,8 @@ def configure(spec: str, thresholds: str, weight_bits: int, event_bits: int, sca
     loaded = load_model(spec)
     m = loaded.model.eval()
     if weight_bits < 16 or event_bits < 16:
-        # the thresholds files hold θ of the 16-bit model; its fingerprint stays valid after quantising
-        apply_thresholds(m, thresholds)  # turns the head site on first when the file has one, so it gets int8 events
         quantize_model(m, weight_bits, "mse", event_bits=event_bits)
+    # the thresholds files hold θ of the 16-bit model; its fingerprint stays valid after quantising
     apply_thresholds(m, thresholds)
     m.set_thetas({k: v * scale for k, v in m.get_thetas().items()})
     if device:

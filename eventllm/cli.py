@@ -437,11 +437,9 @@ def _graph_model(args, graph):
     model = load_model(spec).model
     if any(q.kind == "threshold" and q.attrs.get("projection") == "head" for q in graph):
         model.set_head_threshold(True)
-    p = graph.meta.get("precision") or {}
-    if p.get("weight_bits", 16) < 16 or p.get("event_bits", 16) < 16:  # the masks of the low-bit model the graph holds
-        from eventllm.models.quantize import quantize_model
+    from eventllm.models.quantize import apply_precision
 
-        quantize_model(model, p.get("weight_bits", 16), p.get("method") or "mse", p.get("projections") or None, p.get("event_bits", 16))
+    apply_precision(model, graph.meta.get("precision"))  # the masks of the low-bit model the graph holds
     if args.device:
         import torch
 

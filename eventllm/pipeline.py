@@ -41,12 +41,9 @@ def load(model_spec: str, thresholds: str | Path | None = None, device: str | No
 
         loaded.model.to(torch.device(device))
     path = shipped_thresholds(model_spec) if thresholds == "shipped" else (thresholds or None)
-    precision = resolve_precision(precision, path) or {}
-    wbits, ebits = precision.get("weight_bits") or 16, precision.get("event_bits") or 16
-    if wbits < 16 or ebits < 16:
-        from eventllm.models.quantize import quantize_model
+    from eventllm.models.quantize import apply_precision
 
-        quantize_model(loaded.model, wbits, precision.get("method") or "mse", precision.get("projections") or None, ebits)
+    apply_precision(loaded.model, resolve_precision(precision, path))
     loaded.missing_sites = []
     if path is not None:
         from eventllm.sparsity.thresholds import apply_thresholds

@@ -71,14 +71,14 @@ def weight_bytes(proc, wb: float) -> float:
     return bits / 8 if bits < 16 else wb
 
 
-def _per_output(proc) -> int:
+def per_output_params(proc) -> int:
     """Fixed parameters per output of a Dense: bias and scale."""
     return ("bias" in proc.vars) + ("scale" in proc.vars)
 
 
 def _split_dense(proc, M: int, wb: float, rates: dict[str, float]) -> tuple[str, int]:
     out, inp = proc.shape
-    per_out, ww = _per_output(proc), weight_bytes(proc, wb)
+    per_out, ww = per_output_params(proc), weight_bytes(proc, wb)
 
     def fits_outputs(n):
         rows = math.ceil(out / n)
@@ -130,7 +130,7 @@ def partition(graph: ProcessGraph, topology: Topology) -> list[Shard]:
             out, inp = proc.shape
             axis = out if split == "outputs" else inp
             bounds = np.linspace(0, axis, n + 1).round().astype(int)
-            per_out = _per_output(proc)  # bias and scale: with the rows they serve, or on the first input shard
+            per_out = per_output_params(proc)  # bias and scale: with the rows they serve, or on the first input shard
             for k in range(n):
                 lo, hi = int(bounds[k]), int(bounds[k + 1])
                 if split == "outputs":

@@ -39,7 +39,8 @@ from eventllm.errors import MappingError
 from eventllm.process.executor import process_inputs
 from eventllm.process.graph import ProcessGraph
 from eventllm.process.library import Threshold
-from eventllm.process.models import model_for
+from eventllm.process.models import model_for, packed_words
+from mapping.partition import per_output_params
 from mapping.result import Mapping
 from sim.costs import CostModel
 
@@ -213,7 +214,6 @@ class Simulator:
         self.unpacks = np.zeros(self.n_shards)
         self.int_mac = np.zeros(self.n_shards, bool)
         self.static = np.zeros((self.n_shards, len(COUNTERS)))
-        word_bits = self.topo.core.word_bits
         for p in self.order:
             ids = self.shards_of[p.name]
             model = self.models[p.name]
@@ -223,14 +223,11 @@ class Simulator:
                 for sid in ids:
                     rows = self.hi[sid] - self.lo[sid] if self.split[sid] == "outputs" else n_out
                     self.fanout[sid] = rows
-                    bits = plan["weight_bits"]
-                    self.words[sid] = rows if bits >= 16 else math.ceil(rows * bits / word_bits)
+                    self.words[sid] = packed_words(rows, plan["weight_bits"])
                     self.unpacks[sid] = plan["unpacks_per_weight"] * rows
                     self.int_mac[sid] = plan["int8_macs"]
-                    first = self.split[sid] != "inputs" or sid == ids[0]
-                    if first:
-                        per_out = ("bias" in p.vars) + ("scale" in p.vars)
-                        self.static[sid, C["param_reads"]] += rows * per_out
+                    if self.split[sid] != "inputs" or sid == ids[0]:  # bias and scale: once per output
+                        self.static[sid, C["param_reads"]] += rows * per_output_params(p)
                         self.static[sid, C["neuron_ops"]] += rows * plan["ops_per_output"]
             elif not model.has_extra_counts():
                 sid = ids[0]

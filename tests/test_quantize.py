@@ -220,3 +220,31 @@ def test_head_threshold_calibrated_saved_applied_and_built(tmp_path):
     assert 0 < ex.counts.per_process["head.threshold"]["events_out"] == n - meter.zeros[(model.n_layer, "head")] < n
     apply_thresholds(model, SHIPPED_THRESHOLDS)  # a file without "head" turns the site off again
     assert not model.head_threshold and "head.threshold" not in build_graph(model).processes
+
+
+def test_the_full_precision_baseline_dequantises_every_integer_table(small_rwkv):
+    quantize_model(small_rwkv, 8, event_bits=8)
+    g = build_graph(small_rwkv)
+    assert g["emb"].vars["weights"].value.dtype == np.int8 and g.precision()["weight_bits"] == 8
+    full = g.at_full_precision()
+    assert full.precision() == {"weight_bits": 16, "event_bits": 16, "low_bit_projections": []}
+    assert all("scale" not in p.vars for p in full)
+    tokens = list(range(12))
+    # the same weights in float (events not quantised): close to the integer graph's output
+    assert np.abs(Executor(full).run(tokens) - Executor(g).run(tokens)).max() < 0.5
+
+
+def test_a_head_site_turned_on_after_quantising_sends_int8_events_too(tmp_path):
+    """pipeline.load quantises first and applies the thresholds file after: its head site must get the event bits."""
+    from eventllm.pipeline import load
+
+    model = load_model("zoo:rwkv4-tiny").model
+    apply_thresholds(model, SHIPPED_THRESHOLDS)
+    model.set_head_threshold(True)
+    model.set_thetas({(model.n_layer, "head"): 0.1})
+    from eventllm.sparsity.thresholds import save_thresholds
+
+    f = save_thresholds(model, tmp_path / "t.json", "zoo:rwkv4-tiny")
+    loaded = load("zoo:rwkv4-tiny", f, precision={"weight_bits": 8, "event_bits": 8})
+    assert loaded.model.head_threshold and loaded.model.head_in.event_bits == 8
+    assert build_graph(loaded.model)["head.threshold"].attrs["event_bits"] == 8

@@ -44,28 +44,35 @@ def test_rwkv_zoo_generates_english_words():
     assert len(words) >= 8 and any(w.strip(".,;").lower() in common for w in words)
 
 
-def test_training_recipe_smoke_run(tmp_path, data_dir):
-    from eventllm.cli import main
-
-    cfg = tmp_path / "tiny.toml"
+def tiny_train_config(tmp_path, data_dir, name: str, steps: int, warmup: int, extra: str = "", d_model: int = 32) -> str:
+    """A training config of a 2-layer RWKV on Poe's works (a few seconds on the CPU); `extra` adds TOML keys."""
+    cfg = tmp_path / f"{name}.toml"
     cfg.write_text(f'''
-name = "smoke"
+name = "{name}"
 arch = "rwkv4"
 corpus = "{data_dir / 'gutenberg' / 'poe_works.txt'}"
 tokenizer = "{tmp_path / 'tok' / 'tokenizer.json'}"
 vocab_size = 300
 context = 32
 batch_size = 2
-steps = 4
+steps = {steps}
 eval_every = 2
 eval_batches = 1
-warmup = 2
+warmup = {warmup}
+{extra}
 [model]
-d_model = 32
+d_model = {d_model}
 n_layer = 2
 d_ffn = 64
 ''')
-    assert main(["train", str(cfg), "-o", str(tmp_path / "out"), "-q"]) == 0
+    return str(cfg)
+
+
+def test_training_recipe_smoke_run(tmp_path, data_dir):
+    from eventllm.cli import main
+
+    cfg = tiny_train_config(tmp_path, data_dir, "smoke", steps=4, warmup=2)
+    assert main(["train", cfg, "-o", str(tmp_path / "out"), "-q"]) == 0
     loaded = load_model(str(tmp_path / "out" / "model.safetensors"))
     assert loaded.model.config.n_layer == 2 and loaded.tokenizer.vocab_size <= 300
     assert (tmp_path / "out" / "train_log.json").exists()
@@ -76,27 +83,7 @@ def test_training_continues_from_init_weights(tmp_path, data_dir, capsys):
     from eventllm.cli import main
 
     def config(name, extra="", d_model=32):
-        cfg = tmp_path / f"{name}.toml"
-        cfg.write_text(f'''
-name = "{name}"
-arch = "rwkv4"
-corpus = "{data_dir / 'gutenberg' / 'poe_works.txt'}"
-tokenizer = "{tmp_path / 'tok' / 'tokenizer.json'}"
-vocab_size = 300
-context = 32
-batch_size = 2
-steps = 2
-eval_every = 2
-eval_batches = 1
-warmup = 1
-dropout = 0.0
-{extra}
-[model]
-d_model = {d_model}
-n_layer = 2
-d_ffn = 64
-''')
-        return str(cfg)
+        return tiny_train_config(tmp_path, data_dir, name, steps=2, warmup=1, extra="dropout = 0.0\n" + extra, d_model=d_model)
 
     assert main(["train", config("a"), "-o", str(tmp_path / "a"), "-q"]) == 0
     first = load_model(str(tmp_path / "a" / "model.safetensors")).model.state_dict()

@@ -77,8 +77,9 @@ class CausalLM(nn.Module):
 
             raise ConfigError(f"a threshold before the output head is built for RWKV models so far, not {self.arch}; drop --head")
         self.head_threshold = bool(on)
-        for s in site:
-            s.theta = s.theta if on else 0.0
+        if not on:
+            for s in site:
+                s.theta = 0.0
 
     def site_shapes(self) -> dict[str, tuple[int, int]]:
         """(in, out) of the projection each site feeds: projection_shapes(), and the head's when its site is on."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 
 from eventllm.errors import ConfigError
+from eventllm.models.threshold import ActivationThreshold
 
 WEIGHT_BITS = (16, 8, 4)  # 16 = the model as trained (bf16/fp16 words); 8 and 4 = integers
 EVENT_BITS = (16, 8)
@@ -98,20 +99,24 @@ def quantize_model(model, weight_bits: int = 8, method: str = "rtn", projections
         raise ConfigError(f"--quantize {bad[0]!r} is not a projection of {model.arch}; choose from {', '.join(known)}")
     fingerprint = model.fingerprint()
     scales: dict[str, list[float]] = {}
+
+    def quantize_in_place(weight: torch.Tensor, key: str) -> None:
+        q, scale = quantize_weight(weight, weight_bits, method)
+        weight.copy_(dequantize(q, scale).to(weight.dtype))
+        scales.setdefault(key, []).extend(scale.tolist())
+
     if weight_bits < 16:
         for (layer, proj), mods in linears.items():
             if proj not in chosen or (proj == HEAD and getattr(model, "head_tied", False)):
                 continue
             for mod in mods:
-                q, scale = quantize_weight(mod.weight, weight_bits, method)
-                mod.weight.copy_(dequantize(q, scale).to(mod.weight.dtype))
-                scales.setdefault(_site_key(layer, proj), []).extend(scale.tolist())
+                quantize_in_place(mod.weight, _site_key(layer, proj))
         if table is not None and EMB in chosen:  # rows are tokens: a per-row scale is the per-channel one of a lookup
-            q, scale = quantize_weight(table.weight, weight_bits, method)
-            table.weight.copy_(dequantize(q, scale).to(table.weight.dtype))
-            scales[EMB] = scale.tolist()
-    for s in model.threshold_sites():
-        s.event_bits = event_bits if event_bits < 16 else None
+            quantize_in_place(table.weight, EMB)
+    # every site, the head's too while it is off: a thresholds file applied later may turn it on
+    for s in model.modules():
+        if isinstance(s, ActivationThreshold):
+            s.event_bits = event_bits if event_bits < 16 else None
     model.quantization = {"weight_bits": weight_bits, "method": method if weight_bits < 16 else None,
                           "event_bits": event_bits, "projections": [p for p in chosen if _quantised(scales, p)],
                           "scales": scales}
@@ -127,12 +132,13 @@ def _quantised(scales: dict, proj: str) -> bool:
     return any(k == proj or k.endswith("." + proj) for k in scales)
 
 
-def scales_of(model, layer: int | None, proj: str):
-    """The per-output-channel scales of a quantised projection (None when it keeps its trained weights)."""
-    q = getattr(model, "quantization", None)
-    if not q:
-        return None
-    return q["scales"].get(_site_key(layer, proj))
+def apply_precision(model, precision: dict | None) -> None:
+    """Fake-quantise `model` as `precision` says (keys weight_bits, event_bits, method, projections, as a thresholds
+    file's meta or a graph's meta hold them); nothing when it is empty or all 16-bit."""
+    p = precision or {}
+    wbits, ebits = p.get("weight_bits") or 16, p.get("event_bits") or 16
+    if wbits < 16 or ebits < 16:
+        quantize_model(model, wbits, p.get("method") or "mse", p.get("projections") or None, ebits)
 
 
 def describe(model) -> dict:

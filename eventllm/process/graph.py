@@ -129,22 +129,22 @@ class ProcessGraph:
         return rows
 
     def precision(self) -> dict:
-        """Weight bits of the Dense processes and event bits of the threshold sites (16: the trained model's)."""
-        dense = [p.attrs.get("weight_bits", 16) for p in self if p.kind == "dense"]
+        """Weight bits of the integer weights (Dense processes, embedding tables) and event bits of the threshold
+        sites (16: the trained model's)."""
+        low = [p for p in self if p.attrs.get("weight_bits", 16) < 16]
         events = [p.attrs.get("event_bits", 16) for p in self if p.kind == "threshold"]
-        return {"weight_bits": min(dense, default=16), "event_bits": min(events, default=16),
-                "low_bit_projections": sorted({p.attrs.get("projection") or p.name for p in self
-                                               if p.kind == "dense" and p.attrs.get("weight_bits", 16) < 16})}
+        return {"weight_bits": min((p.attrs["weight_bits"] for p in low), default=16), "event_bits": min(events, default=16),
+                "low_bit_projections": sorted({p.attrs.get("projection") or p.name for p in low})}
 
     def at_full_precision(self) -> "ProcessGraph":
-        """This graph with 16-bit weights (Q · scale in float) and float events: the baseline a low-bit graph is
-        compared with (itself when it has no low-bit part)."""
+        """This graph with 16-bit weights (Q · scale in float, the scale per output or per table row) and float
+        events: the baseline a low-bit graph is compared with (itself when it has no low-bit part)."""
         p = self.precision()
         if p["weight_bits"] == 16 and p["event_bits"] == 16:
             return self
         g = self.to_networkx()
         for _, data in g.nodes(data=True):
-            if data["kind"] == "dense" and "scale" in data["vars"]:
+            if "scale" in data["vars"]:
                 v = dict(data["vars"])
                 v["weights"] = v["weights"].astype(np.float32) * v.pop("scale")[:, None]
                 data["vars"] = v

@@ -17,6 +17,21 @@ from eventllm.process.core import KINDS, Process  # noqa: F401  (KINDS: every ki
 WKV_P_INIT = -1e38
 
 
+def _integer_weights(proc: "Process", weights, scale, bits: int, per: str) -> np.ndarray:
+    """Declare `weights` as `bits`-bit integers (int8 arrays, |Q| ≤ 2^(bits−1) − 1) with one `scale` per `per`
+    (a Dense's outputs, a table's rows); clear errors for anything else."""
+    q = np.asarray(weights)
+    limit = (1 << (bits - 1)) - 1
+    if scale is None or not np.issubdtype(q.dtype, np.integer) or q.size and np.abs(q.astype(np.int32)).max() > limit:
+        raise GraphError(f"{proc.name}: {bits}-bit weights must be integers in [-{limit}, {limit}] with a scale per {per}; "
+                         "quantise with eventllm.models.quantize")
+    w = proc._var("weights", q, "weight", dtype=np.int8)
+    sc = proc._var("scale", _vector(proc.name, scale, "scale"), "param")
+    if w.ndim != 2 or sc.size != w.shape[0]:
+        raise GraphError(f"{proc.name}: {w.shape[0] if w.ndim else 0} {per}s but {sc.size} scales")
+    return w
+
+
 def _vector(name: str, value, what: str) -> np.ndarray:
     arr = np.asarray(value, dtype=np.float32)
     if arr.ndim != 1:
@@ -31,16 +46,10 @@ class Embedding(Process):
 
     def __init__(self, name: str, *, weights, scale=None, weight_bits: int = 16, layer: int | None = None):
         super().__init__(name, layer, **({"weight_bits": int(weight_bits)} if weight_bits != 16 else {}))
-        if weight_bits != 16:  # an integer table (8 or 4 bits) with one scale per row: row · scale[row]
-            q = np.asarray(weights)
-            limit = (1 << (weight_bits - 1)) - 1 if weight_bits in (8, 4) else -1
-            if scale is None or limit < 0 or not np.issubdtype(q.dtype, np.integer) or np.abs(q.astype(np.int32)).max() > limit:
-                raise GraphError(f"{name}: a {weight_bits}-bit table needs integers in [-{max(limit, 0)}, {max(limit, 0)}] and a "
-                                 "scale per row; quantise with eventllm.models.quantize")
-            w = self._var("weights", q, "weight", dtype=np.int8)
-            if np.asarray(scale).size != w.shape[0]:
-                raise GraphError(f"{name}: the table has {w.shape[0]} rows but {np.asarray(scale).size} scales")
-            self._var("scale", _vector(name, scale, "scale"), "param")
+        if weight_bits not in (16, 8, 4):
+            raise GraphError(f"{name}: weight_bits must be 16, 8 or 4, got {weight_bits!r}")
+        if weight_bits < 16:  # an integer table with one scale per row: row · scale[row]
+            w = _integer_weights(self, weights, scale, weight_bits, "row")
         else:
             w = self._var("weights", weights, "weight")
         if w.ndim != 2:
@@ -141,21 +150,13 @@ class Dense(Process):
         if weight_bits not in (16, 8, 4):
             raise GraphError(f"{name}: weight_bits must be 16, 8 or 4, got {weight_bits!r}")
         if weight_bits < 16:
-            q = np.asarray(weights)
-            limit = (1 << (weight_bits - 1)) - 1
-            if scale is None or not np.issubdtype(q.dtype, np.integer) or q.size and np.abs(q.astype(np.int32)).max() > limit:
-                raise GraphError(f"{name}: {weight_bits}-bit weights must be integers in [-{limit}, {limit}] with a scale "
-                                 "per output; quantise with eventllm.models.quantize")
-            w = self._var("weights", q, "weight", dtype=np.int8)
+            w = _integer_weights(self, weights, scale, weight_bits, "output")
+        elif scale is not None:
+            raise GraphError(f"{name}: a scale needs 8- or 4-bit weights (weight_bits), got weight_bits 16")
         else:
             w = self._var("weights", weights, "weight")
         if w.ndim != 2:
             raise GraphError(f"{name}: Dense weights must be [out, in], got shape {w.shape}")
-        if scale is not None:
-            sc = self._var("scale", _vector(name, scale, "scale"), "param")
-            if weight_bits == 16 or sc.size != w.shape[0]:
-                raise GraphError(f"{name}: a scale needs 8- or 4-bit weights and one entry per output ({w.shape[0]}), "
-                                 f"got {sc.size} with weight_bits {weight_bits}")
         if bias is not None:
             b = self._var("bias", _vector(name, bias, "bias"), "param")
             if b.size != w.shape[0]:

@@ -33,6 +33,12 @@ from eventllm.process.library import (
 )
 
 SPLITS = ("whole", "dense", "rows", "heads")
+
+
+def packed_words(n: int, bits: int) -> int:
+    """16-bit memory words that n consecutive weights of `bits` bits fill (16-bit weights: one word each), the unit
+    the cost presets charge a weight read in."""
+    return n if bits >= 16 else -(-n * bits // 16)
 _MODEL_OF: dict[type[Process], type["ProcessModel"]] = {}
 
 
@@ -119,9 +125,8 @@ class EmbeddingModel(ProcessModel):
         return {"out": table[token].copy()}
 
     def row_words(self, d: int) -> int:
-        """16-bit memory words one row of d entries fills (integer tables pack 16/bits entries per word)."""
-        bits = self.process.attrs.get("weight_bits", 16)
-        return d if bits >= 16 else -(-d * bits // 16)
+        """Memory words one row of d entries fills (integer tables pack 16/bits entries per word)."""
+        return packed_words(d, self.process.attrs.get("weight_bits", 16))
 
     def _rows(self, token: int) -> list[int]:
         """The table rows this token reads."""
