@@ -25,7 +25,7 @@ from pathlib import Path
 
 import _common
 
-from eventllm.atomic import write_text
+from eventllm.atomic import atomic_path, write_text
 from eventllm.report import format_table, pct
 
 PRECISIONS = {16: (16, 16), 8: (8, 8), 4: (4, 8)}  # --bits → (weight bits, event bits)
@@ -110,7 +110,8 @@ def main() -> None:
                 sim = simulate_point(loaded.model, loaded.name, sim_tokens)
                 p = {"weight_bits": wb, "event_bits": eb, "head": head, "theta_scale": scale, "ppl": ppl,
                      "ppl_increase": ppl / ppl_dense - 1, **sim, "energy_ratio": dense["energy_j"] / sim["energy_j"],
-                     "latency_ratio": dense["latency_s"] / sim["latency_s"], "cores_ratio": sim["cores"] / dense["cores"]}
+                     "latency_ratio": dense["latency_s"] / sim["latency_s"], "cores_ratio": sim["cores"] / dense["cores"],
+                     "macs_skipped": 1 - sim["synops"] / dense["synops"]}  # MAC-weighted, the head included
                 points.append(p)
                 out = Path(args.output)  # kept after every point: an interrupted sweep keeps what it measured
                 out.mkdir(parents=True, exist_ok=True)
@@ -125,8 +126,10 @@ def main() -> None:
     best_l = max(ok, key=lambda p: p["latency_ratio"], default=None)
     rows = [[f"w{p['weight_bits']}a{p['event_bits']}", p["head"], f"{p['theta_scale']:g}", f"{p['ppl']:.3f}",
              f"{100 * p['ppl_increase']:+.2f}%", f"{p['energy_j'] * 1e6:.2f}", f"{p['energy_ratio']:.2f}x",
-             f"{p['latency_s'] * 1e6:.1f}", f"{p['latency_ratio']:.2f}x", p["cores"], pct(p["sparsity_sim"])] for p in points]
-    print(format_table(["precision", "head", "θ scale", "ppl", "Δppl", "µJ/token", "dense ÷", "µs/token", "dense ÷", "cores", "sparsity"],
+             f"{p['latency_s'] * 1e6:.1f}", f"{p['latency_ratio']:.2f}x", p["cores"], pct(p["macs_skipped"]),
+             pct(p["sparsity_sim"])] for p in points]
+    print(format_table(["precision", "head", "θ scale", "ppl", "Δppl", "µJ/token", "dense ÷", "µs/token", "dense ÷", "cores",
+                        "MACs skipped", "site mean"],
                        rows, title=f"\n{args.model} on SENECA against the dense 16-bit model ({dense['energy_j'] * 1e6:.2f} µJ, "
                                    f"{dense['latency_s'] * 1e6:.1f} µs, {dense['cores']} cores); {seconds:.0f} s"))
     for label, b in (("energy", best_e), ("latency", best_l)):
@@ -167,7 +170,8 @@ def plot(points, dense, path: Path, title: str) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{title} on SENECA: energy and latency against perplexity")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:  # a complete plot or the previous one
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
