@@ -55,6 +55,13 @@ def fraction(text: str) -> float:
     return _number(text, float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
 
 
+def _projection_list(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} names no projection; give names such as ffn.key,att.output")
+    return names
+
+
 def loss_ratio(text: str) -> float:
     return _number(text, float, lambda v: v >= 1, "a ratio ≥ 1, e.g. 1.001")
 
@@ -285,7 +292,8 @@ def cmd_build(args) -> int:
     else:
         ids = loaded.tokenizer.encode(SAMPLE_TEXT)[: args.tokens]
         source = "the built-in sample text"
-    graph = pipeline.build(loaded.model, loaded.name, rate_tokens=ids, source=source)
+    graph = pipeline.build(loaded.model, loaded.name, rate_tokens=ids, source=source, delta=args.delta,
+                           delta_projections=args.delta_projections)
     graph.meta["thresholds"] = args.thresholds
     rates = graph.meta["event_rates"]
     with atomic_folder(args.output) as folder:  # a complete graph folder, or the previous one
@@ -736,6 +744,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tokens", type=positive_int, default=64, help="tokens to measure event rates on (default: %(default)s)")
     b.add_argument("-o", "--output", required=True, help="graph folder to write (graph.json + arrays.npz)")
     b.add_argument("--force", action="store_true", help="write OUTPUT even if it is a non-empty folder that is not a graph folder")
+    b.add_argument("--delta", type=non_negative_float, metavar="THETA_D", help="delta events (sigma-delta): each threshold site "
+                   "sends the change of its output since what it sent, where the change exceeds THETA_D (0: every change), "
+                   "and its Dense keeps its summed output (default: off)")
+    b.add_argument("--delta-projections", type=_projection_list, metavar="P,…", help="with --delta: only the sites of these "
+                   "projections (e.g. ffn.key,att.output; default: every site)")
     _precision_args(b)
     b.set_defaults(func=cmd_build)
 

@@ -76,13 +76,17 @@ def resolve_precision(precision: dict | None, thresholds_path) -> dict | None:
     return precision
 
 
-def build(model, name: str | None, rate_tokens: list[int] | None = None, source: str | None = None):
-    """The event-driven process graph of `model` with its current θ; with `rate_tokens`, the mean events per
-    token measured on them go into `graph.meta["event_rates"]` (the mapper's expected traffic)."""
+def build(model, name: str | None, rate_tokens: list[int] | None = None, source: str | None = None,
+          delta: float | None = None, delta_projections: list[str] | None = None):
+    """The event-driven process graph of `model` with its current θ (and delta events of threshold θ_Δ = `delta`
+    at the sites of `delta_projections`, all when None); with `rate_tokens`, the mean events per token measured
+    on them go into `graph.meta["event_rates"]` (the mapper's expected traffic)."""
     from eventllm.process.build import build_graph
     from eventllm.process.executor import measure_event_rates
 
     graph = build_graph(model.eval(), name=name)
+    if delta is not None:
+        graph = graph.with_delta_events(delta, delta_projections)
     if rate_tokens:
         graph.meta["event_rates"] = measure_event_rates(graph, rate_tokens) | ({"source": source} if source else {})
     return graph

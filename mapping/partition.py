@@ -6,7 +6,8 @@ A Dense process too big for a core is split either
     partial sums for the consumer to add up;
 whichever sends fewer events per token at the measured event rates (dense rates when none were measured).
 Embedding tables split by vocabulary rows (a token reads one shard), attention caches by heads. Memory
-counts the weights and parameters at the core's word width, plus state and input/output buffers.
+counts the weights and parameters at the core's word width, plus state (a delta receiver's kept sums
+included) and input/output buffers.
 """
 
 from __future__ import annotations
@@ -78,15 +79,15 @@ def per_output_params(proc) -> int:
 
 def _split_dense(proc, M: int, wb: float, rates: dict[str, float]) -> tuple[str, int]:
     out, inp = proc.shape
-    per_out, ww = per_output_params(proc), weight_bytes(proc, wb)
+    per_out, ww, acc = per_output_params(proc), weight_bytes(proc, wb), int(proc.accumulates)
 
     def fits_outputs(n):
         rows = math.ceil(out / n)
-        return _nbytes(rows * inp, ww) + _nbytes(rows * per_out + inp + rows, wb) <= M
+        return _nbytes(rows * inp, ww) + _nbytes(rows * per_out + inp + rows + acc * rows, wb) <= M
 
     def fits_inputs(n):
         cols = math.ceil(inp / n)
-        return _nbytes(cols * out, ww) + _nbytes(out * per_out + cols + out, wb) <= M
+        return _nbytes(cols * out, ww) + _nbytes(out * per_out + cols + out + acc * out, wb) <= M
 
     options = {}
     for split, fits, axis in (("outputs", fits_outputs, out), ("inputs", fits_inputs, inp)):
@@ -133,10 +134,11 @@ def partition(graph: ProcessGraph, topology: Topology) -> list[Shard]:
             per_out = per_output_params(proc)  # bias and scale: with the rows they serve, or on the first input shard
             for k in range(n):
                 lo, hi = int(bounds[k]), int(bounds[k + 1])
+                acc = int(proc.accumulates)  # a delta receiver keeps the sums of the outputs (or partial sums) it makes
                 if split == "outputs":
-                    add(split, k, n, lo, hi, axis, (hi - lo) * inp, (hi - lo) * per_out, 0, inp + hi - lo)
+                    add(split, k, n, lo, hi, axis, (hi - lo) * inp, (hi - lo) * per_out, acc * (hi - lo), inp + hi - lo)
                 else:
-                    add(split, k, n, lo, hi, axis, (hi - lo) * out, out * per_out if k == 0 else 0, 0, hi - lo + out)
+                    add(split, k, n, lo, hi, axis, (hi - lo) * out, out * per_out if k == 0 else 0, acc * out, hi - lo + out)
         elif how == "rows":
             tables = [v.value for n, v in proc.vars.items() if v.role == "weight"]
             rows, d = sum(t.shape[0] for t in tables), tables[0].shape[1]

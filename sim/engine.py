@@ -12,7 +12,8 @@ for what an event-driven core does:
                   first unpacked to int8 (one `weight_unpack` per weight); float events into integer weights
                   need each weight extracted and converted (two unpacks per weight) before an FP16 MAC; each
                   output of an integer Dense is scaled once (neuron ops: 1, or 3 with int8 events: I2F and
-                  two multiplies);
+                  two multiplies); the receiver of delta events reads and writes back its kept outputs
+                  (state memory: its accumulators, on every shard that holds some);
   other process   neuron ops per output entry (its process model's ops_per_entry), parameter reads, state
                   reads and writes, and what its model's extra_counts adds (table lookups, attention);
   every shard     captures its incoming events and generates one event per non-zero output entry;
@@ -229,6 +230,9 @@ class Simulator:
                     if self.split[sid] != "inputs" or sid == ids[0]:  # bias and scale: once per output
                         self.static[sid, C["param_reads"]] += rows * per_output_params(p)
                         self.static[sid, C["neuron_ops"]] += rows * plan["ops_per_output"]
+                    if p.accumulates:  # the kept output of a delta receiver: read and written back once per token
+                        self.static[sid, C["state_reads"]] += rows
+                        self.static[sid, C["state_writes"]] += rows
             elif not model.has_extra_counts():
                 sid = ids[0]
                 n_out = sum(port.size for port in p.out_ports.values())

@@ -79,11 +79,12 @@ def summarize(sim: Simulator) -> dict:
 
 
 def run_setup(graph: ProcessGraph, mapping: Mapping, mode: str) -> tuple[ProcessGraph, Mapping]:
-    """The graph and mapping a mode runs on: the dense baseline of a low-bit graph is the 16-bit model with float
-    events (`ProcessGraph.at_full_precision`), mapped anew onto the same topology (it needs more cores)."""
+    """The graph and mapping a mode runs on: the dense baseline of a low-bit or delta-event graph is the 16-bit
+    model with float events and no delta events (`ProcessGraph.plain`), mapped anew onto the same topology (it
+    needs another number of cores)."""
     if mode != "dense":
         return graph, mapping
-    full = graph.at_full_precision()
+    full = graph.plain()
     if full is graph:
         return graph, mapping
     from mapping import map_graph
@@ -124,9 +125,11 @@ def settings(graph: ProcessGraph) -> dict:
     """What a simulated configuration is made of: weight and event bits, the head threshold, delta events."""
     p = graph.precision()
     head_t = [q for q in graph if q.kind == "threshold" and q.attrs.get("projection") == "head"]
+    delta = graph.delta_sites()
     return {"weight_bits": p["weight_bits"], "event_bits": p["event_bits"], "low_bit_projections": p["low_bit_projections"],
-            "head_threshold": bool(head_t and head_t[0].theta > 0), "delta_events": False,
-            "dense_baseline": "θ = 0, every entry processed and sent, 16-bit weights, float events"}
+            "head_threshold": bool(head_t and head_t[0].theta > 0),
+            "delta_events": {"sites": len(delta), "theta_delta": sorted(set(delta.values()))} if delta else False,
+            "dense_baseline": "θ = 0, every entry processed and sent, 16-bit weights, float events, no delta events"}
 
 
 def results_json(runs: dict[str, dict], info: dict) -> dict:

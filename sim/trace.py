@@ -63,6 +63,9 @@ class TraceEngine(Simulator):
 
     def __init__(self, graph: ProcessGraph, mapping: Mapping, costs: CostModel, event_driven: bool = True,
                  overrides: dict[str, float] | None = None):
+        if graph.delta_sites():  # the masks come from the torch model, which sends values, not changes
+            raise GraphError("the trace engine counts from the torch model's masks, which has no delta events; "
+                             "simulate a graph with delta events with --engine message")
         super().__init__(graph, mapping, costs, event_driven, overrides)
         self._plan_trace()
         self.position = 0

@@ -156,6 +156,55 @@ class ProcessGraph:
         out.meta = {k: v for k, v in self.meta.items() if k != "event_rates"} | {"precision": {"weight_bits": 16, "event_bits": 16}}
         return out
 
+    def delta_sites(self) -> dict[str, float]:
+        """θ_Δ of every threshold site that sends delta events, by process name."""
+        return {p.name: p.attrs["delta"] for p in self if p.kind == "threshold" and "delta" in p.attrs}
+
+    def with_delta_events(self, theta_delta: float | None, projections=None) -> "ProcessGraph":
+        """This graph with delta events (see `Threshold`) at the threshold sites of `projections` (all when None),
+        their Dense receivers accumulating; `theta_delta=None` turns delta events off everywhere.
+
+        >>> g = graph.with_delta_events(0.0)                    # doctest: +SKIP
+        >>> sorted(g.delta_sites().values())[:1]                # doctest: +SKIP
+        [0.0]
+        """
+        if theta_delta is not None and not (isinstance(theta_delta, (int, float)) and theta_delta >= 0):
+            raise GraphError(f"the delta threshold θ_Δ must be a non-negative number, got {theta_delta!r}")
+        sites = [p for p in self if p.kind == "threshold"]
+        if projections is not None:
+            known = {p.attrs.get("projection") for p in sites}
+            unknown = sorted(set(projections) - known)
+            if unknown:
+                raise GraphError(f"no threshold site feeds projection {unknown[0]!r}; the graph's sites feed "
+                                 f"{', '.join(sorted(k for k in known if k))}")
+            sites = [p for p in sites if p.attrs.get("projection") in set(projections)]
+        chosen = {p.name for p in sites} if theta_delta is not None else set()
+        g = self.to_networkx()
+        for name, data in g.nodes(data=True):
+            if data["kind"] != "threshold":
+                continue
+            on = name in chosen
+            receivers = [dst for _, dst in g.out_edges(name)]
+            if on and any(g.nodes[r]["kind"] != "dense" for r in receivers):
+                raise GraphError(f"{name} feeds a {g.nodes[receivers[0]]['kind']}; delta events need Dense receivers")
+            for node, key, attr, value, size in [(name, "sent", "delta", float(theta_delta) if on else None, data["in_ports"]["inp"])] + \
+                    [(r, "acc", "accumulate", True if on else None, g.nodes[r]["out_ports"]["out"]) for r in receivers]:
+                d = g.nodes[node]
+                attrs = {k: v for k, v in d["attrs"].items() if k != attr}
+                vars_ = {k: v for k, v in d["vars"].items() if k != key}
+                roles = {k: v for k, v in d["roles"].items() if k != key}
+                if value is not None:
+                    attrs[attr], vars_[key], roles[key] = value, np.zeros(size), "state"
+                d["attrs"], d["vars"], d["roles"] = attrs, vars_, roles
+        out = ProcessGraph.from_networkx(g)
+        out.meta = {k: v for k, v in self.meta.items() if k != "event_rates"}
+        return out
+
+    def plain(self) -> "ProcessGraph":
+        """The graph of the dense baseline: 16-bit weights, float events, no delta events (itself when it is)."""
+        full = self.at_full_precision()
+        return full.with_delta_events(None) if full.delta_sites() else full
+
     # --- interchange ------------------------------------------------------------------------------------
     def to_networkx(self):
         """A networkx.MultiDiGraph: nodes are processes (kind, layer, attrs, vars, ports), edges connections.

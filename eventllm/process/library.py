@@ -117,17 +117,30 @@ class Threshold(Process):
     """T_θ(x) = x where |x| > θ, else 0: only the surviving entries become events.
 
     With event_bits = 8 the events are int8 graded spikes with one scale per token (s = max |y| / 127, sent as
-    round(y / s) · s; `eventllm.models.threshold.quantize_events`)."""
+    round(y / s) · s; `eventllm.models.threshold.quantize_events`).
+
+    Delta events (`delta` = θ_Δ ≥ 0, sigma-delta): the site keeps x̂ (state `sent`, zeros before the first
+    token), the sum of everything it has sent. Per token it forms y = T_θ(x) and d = y − x̂, zeroes the entries
+    with |d| ≤ θ_Δ, quantises d (int8 events), sends d and adds it to x̂. Its receivers are Dense processes with
+    `accumulate`, which add W·d to the output they keep, so they hold W·x̂. With θ_Δ = 0, x̂ follows y to float
+    rounding and the receivers' outputs are the plain model's; entries that stay equal from one token to the
+    next send nothing, an entry that drops to zero sends one event (−x̂)."""
 
     kind = "threshold"
 
-    def __init__(self, name: str, *, n: int, theta=0.0, layer: int | None = None, projection: str = "", event_bits: int = 16):
-        super().__init__(name, layer, n=int(n), projection=projection, event_bits=int(event_bits))
+    def __init__(self, name: str, *, n: int, theta=0.0, layer: int | None = None, projection: str = "", event_bits: int = 16,
+                 delta: float | None = None):
+        super().__init__(name, layer, n=int(n), projection=projection, event_bits=int(event_bits),
+                         **({"delta": float(delta)} if delta is not None else {}))
         t = self._var("theta", theta, "param")
         if t.shape != () or not t >= 0:
             raise GraphError(f"{name}: θ must be one non-negative number, got {theta!r}")
         if event_bits not in (16, 8):
             raise GraphError(f"{name}: event_bits must be 16 or 8, got {event_bits!r}")
+        if delta is not None:
+            if not isinstance(delta, (int, float)) or not delta >= 0:
+                raise GraphError(f"{name}: the delta threshold θ_Δ must be a non-negative number, got {delta!r}")
+            self._var("sent", np.zeros(n), "state", dtype=np.float64)  # see ThresholdModel.run
         self._in("inp", n)
         self._out("out", n)
 
@@ -135,18 +148,27 @@ class Threshold(Process):
     def theta(self) -> float:
         return float(self.vars["theta"].value)
 
+    @property
+    def delta(self) -> float | None:
+        """θ_Δ of a delta-event site, None for a plain one."""
+        return self.attrs.get("delta")
+
 
 class Dense(Process):
     """A linear projection out = W · inp (+ bias): each input event reads one column of W (fan-out = rows).
 
     Low-bit weights (weight_bits 8 or 4): `weights` holds the integers Q (int8 arrays, |Q| ≤ 2^(bits−1) − 1) and
-    `scale` one float per output, out = scale ⊙ (Q · inp) (+ bias); memory counts each weight at its bits."""
+    `scale` one float per output, out = scale ⊙ (Q · inp) (+ bias); memory counts each weight at its bits.
+
+    `accumulate` (the receiver of a delta-event site): the process keeps acc = Σ_t W·inp_t (state `acc`, before
+    scale and bias) and outputs scale ⊙ acc (+ bias): its inputs are changes, its output the value."""
 
     kind = "dense"
 
     def __init__(self, name: str, *, weights, bias=None, scale=None, weight_bits: int = 16, layer: int | None = None,
-                 projection: str = ""):
-        super().__init__(name, layer, projection=projection, weight_bits=int(weight_bits))
+                 projection: str = "", accumulate: bool = False):
+        super().__init__(name, layer, projection=projection, weight_bits=int(weight_bits),
+                         **({"accumulate": True} if accumulate else {}))
         if weight_bits not in (16, 8, 4):
             raise GraphError(f"{name}: weight_bits must be 16, 8 or 4, got {weight_bits!r}")
         if weight_bits < 16:
@@ -161,6 +183,8 @@ class Dense(Process):
             b = self._var("bias", _vector(name, bias, "bias"), "param")
             if b.size != w.shape[0]:
                 raise GraphError(f"{name}: bias has {b.size} entries for {w.shape[0]} outputs")
+        if accumulate:
+            self._var("acc", np.zeros(w.shape[0]), "state", dtype=np.float64)
         self._in("inp", w.shape[1])
         self._out("out", w.shape[0])
 
@@ -172,6 +196,10 @@ class Dense(Process):
     @property
     def weight_bits(self) -> int:
         return self.attrs.get("weight_bits", 16)
+
+    @property
+    def accumulates(self) -> bool:
+        return bool(self.attrs.get("accumulate"))
 
 
 class WKV(Process):

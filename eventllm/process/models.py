@@ -196,17 +196,30 @@ class ThresholdModel(ProcessModel):
     lava = "Unary"
 
     def entry_ops(self) -> int:
-        # int8 events: also the running max of |y| and the divide-and-round of each entry
-        return 4 if self.process.attrs.get("event_bits", 16) == 8 else 1
+        # int8 events: also the running max of |y| and the divide-and-round of each entry; delta events: the
+        # difference with x̂, its comparison with θ_Δ and the update of x̂
+        ops = 4 if self.process.attrs.get("event_bits", 16) == 8 else 1
+        return ops + (3 if self.process.delta is not None else 0)
 
     def run(self, inputs):
         x = inputs["inp"]
         theta = self.v["theta"]
         y = x if theta == 0 else np.where(np.abs(x) > theta, x, np.float32(0))
+        delta = self.process.delta
+        if delta is not None:  # send the change since what was sent (see Threshold)
+            # x̂ is the float64 sum of the float32 events sent, as the receivers' sums are: both stay equal, and
+            # x̂ differs from y by one rounding of the last change, so no error builds up over the tokens
+            sent = self.v["sent"]
+            y = (y - sent).astype(np.float32)
+            if delta > 0:
+                y = np.where(np.abs(y) > delta, y, np.float32(0))
         if self.process.attrs.get("event_bits", 16) == 8:  # int8 graded spikes, one scale per token
             s = np.abs(y).max() / np.float32(127)
             y = np.round(y / s) * s if s > 0 else y
-        return {"out": y.astype(np.float32, copy=False)}
+        y = y.astype(np.float32, copy=False)
+        if delta is not None:
+            sent += y
+        return {"out": y}
 
 
 @implements(Dense)
@@ -220,11 +233,16 @@ class DenseModel(ProcessModel):
         # one row per input: an input event selects one contiguous row (W's column), as a core's memory holds it;
         # integer weights are exact in float32, and the scale multiplies each output once
         self.by_input = np.ascontiguousarray(self.v["weights"].T, dtype=np.float32)
+        self.by_input64 = self.by_input.astype(np.float64) if "acc" in self.v else None
 
     def run(self, inputs):
         x = inputs["inp"]
         idx = np.flatnonzero(x)  # the input events
         y = x @ self.by_input if idx.size == x.size else x[idx] @ self.by_input[idx]  # no event skipped: the plain product
+        if "acc" in self.v:  # the receiver of delta events: its output is the sum of every change so far (float64,
+            # so that the sum of many changes rounds once, like the plain product of the value)
+            self.v["acc"] += x[idx].astype(np.float64) @ self.by_input64[idx]
+            y = self.v["acc"].astype(np.float32)
         if "scale" in self.v:
             y = y * self.v["scale"]
         if "bias" in self.v:
