@@ -68,10 +68,8 @@ def synaptic_plan(dense) -> dict:
     ops_per_output   the per-output scaling of an integer Dense: 1 multiply, or with int8 events 3 (I2F of the
                      integer sum, times the weight scale, times the event scale)
     """
-    bits = dense.attrs.get("weight_bits", 16)
-    port = dense.in_ports["inp"]
-    src = port.sources[0].src.process if port.sources else None
-    events8 = src is not None and src.attrs.get("event_bits", 16) == 8
+    bits = dense.weight_bits
+    events8 = dense.input_event_bits == 8
     if bits >= 16:
         return {"weight_bits": 16, "int8_macs": False, "unpacks_per_weight": 0, "ops_per_output": 0}
     if events8:

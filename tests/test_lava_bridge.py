@@ -184,3 +184,43 @@ def test_simulate_on_lava_checks_logits_and_events_against_the_simulator(tmp_pat
     lava_part = json.loads((tmp_path / "s.json").read_text())["lava"]
     assert lava_part["tokens"] == 16 and lava_part["max_abs_logit_difference"] < 1e-4
     assert lava_part["ports_with_equal_events"] == lava_part["ports"] == sum(len(p.out_ports) for p in graph)
+
+
+@needs_lava
+def test_int8_model_on_lava_fixed_point_dense_agrees_with_the_executor(tmp_path):
+    """zoo:rwkv4-tiny with int8 weights and int8 events on Lava: every projection fed by int8 events is lava's Dense
+    run by lava's bit-accurate fixed-point model (integer weights, integer sums of the events' integers), scaled
+    back after; the head (float events from its LayerNorm) is a float Dense of the weights' values. Logits and
+    inner outputs agree with our executor to float rounding, and every out-port's events are the executor's
+    (an integer sum that cancels exactly sends no event in both)."""
+    from eventllm.models.quantize import quantize_model
+
+    loaded = load_model("zoo:rwkv4-tiny")
+    model = loaded.model.eval()
+    quantize_model(model, 8, "mse", event_bits=8)
+    apply_thresholds(model, ROOT / "eventllm" / "zoo" / "rwkv4-tiny" / "thresholds.json")
+    graph = build_graph(model)
+    tokens = loaded.tokenizer.encode(SAMPLE_TEXT)[:12]
+    probes = ["L0.att.key.out", "L0.att.output.out", "L0.ffn.key.out", "L3.ffn.value.out", "L5.ffn.residual.out"]
+    ex = Executor(graph, probes=probes)
+    ours = ex.run(tokens)
+    graph.save(tmp_path / "graph")
+    r = lava("-c", f"""
+import numpy as np
+from eventllm.process.graph import ProcessGraph
+from eventllm.process.lava import processes as lp
+from eventllm.process.lava.bridge import run
+g = ProcessGraph.load({str(tmp_path / 'graph')!r})
+got, events, net = run(g, tokens={tokens!r}, probes={probes!r})
+fixed = sorted(n for n, p in net.leaves.items() if isinstance(p, lp.FixedPointDense))
+np.savez({str(tmp_path / 'lava.npz')!r}, fixed=np.array(fixed), paths=np.array(list(events)),
+         counts=np.array(list(events.values())), **got)
+""")
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = np.load(tmp_path / "lava.npz")
+    int8_fed = [p.name for p in graph if p.kind == "dense" and p.weight_bits == 8 and p.input_event_bits == 8]
+    assert sorted(got["fixed"].tolist()) == sorted(int8_fed) and len(int8_fed) == 7 * len(graph.layers())
+    np.testing.assert_allclose(got[graph.output], ours, atol=1e-4, rtol=0)
+    for path in probes:
+        np.testing.assert_allclose(got[path], ex.probed(path), atol=1e-4, rtol=0)
+    assert dict(zip(got["paths"].tolist(), got["counts"].tolist())) == ex.counts.per_port

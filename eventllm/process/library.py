@@ -201,6 +201,12 @@ class Dense(Process):
     def accumulates(self) -> bool:
         return bool(self.attrs.get("accumulate"))
 
+    @property
+    def input_event_bits(self) -> int:
+        """Bits of the events arriving (8: int8 events from a threshold site; 16: float values)."""
+        port = self.in_ports["inp"]
+        return port.sources[0].src.process.attrs.get("event_bits", 16) if port.sources else 16
+
 
 class WKV(Process):
     """RWKV-4's WKV recurrence per channel, with state (a, b, p); inputs k and v, output wkv."""

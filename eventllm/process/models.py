@@ -228,20 +228,35 @@ class DenseModel(ProcessModel):
     split = "dense"
     lava = "Dense"  # lava.proc.dense (a hierarchical BiasedDense where it has a bias)
 
+    # int8 events into integer weights: integer MACs, whose sums float32 holds exactly up to 2^24; at most this many
+    # events of |q| ≤ 127 into weights of |Q| ≤ 127 stay below it, more are summed in float64
+    EXACT_EVENTS = (1 << 24) // (127 * 127)
+
     def __init__(self, process, overrides=None):
         super().__init__(process, overrides)
         # one row per input: an input event selects one contiguous row (W's column), as a core's memory holds it;
         # integer weights are exact in float32, and the scale multiplies each output once
         self.by_input = np.ascontiguousarray(self.v["weights"].T, dtype=np.float32)
-        self.by_input64 = self.by_input.astype(np.float64) if "acc" in self.v else None
+        self.integer_macs = "scale" in self.v and process.input_event_bits == 8
 
     def run(self, inputs):
         x = inputs["inp"]
         idx = np.flatnonzero(x)  # the input events
-        y = x @ self.by_input if idx.size == x.size else x[idx] @ self.by_input[idx]  # no event skipped: the plain product
-        if "acc" in self.v:  # the receiver of delta events: its output is the sum of every change so far (float64,
-            # so that the sum of many changes rounds once, like the plain product of the value)
-            self.v["acc"] += x[idx].astype(np.float64) @ self.by_input64[idx]
+        keep = "acc" in self.v  # the receiver of delta events: its output is the sum of every change so far
+        if self.integer_macs and idx.size:
+            # the events are integers q times the token's scale s (Threshold): Q · q summed exactly, as the
+            # hardware's integer MACs (and lava's fixed-point Dense) do, then times s
+            s = np.abs(x[idx]).max() / np.float32(127)
+            q = np.round(x[idx] / s)
+            rows = self.by_input[idx]
+            exact = q @ rows if idx.size <= self.EXACT_EVENTS else q.astype(np.float64) @ rows.astype(np.float64)
+            y = exact.astype(np.float64) * s if keep else (exact * s).astype(np.float32)
+        elif keep:  # float64, so that the sum of many changes rounds once, like the plain product of the value
+            y = x[idx].astype(np.float64) @ self.by_input[idx].astype(np.float64)
+        else:
+            y = x @ self.by_input if idx.size == x.size else x[idx] @ self.by_input[idx]  # no event skipped: the plain product
+        if keep:
+            self.v["acc"] += y
             y = self.v["acc"].astype(np.float32)
         if "scale" in self.v:
             y = y * self.v["scale"]

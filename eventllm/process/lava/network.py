@@ -2,7 +2,8 @@
 
 The translator reads the graph; there is no per-model wiring. Each of our processes becomes one Lava process:
 its process model (`eventllm.process.models`) names the counterpart in `ProcessModel.lava` — lava's own
-`Dense` (a `BiasedDense` hierarchical process where the projection has a bias), or one of the processes of
+`Dense` (a `BiasedDense` hierarchical process where the projection has a bias, a `FixedPointDense` — lava's
+Dense in fixed point — where integer weights take int8 events), or one of the processes of
 `eventllm.process.lava.processes`. The processes of one model layer are wrapped in a hierarchical `Block`
 process (a SubProcessModel builds and wires them at compile time), so the Lava network reads like the graph:
 token input, ln0, L0 … Ln, head.
@@ -60,6 +61,11 @@ def _vars(p) -> dict[str, np.ndarray]:
 
 def _make_dense(p, hold):
     v = _vars(p)
+    if p.weight_bits < 16 and p.input_event_bits == 8:  # integers all the way: lava's fixed-point Dense
+        return lp.FixedPointDense(weights=p.vars["weights"].value.astype(np.int64), scale=v["scale"], bias=v.get("bias"),
+                                  hold=hold, name=p.name)
+    if "scale" in v:  # integer weights with float events: the weights' values, in float (as the executor's product)
+        v["weights"] = (p.vars["weights"].value.astype(np.float32) * p.vars["scale"].value[:, None]).astype(np.float64)
     if "bias" in v:
         return lp.BiasedDense(weights=v["weights"], bias=v["bias"], hold=hold, name=p.name)
     return lp.LavaDense(weights=v["weights"], num_message_bits=24, name=p.name)
@@ -70,7 +76,8 @@ def _make_unary(p, hold):
     if p.kind not in lp.UNARY:
         raise GraphError(f"{p.name}: {p.kind} is not one of the Unary operations {lp.UNARY}")
     return lp.Unary(op=p.kind, n=p.in_ports["inp"].size, hold=hold, weight=v.get("weight"), bias=v.get("bias"),
-                    theta=v.get("theta", 0.0), eps=p.attrs.get("eps", 1e-5), name=p.name)
+                    theta=v.get("theta", 0.0), eps=p.attrs.get("eps", 1e-5), event_bits=p.attrs.get("event_bits", 16),
+                    name=p.name)
 
 
 def _make_binary(p, hold):
@@ -89,6 +96,8 @@ def _make_shift(p, hold):
 
 def _make_token_in(p, hold):
     v = _vars(p)
+    if "scale" in v:  # an integer table: each row times its scale, in float32 as the executor's lookup
+        v["weights"] = (p.vars["weights"].value.astype(np.float32) * p.vars["scale"].value[:, None]).astype(np.float64)
     return lp.TokenIn(table=v["weights"], positions=v.get("positions"), offset=p.attrs.get("offset", 0), hold=hold, name=p.name)
 
 
@@ -167,7 +176,9 @@ class LavaNetwork:
         self.leaves: dict[str, object] = {}  # our process name → its lava process (BiasedDense: the hierarchical one)
         self.started = False
         self.tokens = 0
-        self.cfg = Loihi2SimCfg(select_tag=lp.FLOAT, select_sub_proc_model=blocks == "hierarchical")
+        # float models everywhere, but lava's bit-accurate (fixed_pt) model for the integer Dense inside FixedPointDense
+        self.cfg = Loihi2SimCfg(select_tag=lp.FLOAT, select_sub_proc_model=blocks == "hierarchical",
+                                exception_proc_model_map={lp.IntegerDense: lp.PyIntegerDenseModel})
         self._build()
 
     # --- construction -----------------------------------------------------------------------------------------
@@ -305,8 +316,8 @@ class LavaNetwork:
         for name, lava in self.leaves.items():
             if only is not None and name not in only:
                 continue
-            if isinstance(lava, lp.BiasedDense):
-                counts_out[name] = lava.parts["bias"].counts_out.get()
+            if isinstance(lava, (lp.BiasedDense, lp.FixedPointDense)):
+                counts_out[name] = lava.parts["out"].counts_out.get()
             elif not isinstance(lava, lp.LavaDense):
                 counts_out[name] = lava.counts_out.get()
         events = {}
@@ -324,7 +335,7 @@ class LavaNetwork:
         """The non-zero entries a (plain lava) Dense's out-port delivered, counted where they arrived."""
         for c in port.targets:
             dst = self.leaves.get(c.dst.process.name)
-            if dst is not None and not isinstance(dst, (lp.LavaDense, lp.BiasedDense)):
+            if dst is not None and not isinstance(dst, (lp.LavaDense, lp.BiasedDense, lp.FixedPointDense)):
                 i = list(c.dst.process.in_ports).index(c.dst.name)
                 return int(dst.counts_in.get()[i])
         if port.path in self.readouts:

@@ -1,8 +1,11 @@
 """The Lava processes (what they are) and their Python process models (how they run on lava-nc's CPU backend).
 
 Projections are lava's own `Dense` (`lava.proc.dense`, graded spikes with `num_message_bits=24`); a Dense
-with a bias is the hierarchical `BiasedDense` (lava's Dense followed by a bias process). Every other operation
-of our graphs is a process defined here with a `floating_pt` model (float64) for lava's LoihiProtocol.
+with a bias is the hierarchical `BiasedDense` (lava's Dense followed by a bias process). A projection with
+integer weights fed by int8 events is the hierarchical `FixedPointDense`: the events' integers go through
+lava's Dense run by lava's own bit-accurate fixed-point model (integer weights, integer sums), then the sums
+are scaled back. Every other operation of our graphs is a process defined here with a `floating_pt` model
+(float64) for lava's LoihiProtocol.
 
 Timing (see `eventllm.process.lava.network`): each token is held for `hold` lava time steps; lava's Dense
 delivers W·s(t−1) at step t, so values settle along a path within the window. A process with state takes its
@@ -28,6 +31,7 @@ try:
     from lava.magma.core.process.variable import Var
     from lava.magma.core.resources import CPU
     from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+    from lava.proc.dense.models import AbstractPyDenseModelBitAcc
     from lava.proc.dense.process import Dense as LavaDense
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -88,8 +92,9 @@ class Unary(Counted):
     """One vector in, one out: LayerNorm, threshold (scalar or per-neuron θ), sigmoid, ReLU, squared ReLU or
     a bias added (`op`)."""
 
-    def __init__(self, *, op: str, n: int, hold: int, weight=None, bias=None, theta=0.0, eps: float = 1e-5, **kw):
-        super().__init__(n_in=1, n_out=1, hold=hold, op=op, eps=float(eps), **kw)
+    def __init__(self, *, op: str, n: int, hold: int, weight=None, bias=None, theta=0.0, eps: float = 1e-5,
+                 event_bits: int = 16, **kw):
+        super().__init__(n_in=1, n_out=1, hold=hold, op=op, eps=float(eps), event_bits=int(event_bits), **kw)
         self.inp = InPort(shape=(n,))
         self.out = OutPort(shape=(n,))
         self.weight = Var(shape=(n,), init=np.ones(n) if weight is None else weight)
@@ -179,6 +184,47 @@ class BiasedDense(AbstractProcess):
         super().__init__(weights=weights, bias=bias, hold=hold, **kw)
         self.inp = InPort(shape=(n_in,))
         self.out = OutPort(shape=(n_out,))
+
+
+class IntegerDense(LavaDense):
+    """lava's Dense holding integer weights, run by lava's bit-accurate fixed-point model (`PyIntegerDenseModel`;
+    a subclass, so that a float Dense in the same network keeps lava's float model)."""
+
+
+class FixedPointDense(AbstractProcess):
+    """out = scale ⊙ (Q · q) · s (+ bias) for int8 events inp = q · s: an EventEncoder takes the integers q and the
+    token's scale s from the events, lava's Dense in fixed point (IntegerDense) sums Q · q in integers, and a
+    Rescale process turns the sums back into values (weights: the integers Q, one scale per output)."""
+
+    def __init__(self, *, weights, scale, bias=None, hold: int, **kw):
+        n_out, n_in = weights.shape
+        super().__init__(weights=weights, scale=scale, bias=bias, hold=hold, **kw)
+        self.inp = InPort(shape=(n_in,))
+        self.out = OutPort(shape=(n_out,))
+
+
+class EventEncoder(Counted):
+    """int8 graded events y = q · s (s = max |y| / 127, as the threshold sent them) → the integers q (`out`, the
+    spikes' payload) and s (`scale`)."""
+
+    def __init__(self, *, n: int, hold: int, **kw):
+        super().__init__(n_in=1, n_out=1, hold=hold, **kw)
+        self.inp = InPort(shape=(n,))
+        self.out = OutPort(shape=(n,))
+        self.scale = OutPort(shape=(1,))
+
+
+class Rescale(Counted):
+    """The integer sums `a` of a fixed-point Dense and the events' scale `s` → a · s ⊙ scale (+ bias)."""
+
+    def __init__(self, *, scale, bias=None, hold: int, **kw):
+        n = len(scale)
+        super().__init__(n_in=2, n_out=1, hold=hold, **kw)
+        self.a = InPort(shape=(n,))
+        self.s = InPort(shape=(1,))
+        self.out = OutPort(shape=(n,))
+        self.scale = Var(shape=(n,), init=scale)
+        self.bias = Var(shape=(n,), init=np.zeros(n) if bias is None else bias)
 
 
 class Block(AbstractProcess):
@@ -285,6 +331,10 @@ class PyUnaryModel(_CountedModel):
             y = (x - x.mean()) / np.sqrt(x.var() + self.proc_params["eps"]) * self.weight + self.bias
         elif op == "threshold":
             y = np.where(np.abs(x) > self.theta, x, 0.0)
+            if self.proc_params["event_bits"] == 8:  # int8 events, one scale per token, in float32 as the graph's
+                y32 = y.astype(np.float32)
+                s = np.abs(y32).max() / np.float32(127)
+                y = (np.round(y32 / s) * s if s > 0 else y32).astype(np.float64)
         elif op == "sigmoid":
             y = 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1 / (1 + e^-x), without overflow
         elif op == "relu":
@@ -415,7 +465,65 @@ class SubBiasedDenseModel(AbstractSubProcessModel):
         proc.in_ports.inp.connect(self.dense.s_in)
         self.dense.a_out.connect(self.bias.inp)
         self.bias.out.connect(proc.out_ports.out)
-        proc.parts = {"dense": self.dense, "bias": self.bias}
+        proc.parts = {"dense": self.dense, "out": self.bias}  # "out": the part that sends (and counts) the outputs
+
+
+@implements(proc=IntegerDense, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("bit_accurate_loihi", "fixed_pt")
+class PyIntegerDenseModel(AbstractPyDenseModelBitAcc):
+    """lava's bit-accurate Dense model (the one lava tags fixed_pt), bound to IntegerDense."""
+
+
+@_model(EventEncoder)
+class PyEventEncoderModel(_CountedModel):
+    inp: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=8)
+    scale: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+
+    def run_spk(self):
+        x = self.inp.recv()
+        s = np.abs(x).max() / 127.0
+        q = np.round(x / s).astype(np.int32) if s > 0 else np.zeros(x.shape, np.int32)
+        self.out.send(q)
+        self.scale.send(np.array([s]))
+        self.tally([x], [q])
+
+
+@_model(Rescale)
+class PyRescaleModel(_CountedModel):
+    a: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    scale: np.ndarray = LavaPyType(np.ndarray, float)
+    bias: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self):
+        a, s = self.a.recv(), self.s.recv()
+        y = a.astype(np.float64) * s[0] * self.scale + self.bias
+        self.out.send(y)
+        self.tally([a, s], [y])
+
+
+@implements(proc=FixedPointDense, protocol=LoihiProtocol)
+class SubFixedPointDenseModel(AbstractSubProcessModel):
+    """EventEncoder → lava's Dense in fixed point → Rescale. Lava's bit-accurate Dense keeps 8-bit weights in
+    mixed-sign mode as even numbers (it drops the lowest bit), so it holds 2Q and shifts the sums right by one
+    (weight_exp = −1): exactly Q · q."""
+
+    def __init__(self, proc):
+        p = proc.proc_params
+        q = np.asarray(p["weights"], dtype=np.int64)
+        n_out, n_in = q.shape
+        self.encode = EventEncoder(n=n_in, hold=p["hold"], name=proc.name + "/encode")
+        self.dense = IntegerDense(weights=2 * q, num_message_bits=8, num_weight_bits=8, weight_exp=-1, name=proc.name + "/dense")
+        self.rescale = Rescale(scale=p["scale"], bias=p["bias"], hold=p["hold"], name=proc.name + "/rescale")
+        proc.in_ports.inp.connect(self.encode.inp)
+        self.encode.out.connect(self.dense.s_in)
+        self.encode.scale.connect(self.rescale.s)
+        self.dense.a_out.connect(self.rescale.a)
+        self.rescale.out.connect(proc.out_ports.out)
+        proc.parts = {"encode": self.encode, "dense": self.dense, "out": self.rescale}
 
 
 class _SubBlockModel(AbstractSubProcessModel):
