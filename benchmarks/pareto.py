@@ -51,7 +51,7 @@ def configure(spec: str, thresholds: str, weight_bits: int, event_bits: int, sca
     return loaded
 
 
-def simulate_point(model, name: str, tokens: list[int], mode: str = "thresholded") -> dict:
+def simulate_point(model, name: str, tokens: list[int], mode: str = "thresholded", fill: float = 1.0) -> dict:
     from mapping import map_graph
     from sim.costs import load_costs
     from sim.engine import Simulator
@@ -59,7 +59,7 @@ def simulate_point(model, name: str, tokens: list[int], mode: str = "thresholded
     from eventllm.process.build import build_graph
 
     graph = build_graph(model.cpu(), name)
-    mapping = map_graph(graph, "seneca")
+    mapping = map_graph(graph, "seneca", fill=fill)
     sim = Simulator(graph, mapping, load_costs("seneca"), event_driven=mode != "dense",
                     overrides=MODE_OVERRIDES if mode == "dense" else None)
     sim.run(tokens)
@@ -80,6 +80,8 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=16384)
     ap.add_argument("--sim-tokens", type=int, default=32)
     ap.add_argument("--device", help="where the perplexity runs (cpu or cuda)")
+    ap.add_argument("--fill", type=float, default=1.0, help="map the configurations with at most this fraction of each core's "
+                    "memory (more cores, shards in parallel); the dense baseline is mapped at 1")
     ap.add_argument("-o", "--output", default="out/pareto")
     args = ap.parse_args()
     import torch
@@ -107,7 +109,7 @@ def main() -> None:
             for scale in [float(s) for s in args.scales.split(",")]:
                 loaded = configure(args.model, tfile, wb, eb, scale, args.device)
                 ppl = perplexity(loaded.model, ids).ppl
-                sim = simulate_point(loaded.model, loaded.name, sim_tokens)
+                sim = simulate_point(loaded.model, loaded.name, sim_tokens, fill=args.fill)
                 p = {"weight_bits": wb, "event_bits": eb, "head": head, "theta_scale": scale, "ppl": ppl,
                      "ppl_increase": ppl / ppl_dense - 1, **sim, "energy_ratio": dense["energy_j"] / sim["energy_j"],
                      "latency_ratio": dense["latency_s"] / sim["latency_s"], "cores_ratio": sim["cores"] / dense["cores"],
@@ -140,7 +142,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     result = {"model": args.model, "data": args.data, "split": args.split, "eval_tokens": len(ids), "sim_tokens": len(sim_tokens),
               "ppl_dense": ppl_dense, "dense": dense, "points": points, "best_energy": best_e, "best_latency": best_l,
-              "seconds": seconds, "machine": platform.machine(),
+              "fill": args.fill, "seconds": seconds, "machine": platform.machine(),
               "device": torch.cuda.get_device_name() if args.device and args.device.startswith("cuda") else "cpu"}
     write_text(out / "pareto.json", json.dumps(result, indent=1))
     plot(points, dense, out / "pareto.png", args.model)

@@ -322,7 +322,7 @@ def cmd_map(args) -> int:
     from mapping import map_graph
 
     graph = ProcessGraph.load(args.graph)
-    m = map_graph(graph, args.topology, placement=args.placement, seed=args.seed)
+    m = map_graph(graph, args.topology, placement=args.placement, seed=args.seed, fill=args.fill)
     s = m.summary()
     t = m.topology
     print(f"{graph.meta.get('model') or args.graph} on {t.name}: {t.note or f'{t.rows}x{t.cols}'}")
@@ -335,7 +335,7 @@ def cmd_map(args) -> int:
         ["events x hops per token", f"{s['hop_traffic']:,.0f}"],
         ["chip-to-chip crossings x events", f"{s['chip_crossing_traffic']:,.0f}"],
         ["max link load (events/token)", f"{s['max_link_load']:,.0f} over {s['links_used']:,} links used"],
-        ["time", f"{s['seconds']:.2f} s ({args.placement})"],
+        ["time", f"{s['seconds']:.2f} s ({args.placement}{f', fill {args.fill:g}' if args.fill < 1 else ''})"],
     ]
     print(format_table(["", "value"], rows))
     if args.placement == "bisection":
@@ -757,6 +757,9 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--topology", default="seneca", help="preset (seneca, loihi2), PRESET:ROWSxCOLS or a TOML file (default: %(default)s)")
     mp.add_argument("--placement", default="bisection", choices=["bisection", "sequential", "random"], help="placement method (default: %(default)s)")
     mp.add_argument("--seed", type=seed, default=0, help="seed for the placement (default: %(default)s)")
+    mp.add_argument("--fill", type=probability, default=1.0, help="use at most this fraction of each core's memory: below 1, "
+                    "more cores, and each large projection cut into more shards that work in parallel (lower latency) "
+                    "(default: %(default)s)")
     mp.add_argument("-o", "--output", required=True, help="mapping JSON to write")
     mp.add_argument("--heatmap", help="PNG of per-core memory and traffic (default: OUTPUT with .png)")
     mp.add_argument("--no-heatmap", action="store_true", help="do not draw the heat map")

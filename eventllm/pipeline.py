@@ -101,13 +101,14 @@ class Hardware:
     costs: object
 
 
-def place(graph, topology: str = "seneca", costs: str | None = None, placement: str = "bisection", seed: int = 0) -> Hardware:
-    """Map `graph` onto `topology` (preset, PRESET:ROWSxCOLS or TOML) and load the cost table (default: the
-    topology's own preset)."""
+def place(graph, topology: str = "seneca", costs: str | None = None, placement: str = "bisection", seed: int = 0,
+          fill: float = 1.0) -> Hardware:
+    """Map `graph` onto `topology` (preset, PRESET:ROWSxCOLS or TOML; at most `fill` of each core's memory) and
+    load the cost table (default: the topology's own preset)."""
     from mapping import map_graph
     from sim.costs import load_costs
 
-    mapping = map_graph(graph, topology, placement=placement, seed=seed)
+    mapping = map_graph(graph, topology, placement=placement, seed=seed, fill=fill)
     return Hardware(graph, mapping, load_costs(costs or mapping.topology.name))
 
 

@@ -105,9 +105,9 @@ def _split_dense(proc, M: int, wb: float, rates: dict[str, float]) -> tuple[str,
     return split, options[split]
 
 
-def partition(graph: ProcessGraph, topology: Topology) -> list[Shard]:
-    """Every process as one or more shards, in the graph's data-flow order."""
-    M, wb = topology.core.memory_bytes, topology.core.word_bytes
+def partition(graph: ProcessGraph, topology: Topology, fill: float = 1.0) -> list[Shard]:
+    """Every process as one or more shards of at most `fill` of a core's memory, in the graph's data-flow order."""
+    M, wb = int(topology.core.memory_bytes * fill), topology.core.word_bytes
     rates = port_rates(graph)
     shards: list[Shard] = []
     for proc in graph.topological_order():

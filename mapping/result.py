@@ -187,19 +187,24 @@ class Mapping:
         return Path(path)
 
 
-def map_graph(graph: ProcessGraph, topology: str | Topology = "seneca", placement: str = "bisection", seed: int = 0) -> Mapping:
-    """Map `graph` onto a topology (a preset name, PRESET:ROWSxCOLS, a TOML file or a Topology).
+def map_graph(graph: ProcessGraph, topology: str | Topology = "seneca", placement: str = "bisection", seed: int = 0,
+              fill: float = 1.0) -> Mapping:
+    """Map `graph` onto a topology (a preset name, PRESET:ROWSxCOLS, a TOML file or a Topology), using at most
+    `fill` of each core's memory (below 1: more cores, each large process cut into more shards that work in
+    parallel — latency bought with cores).
 
     >>> m = map_graph(graph, "seneca")                 # doctest: +SKIP
     >>> m.summary()["cores_used"], m.hop_traffic()
     """
     if placement not in PLACEMENTS:
         raise MappingError(f"unknown placement {placement!r}; choose one of {', '.join(PLACEMENTS)}")
+    if not (isinstance(fill, (int, float)) and 0 < fill <= 1):
+        raise MappingError(f"fill must be a fraction of a core's memory in (0, 1], got {fill!r}")
     start = time.perf_counter()
     # the memory per core decides the partition; the partition decides how many cores are needed
     topo0 = topology if isinstance(topology, Topology) else load_topology(topology, cores_needed=1)
-    shards = partition(graph, topo0)
-    bins = pack(shards, topo0.core.memory_bytes)
+    shards = partition(graph, topo0, fill)
+    bins = pack(shards, int(topo0.core.memory_bytes * fill))
     topo = topology if isinstance(topology, Topology) else load_topology(topology, cores_needed=len(bins))
     if len(bins) > topo.n_cores:
         raise MappingError(f"the graph needs {len(bins)} {topo.name} cores but the topology has {topo.n_cores} "
@@ -217,5 +222,5 @@ def map_graph(graph: ProcessGraph, topology: str | Topology = "seneca", placemen
     else:
         core_of_bin = place_bisection(len(bins), topo, a, b, t, seed)
     info = {"model": graph.meta.get("model"), "fingerprint": graph.meta.get("fingerprint"), "processes": len(graph),
-            "event_rates": "measured" if graph.meta.get("event_rates") else "dense"}
+            "event_rates": "measured" if graph.meta.get("event_rates") else "dense", "fill": fill}
     return Mapping(topo, shards, core_of_bin[shard_bin], src, dst, events, info, placement, time.perf_counter() - start)

@@ -106,6 +106,38 @@ def test_dense_split_follows_the_traffic():
     assert len(shards) == 3 and shards[-1].hi == 4096
 
 
+def test_fill_cuts_projections_into_more_shards_that_run_in_parallel():
+    """A Dense of 128 x 128 (32 KiB of 16-bit weights) fed by 128 events on 40 KiB cores with 8 NPEs: fill 1 → one
+    shard (32 KiB + 2 × (128 + 128) bytes of buffers); fill 0.5 (20 KiB) → two shards of 64 rows (16 KiB +
+    2 × (128 + 64) bytes), on two cores, each doing half the MACs: the Dense's compute time nearly halves."""
+    from sim.costs import load_costs
+    from sim.engine import Simulator
+
+    e = Embedding("emb", weights=np.ones((1, 128)))
+    d = Dense("d", weights=np.ones((128, 128)))
+    e.out.connect(d.inp)
+    g = ProcessGraph([e, d], "d.out")
+    topo = parse_topology({"core": {"memory_bytes": 40960, "word_bits": 16, "npe": 8, "clock_hz": 1e8},
+                           "mesh": {"rows": 4, "cols": 4}}, "test")
+    whole = [s for s in partition(g, topo) if s.process == "d"]
+    assert [(s.split, s.memory_bytes) for s in whole] == [("whole", 32768 + 2 * (128 + 128))]
+    halves = [s for s in partition(g, topo, fill=0.5) if s.process == "d"]
+    assert [(s.split, s.lo, s.hi, s.memory_bytes) for s in halves] == [("outputs", 0, 64, 16384 + 2 * (128 + 64)),
+                                                                       ("outputs", 64, 128, 16384 + 2 * (128 + 64))]
+    m = map_graph(g, topo, fill=0.5)
+    assert len({int(m.shard_core[s.id]) for s in m.shards if s.process == "d"}) == 2
+    assert m.graph_info["fill"] == 0.5
+    cycles = []
+    for mapping in (map_graph(g, topo), m):
+        sim = Simulator(g, mapping, load_costs("seneca"))
+        sim.step(0)
+        cycles.append(sim._compute_cycles(sim.result.counts[sim.shards_of["d"]]).max())
+    # events in (1 cycle each) + MACs over 8 NPEs + events out: 128 + 128·128/8 + 128, then 128 + 128·64/8 + 64
+    assert cycles == [128 + 2048 + 128, 128 + 1024 + 64]
+    with pytest.raises(MappingError, match="fill"):
+        map_graph(g, topo, fill=0)
+
+
 def test_topology_too_small_names_the_cores_needed(zoo_graph):
     with pytest.raises(MappingError, match=r"needs \d+ seneca cores but the topology has 4"):
         map_graph(zoo_graph, "seneca:2x2")
