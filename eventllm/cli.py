@@ -285,6 +285,10 @@ def cmd_build(args) -> int:
     from eventllm.report import format_table, pct
 
     check_graph_output(args.output, args.force)
+    if args.delta_projections and args.delta is None:
+        from eventllm.errors import ConfigError
+
+        raise ConfigError("--delta-projections selects the sites of --delta: give --delta THETA_D too")
     loaded = _load(args)
     if args.data:
         ids = _tokens(loaded, args.data, args.split, args.tokens)
@@ -340,7 +344,7 @@ def cmd_map(args) -> int:
     print(format_table(["", "value"], rows))
     if args.placement == "bisection":
         for base in ("sequential", "random"):
-            other = map_graph(graph, t, placement=base, seed=args.seed).hop_traffic()
+            other = map_graph(graph, t, placement=base, seed=args.seed, fill=args.fill).hop_traffic()
             if other > 0:
                 print(f"events x hops vs {base} placement: {s['hop_traffic'] / other:.2f}x ({100 * (1 - s['hop_traffic'] / other):.0f}% less)")
     m.save(args.output)
@@ -364,6 +368,8 @@ def cmd_simulate(args) -> int:
     graph = ProcessGraph.load(args.graph)
     mapping = Mapping.load(args.mapping, graph)
     costs = load_costs(args.costs or mapping.topology.name)
+    if args.backend == "lava" and graph.delta_sites():
+        raise ConfigError("delta events are not bridged to Lava yet; drop --backend lava, or build the graph without --delta")
     if args.data:
         if args.backend == "lava":
             raise ConfigError("--backend lava runs a prompt token by token (about 0.3 tokens/s on the tiny model); "

@@ -79,7 +79,7 @@ def per_output_params(proc) -> int:
 
 def _split_dense(proc, M: int, wb: float, rates: dict[str, float]) -> tuple[str, int]:
     out, inp = proc.shape
-    per_out, ww, acc = per_output_params(proc), weight_bytes(proc, wb), int(proc.accumulates)
+    per_out, ww, acc = per_output_params(proc), weight_bytes(proc, wb), 2 * int(proc.accumulates)
 
     def fits_outputs(n):
         rows = math.ceil(out / n)
@@ -90,7 +90,10 @@ def _split_dense(proc, M: int, wb: float, rates: dict[str, float]) -> tuple[str,
         return _nbytes(cols * out, ww) + _nbytes(out * per_out + cols + out + acc * out, wb) <= M
 
     options = {}
-    for split, fits, axis in (("outputs", fits_outputs, out), ("inputs", fits_inputs, inp)):
+    # a delta receiver's output is the sum over tokens: cut by inputs, every shard's kept partial sums would have to
+    # travel every token, events or not; it is cut by outputs only
+    splits = (("outputs", fits_outputs, out),) + ((("inputs", fits_inputs, inp),) if not acc else ())
+    for split, fits, axis in splits:
         n = max(1, math.ceil(_nbytes(out * inp, ww) / M))
         while n <= axis and not fits(n):
             n += 1
@@ -114,7 +117,7 @@ def partition(graph: ProcessGraph, topology: Topology, fill: float = 1.0) -> lis
         ww = weight_bytes(proc, wb)
         weights = sum(v.value.size for v in proc.vars.values() if v.role == "weight")
         params = proc.n_parameters() - weights
-        state = sum(v.value.size for v in proc.vars.values() if v.role == "state")
+        state = sum(v.value.size * v.words for v in proc.vars.values() if v.role == "state")
         io = sum(p.size for p in proc.in_ports.values() if p.name != "token") + sum(p.size for p in proc.out_ports.values())
         whole = _nbytes(weights, ww) + _nbytes(params, wb) + _nbytes(state, wb) + _nbytes(io, wb)
 
@@ -134,7 +137,7 @@ def partition(graph: ProcessGraph, topology: Topology, fill: float = 1.0) -> lis
             per_out = per_output_params(proc)  # bias and scale: with the rows they serve, or on the first input shard
             for k in range(n):
                 lo, hi = int(bounds[k]), int(bounds[k + 1])
-                acc = int(proc.accumulates)  # a delta receiver keeps the sums of the outputs (or partial sums) it makes
+                acc = 2 * int(proc.accumulates)  # a delta receiver keeps the sums of its outputs (32-bit: two words each)
                 if split == "outputs":
                     add(split, k, n, lo, hi, axis, (hi - lo) * inp, (hi - lo) * per_out, acc * (hi - lo), inp + hi - lo)
                 else:

@@ -155,6 +155,11 @@ class Mapping:
         if names != set(graph.processes) or self.graph_info.get("fingerprint") != graph.meta.get("fingerprint"):
             raise MappingError(f"the mapping was made for another graph ({self.graph_info.get('model')}, "
                                f"{len(names)} processes); re-run `eventllm map` on this graph")
+        made = (self.graph_info.get("weight_bits", 16), self.graph_info.get("delta_sites", 0))
+        this = (graph.precision()["weight_bits"], len(graph.delta_sites()))
+        if made != this:  # the same processes with other memory: weights at other bits, kept sums
+            raise MappingError(f"the mapping was made for this model at {made[0]}-bit weights with {made[1]} delta-event "
+                               f"sites, the graph has {this[0]}-bit weights and {this[1]}; re-run `eventllm map` on this graph")
 
     # --- pictures ---------------------------------------------------------------------------------------
     def heatmap(self, path: str | Path) -> Path:
@@ -222,5 +227,6 @@ def map_graph(graph: ProcessGraph, topology: str | Topology = "seneca", placemen
     else:
         core_of_bin = place_bisection(len(bins), topo, a, b, t, seed)
     info = {"model": graph.meta.get("model"), "fingerprint": graph.meta.get("fingerprint"), "processes": len(graph),
-            "event_rates": "measured" if graph.meta.get("event_rates") else "dense", "fill": fill}
+            "event_rates": "measured" if graph.meta.get("event_rates") else "dense", "fill": fill,
+            "weight_bits": graph.precision()["weight_bits"], "delta_sites": len(graph.delta_sites())}
     return Mapping(topo, shards, core_of_bin[shard_bin], src, dst, events, info, placement, time.perf_counter() - start)

@@ -12,8 +12,8 @@ for what an event-driven core does:
                   first unpacked to int8 (one `weight_unpack` per weight); float events into integer weights
                   need each weight extracted and converted (two unpacks per weight) before an FP16 MAC; each
                   output of an integer Dense is scaled once (neuron ops: 1, or 3 with int8 events: I2F and
-                  two multiplies); the receiver of delta events reads and writes back its kept outputs
-                  (state memory: its accumulators, on every shard that holds some);
+                  two multiplies); the receiver of delta events reads its kept sums (32-bit: two words
+                  each), adds the token's sums (one op per output) and writes them back;
   other process   neuron ops per output entry (its process model's ops_per_entry), parameter reads, state
                   reads and writes, and what its model's extra_counts adds (table lookups, attention);
   every shard     captures its incoming events and generates one event per non-zero output entry;
@@ -228,16 +228,17 @@ class Simulator:
                     if self.split[sid] != "inputs" or sid == ids[0]:  # bias and scale: once per output
                         self.static[sid, C["param_reads"]] += rows * per_output_params(p)
                         self.static[sid, C["neuron_ops"]] += rows * plan["ops_per_output"]
-                    if p.accumulates:  # the kept output of a delta receiver: read and written back once per token
-                        self.static[sid, C["state_reads"]] += rows
-                        self.static[sid, C["state_writes"]] += rows
+                    if p.accumulates:  # a delta receiver's kept sums (32-bit: two words): read, added to, written back
+                        self.static[sid, C["state_reads"]] += 2 * rows
+                        self.static[sid, C["state_writes"]] += 2 * rows
+                        self.static[sid, C["neuron_ops"]] += rows
             elif not model.has_extra_counts():
                 sid = ids[0]
                 n_out = sum(port.size for port in p.out_ports.values())
                 self.static[sid, C["neuron_updates"]] = n_out
                 self.static[sid, C["neuron_ops"]] = model.entry_ops() * n_out
                 self.static[sid, C["param_reads"]] = sum(v.value.size for v in p.vars.values() if v.role == "param")
-                state = sum(v.value.size for v in p.vars.values() if v.role == "state")
+                state = sum(v.value.size * v.words for v in p.vars.values() if v.role == "state")
                 self.static[sid, C["state_reads"]] = self.static[sid, C["state_writes"]] = state
         self.partial_shards = np.array([i for i in range(self.n_shards) if self.split[i] == "inputs"], dtype=np.int64)
         self.threshold_ranges = np.array([(self.port_offset[f"{p.name}.out"], self.port_offset[f"{p.name}.out"] + p.out_ports["out"].size)

@@ -81,11 +81,11 @@ def summarize(sim: Simulator) -> dict:
 def run_setup(graph: ProcessGraph, mapping: Mapping, mode: str) -> tuple[ProcessGraph, Mapping]:
     """The graph and mapping a mode runs on: the dense baseline of a low-bit or delta-event graph is the 16-bit
     model with float events and no delta events (`ProcessGraph.plain`), mapped anew onto the same topology (it
-    needs another number of cores)."""
+    needs another number of cores), at its minimal number of cores (fill 1, whatever fill the graph was mapped at)."""
     if mode != "dense":
         return graph, mapping
     full = graph.plain()
-    if full is graph:
+    if full is graph and mapping.graph_info.get("fill", 1.0) == 1.0:
         return graph, mapping
     from mapping import map_graph
     from mapping.topology import preset_names

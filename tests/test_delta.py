@@ -71,8 +71,8 @@ def test_int8_delta_events_are_integers_times_one_scale_and_the_site_tracks_what
 
 
 def test_delta_costs_and_memory_equal_a_hand_count():
-    """The receiver keeps 2 sums (state: read and written once per token, 2 words on its core); the site keeps 3
-    (x̂) and does 1 + 3 ops per entry."""
+    """The receiver keeps 2 sums and the site 3 values of x̂, each 32-bit (two 16-bit words): per token both are
+    read and written back, the receiver adds the token's sums (1 op per output), the site does 1 + 3 ops per entry."""
     from mapping import map_graph
     from mapping.partition import partition
     from mapping.topology import load_topology
@@ -81,7 +81,7 @@ def test_delta_costs_and_memory_equal_a_hand_count():
 
     graph, _ = _site_and_receiver()
     shards = {s.process: s for s in partition(graph, load_topology("seneca"))}
-    assert shards["d"].state_bytes == 2 * 2 and shards["t"].state_bytes == 2 * 3
+    assert shards["d"].state_bytes == 2 * 2 * 2 and shards["t"].state_bytes == 3 * 2 * 2
     plain = graph.with_delta_events(None)
     assert not plain.delta_sites() and "acc" not in plain["d"].vars and partition(plain, load_topology("seneca"))[2].state_bytes == 0
     sim = Simulator(graph, map_graph(graph, "seneca"), load_costs("seneca"))
@@ -89,9 +89,57 @@ def test_delta_costs_and_memory_equal_a_hand_count():
         sim.step(tok)
     c = {p: dict(zip(COUNTERS, sim.result.counts[sim.shards_of[p]].sum(0))) for p in ("t", "d")}
     assert c["t"]["neuron_ops"] == 2 * 3 * (1 + 3)
-    assert c["t"]["state_reads"] == c["t"]["state_writes"] == 2 * 3
-    assert c["d"]["state_reads"] == c["d"]["state_writes"] == 2 * 2
+    assert c["t"]["state_reads"] == c["t"]["state_writes"] == 2 * 3 * 2
+    assert c["d"]["state_reads"] == c["d"]["state_writes"] == 2 * 2 * 2
+    assert c["d"]["neuron_ops"] == 2 * 2
     assert c["d"]["synops"] == (2 + 2) * 2  # events × fan-out
+
+
+def test_an_accumulating_dense_is_cut_by_outputs_only():
+    """8 outputs × 4096 inputs on 48 KiB cores: plain, the mapper cuts it by inputs (fewer events); a delta receiver
+    would then send every shard's kept partial sums every token, so it is cut by outputs."""
+    from mapping.partition import partition
+    from mapping.topology import parse_topology
+
+    e = Embedding("emb", weights=np.ones((2, 4096)))
+    t = Threshold("t", n=4096, delta=0.0)
+    d = Dense("d", weights=np.ones((8, 4096)), accumulate=True)
+    e.out.connect(t.inp)
+    t.out.connect(d.inp)
+    g = ProcessGraph([e, t, d], "d.out")
+    topo = parse_topology({"core": {"memory_bytes": 49152, "word_bits": 16, "npe": 1, "clock_hz": 1e8},
+                           "mesh": {"rows": 8, "cols": 8}}, "test")
+    assert {s.split for s in partition(g, topo) if s.process == "d"} == {"outputs"}
+    assert {s.split for s in partition(g.with_delta_events(None), topo) if s.process == "d"} == {"inputs"}
+
+
+def test_an_int8_delta_receiver_holds_scale_times_q_times_x_hat():
+    """int8 weights, int8 delta events: the receiver's output is scale ⊙ (Q · x̂), x̂ the sum of the events sent."""
+    rng = np.random.default_rng(2)
+    e = Embedding("emb", weights=rng.normal(size=(5, 16)).astype(np.float32))
+    t = Threshold("t", n=16, theta=0.3, delta=0.1, event_bits=8)
+    q = rng.integers(-127, 128, (6, 16)).astype(np.int8)
+    scale = np.linspace(0.01, 0.02, 6)
+    d = Dense("d", weights=q, scale=scale, weight_bits=8, accumulate=True)
+    e.out.connect(t.inp)
+    t.out.connect(d.inp)
+    ex = Executor(ProcessGraph([e, t, d], "d.out"), probes=["t.out"])
+    outs = ex.run([0, 3, 1, 4, 2])
+    x_hat = np.cumsum(np.stack(ex.probes["t.out"]).astype(np.float64), axis=0)
+    np.testing.assert_allclose(outs, (x_hat @ q.T.astype(np.float64)) * scale, rtol=1e-5, atol=1e-6)
+
+
+def test_delta_sites_and_accumulators_come_in_pairs():
+    t = Threshold("t", n=3, delta=0.0)
+    d = Dense("d", weights=np.ones((2, 3)))
+    t.out.connect(d.inp)
+    with pytest.raises(GraphError, match="does not keep its summed output"):
+        ProcessGraph([t, d], "d.out")
+    t2 = Threshold("t2", n=3)
+    d2 = Dense("d2", weights=np.ones((2, 3)), accumulate=True)
+    t2.out.connect(d2.inp)
+    with pytest.raises(GraphError, match="not fed by a delta-event site"):
+        ProcessGraph([t2, d2], "d2.out")
 
 
 def test_a_delta_graph_saves_loads_and_reports_its_settings(tmp_path, small_rwkv):
@@ -127,6 +175,17 @@ def test_build_delta_cli_and_compare_dense_against_the_plain_dense_model(tmp_pat
     assert main(["simulate", str(g), "--mapping", str(m), "--engine", "trace", "--token-ids", "5,6", "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--engine message" in err
+    assert main(["build", "--model", "zoo:rwkv4-tiny", "--delta-projections", "ffn.key", "-o", str(tmp_path / "g3")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "give --delta" in err
+    # a mapping made for the plain graph is refused for the delta graph (its kept sums need memory)
+    assert main(["build", "--model", "zoo:rwkv4-tiny", "--thresholds", str(SHIPPED_THRESHOLDS), "--tokens", "8",
+                 "-o", str(tmp_path / "plain")]) == 0
+    assert main(["map", str(tmp_path / "plain"), "-o", str(tmp_path / "pm.json"), "--no-heatmap"]) == 0
+    capsys.readouterr()
+    assert main(["simulate", str(g), "--mapping", str(tmp_path / "pm.json"), "--token-ids", "5", "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "re-run `eventllm map`" in err
 
 
 def test_bad_delta_settings_are_clear_errors(small_rwkv):

@@ -45,6 +45,12 @@ class Var:
     def nbytes(self) -> int:
         return int(self.value.nbytes)
 
+    @property
+    def words(self) -> int:
+        """Memory words of the hardware's word width per element: 2 for the values a process keeps in float64 (a
+        delta site's x̂, a delta receiver's sums: 32-bit on the chip), 1 for everything else."""
+        return 2 if self.value.dtype == np.float64 else 1
+
 
 class Port:
     def __init__(self, process: "Process", name: str, size: int):

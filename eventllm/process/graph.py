@@ -42,6 +42,24 @@ class ProcessGraph:
         self.meta = dict(meta or {})
         self.output_port()  # checks the name
         self._order: list[Process] | None = None
+        self._check_delta_pairs()
+
+    def _check_delta_pairs(self) -> None:
+        """A delta-event site must feed accumulating Dense processes, and an accumulating Dense must be fed by one:
+        either alone would compute W·(change) or sum values over tokens, wrong numbers without an error."""
+        for p in self:
+            if p.kind == "threshold" and "delta" in p.attrs:
+                for c in p.out_ports["out"].targets:
+                    d = c.dst.process
+                    if d.name in self.processes and not (d.kind == "dense" and d.attrs.get("accumulate")):
+                        raise GraphError(f"{p.name} sends delta events to {d.name}, which does not keep its summed output; "
+                                         "turn delta events on with ProcessGraph.with_delta_events")
+            elif p.kind == "dense" and p.attrs.get("accumulate"):
+                port = p.in_ports["inp"]
+                src = port.sources[0].src.process if port.sources else None
+                if src is None or src.kind != "threshold" or "delta" not in src.attrs:
+                    raise GraphError(f"{p.name} keeps a summed output but is not fed by a delta-event site; "
+                                     "turn delta events on with ProcessGraph.with_delta_events")
 
     # --- access -----------------------------------------------------------------------------------------
     def __iter__(self):
@@ -185,8 +203,9 @@ class ProcessGraph:
                 continue
             on = name in chosen
             receivers = [dst for _, dst in g.out_edges(name)]
-            if on and any(g.nodes[r]["kind"] != "dense" for r in receivers):
-                raise GraphError(f"{name} feeds a {g.nodes[receivers[0]]['kind']}; delta events need Dense receivers")
+            other = next((r for r in receivers if g.nodes[r]["kind"] != "dense"), None)
+            if on and other is not None:
+                raise GraphError(f"{name} feeds {other} (a {g.nodes[other]['kind']}); delta events need Dense receivers")
             for node, key, attr, value, size in [(name, "sent", "delta", float(theta_delta) if on else None, data["in_ports"]["inp"])] + \
                     [(r, "acc", "accumulate", True if on else None, g.nodes[r]["out_ports"]["out"]) for r in receivers]:
                 d = g.nodes[node]

@@ -238,6 +238,8 @@ class DenseModel(ProcessModel):
         # integer weights are exact in float32, and the scale multiplies each output once
         self.by_input = np.ascontiguousarray(self.v["weights"].T, dtype=np.float32)
         self.integer_macs = "scale" in self.v and process.input_event_bits == 8
+        # a delta receiver sums its changes in float64 (see run): its rows once, in float64
+        self.by_input64 = self.by_input.astype(np.float64) if "acc" in self.v and not self.integer_macs else None
 
     def run(self, inputs):
         x = inputs["inp"]
@@ -252,7 +254,7 @@ class DenseModel(ProcessModel):
             exact = q @ rows if idx.size <= self.EXACT_EVENTS else q.astype(np.float64) @ rows.astype(np.float64)
             y = exact.astype(np.float64) * s if keep else (exact * s).astype(np.float32)
         elif keep:  # float64, so that the sum of many changes rounds once, like the plain product of the value
-            y = x[idx].astype(np.float64) @ self.by_input[idx].astype(np.float64)
+            y = x[idx].astype(np.float64) @ self.by_input64[idx]
         else:
             y = x @ self.by_input if idx.size == x.size else x[idx] @ self.by_input[idx]  # no event skipped: the plain product
         if keep:
