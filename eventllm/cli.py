@@ -255,7 +255,7 @@ def cmd_calibrate(args) -> int:
         return _calibrate_by_training(args, loaded, ids)
     res = calibrate(loaded.model, ids, max_ppl_increase=args.max_ppl_increase, target_sparsity=args.target_sparsity,
                     loss_inc=args.loss_inc, tokens=args.tokens, context=args.context, step=args.step, seed=args.seed,
-                    check_tokens=args.check_tokens, safety=args.safety, progress=not args.quiet)
+                    check_tokens=args.check_tokens, safety=args.safety, progress=not args.quiet, scores=args.scores)
     m = loaded.model
     rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g} ({res.keeps[(i, p)]:.1f})" for p in m.PROJECTIONS] for i in range(m.n_layer)]
     print(format_table(["layer", *m.PROJECTIONS], rows, title="Thresholds θ (Top-K kept fraction of the search)"))
@@ -451,6 +451,8 @@ def _graph_model(args, graph):
     model = load_model(spec).model
     if any(q.kind == "threshold" and q.attrs.get("projection") == "head" for q in graph):
         model.set_head_threshold(True)
+    if any("score_theta" in q.attrs for q in graph if q.kind == "threshold"):
+        model.set_scores("wina")  # the graph's per-neuron thresholds θ / ‖W[:, i]‖
     from eventllm.models.quantize import apply_precision
 
     apply_precision(model, graph.meta.get("precision"))  # the masks of the low-bit model the graph holds
@@ -733,6 +735,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="contiguous tokens the final θ scale is set and checked on (default: %(default)s)")
     c.add_argument("--step", default="linear", choices=["linear", "exp"], help="grid of kept fractions (default: %(default)s)")
     c.add_argument("--seed", type=seed, default=0, help="seed of the calibration windows (default: %(default)s)")
+    c.add_argument("--scores", default="magnitude", choices=["magnitude", "wina"], help="magnitude: one θ per site (the "
+                   "paper's); wina: per-neuron thresholds θ_i = θ / ‖W[:, i]‖, inputs ranked by |x_i|·‖W[:, i]‖ (default: %(default)s)")
     c.add_argument("--head", action="store_true", help="also calibrate a threshold before the output head (which the paper "
                    "leaves dense); the file then turns it on wherever it is applied (RWKV)")
     _precision_args(c)

@@ -41,7 +41,7 @@ def site_ports(graph: ProcessGraph) -> dict[tuple[int, str], tuple[str, str]]:
 
 def graph_thetas(graph: ProcessGraph) -> dict[tuple[int, str], float]:
     """The θ of every threshold process of the graph, keyed as the model's sites."""
-    return {site_key(graph, p): float(p.vars["theta"].value) for p in graph if p.kind == "threshold"}
+    return {site_key(graph, p): p.theta for p in graph if p.kind == "threshold"}
 
 
 def check_model_matches(model: CausalLM, graph: ProcessGraph) -> None:

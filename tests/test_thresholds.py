@@ -131,3 +131,70 @@ def test_shipped_thresholds_are_complete():
     for f in sorted(ZOO_DIR.glob("*/thresholds.json")):
         model = load_model(f"zoo:{f.parent.name}").model
         assert apply_thresholds(model, f)["missing"] == []
+
+
+def test_per_neuron_thresholds_torch_executor_and_simulator_agree_over_64_tokens(tmp_path):
+    """WINA-style per-neuron θ_i = θ / ‖W[:, i]‖ on zoo:rwkv4-tiny: the graph's Threshold holds the θ vector; the
+    executor's and the simulator's logits equal torch's within 1e-4 over 64 tokens and every site's events are
+    torch's exactly; the thresholds file carries the scores and rebuilds the very same vectors."""
+    import numpy as np
+    import torch
+
+    from eventllm.models.registry import load_model
+    from eventllm.pipeline import place
+    from eventllm.process.build import build_graph
+    from eventllm.process.executor import Executor
+    from eventllm.sparsity.thresholds import apply_thresholds, read_thresholds, save_thresholds
+    from sim.engine import Simulator
+    from tests.test_process import SHIPPED_THRESHOLDS, torch_step_logits
+
+    model = load_model("zoo:rwkv4-tiny").model.eval()
+    apply_thresholds(model, SHIPPED_THRESHOLDS)
+    model.set_scores("wina")
+    site = model.site(0, "ffn.key")
+    g = torch.linalg.vector_norm(model.blocks[0].ffn.key.weight.float(), dim=0)
+    torch.testing.assert_close(site.channel_scale, g.detach(), rtol=1e-5, atol=0)  # ‖W[:, i]‖, summed in another order
+    # θ as a score bound: the shipped θ times each site's mean column norm (about the shipped sparsity)
+    model.set_thetas({k: v * float(model.site(*k).channel_scale.mean()) for k, v in model.get_thetas().items()})
+    graph = build_graph(model)
+    t = graph["L0.ffn.key.threshold"]
+    assert t.vars["theta"].value.shape == (t.attrs["n"],) and t.theta == pytest.approx(model.site(0, "ffn.key").theta)
+    np.testing.assert_array_equal(t.vars["theta"].value, (torch.tensor(site.theta, dtype=torch.float32) / site.channel_scale).numpy())
+    tokens = torch.randint(0, 8000, (64,), generator=torch.Generator().manual_seed(0)).tolist()
+    ref, meter = torch_step_logits(model, tokens)
+    ex = Executor(graph)
+    assert np.abs(ex.run(tokens) - ref).max() <= 1e-4
+    hw = place(graph, "seneca")
+    sim = Simulator(graph, hw.mapping, hw.costs)
+    assert np.abs(sim.run(tokens) - ref).max() <= 1e-4
+    for (layer, proj), n in meter.elements.items():
+        assert ex.counts.per_process[f"L{layer}.{proj}.threshold"]["events_out"] == n - meter.zeros[(layer, proj)]
+    assert sim.port_events() == ex.counts.per_port
+    # the file: scores recorded, vectors rebuilt bit for bit
+    save_thresholds(model, tmp_path / "w.json", "zoo:rwkv4-tiny")
+    assert read_thresholds(tmp_path / "w.json")["scores"] == "wina"
+    again = load_model("zoo:rwkv4-tiny").model.eval()
+    apply_thresholds(again, tmp_path / "w.json")
+    np.testing.assert_array_equal(build_graph(again)["L0.ffn.key.threshold"].vars["theta"].value, t.vars["theta"].value)
+    apply_thresholds(again, SHIPPED_THRESHOLDS)  # a file without scores: one θ per site again
+    assert again.scores == "magnitude" and build_graph(again)["L0.ffn.key.threshold"].vars["theta"].value.shape == ()
+
+
+def test_bad_scores_are_clear_errors(tmp_path, small_rwkv):
+    import json
+
+    from eventllm.errors import ConfigError, GraphError, ThresholdError
+    from eventllm.process.library import Threshold
+    from eventllm.sparsity.thresholds import read_thresholds, save_thresholds
+
+    with pytest.raises(ConfigError, match="unknown scores 'l2'"):
+        small_rwkv.set_scores("l2")
+    save_thresholds(small_rwkv, tmp_path / "t.json", "small")
+    doc = json.loads((tmp_path / "t.json").read_text())
+    (tmp_path / "t.json").write_text(json.dumps(doc | {"scores": "l2"}))
+    with pytest.raises(ThresholdError, match="scores must be one of magnitude, wina"):
+        read_thresholds(tmp_path / "t.json")
+    with pytest.raises(GraphError, match="one per input"):
+        Threshold("t", n=4, theta=[0.1, 0.2])
+    with pytest.raises(GraphError, match="score bound"):
+        Threshold("t", n=2, theta=[0.1, 0.2])

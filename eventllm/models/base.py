@@ -95,6 +95,33 @@ class CausalLM(nn.Module):
                 return s
         raise KeyError(f"no threshold site layer {layer} projection {projection!r}")
 
+    scores = "magnitude"  # how a site ranks its inputs: "magnitude" (θ for every input) or "wina" (per-neuron θ)
+    SCORES = ("magnitude", "wina")
+
+    def set_scores(self, kind: str = "magnitude") -> None:
+        """"wina": per-neuron thresholds θ_i = θ / ‖W[:, i]‖ at every site (the weight-aware score |x_i|·‖W[:, i]‖ of
+        WINA, W the projection the site feeds; several projections: the norm over all their rows); "magnitude":
+        one θ for all inputs (the paper's). θ itself keeps its meaning per site: the bound on the score."""
+        if kind not in self.SCORES:
+            from eventllm.errors import ConfigError
+
+            raise ConfigError(f"unknown scores {kind!r}; use one of {', '.join(self.SCORES)}")
+        linears = self.projection_linears()
+        for s in (m for m in self.modules() if isinstance(m, ActivationThreshold)):
+            if kind == "magnitude":
+                s.channel_scale = None
+                continue
+            key = (None, s.projection) if s.projection == self.HEAD_SITE else (s.layer, s.projection)
+            with torch.no_grad():
+                sq = sum(lin.weight.detach().float().square().sum(0) for lin in linears[key])
+                s.channel_scale = sq.sqrt()
+        self.scores = kind
+
+    def theta_vectors(self) -> dict:
+        """The per-neuron bounds θ / g (numpy float32, what |x| is compared with) of the sites that have them."""
+        return {(s.layer, s.projection): s.theta_bound().cpu().numpy() for s in self.threshold_sites()
+                if s.channel_scale is not None}
+
     def get_thetas(self) -> dict[tuple[int, str], float]:
         return {(s.layer, s.projection): s.theta for s in self.threshold_sites()}
 

@@ -41,6 +41,19 @@ class ActivationThreshold(nn.Module):
         # Low-bit events (`eventllm.models.quantize`): 8 sends each token's surviving values as int8 with one scale
         # per token (max |y| / 127); None sends them as they are.
         self.event_bits: int | None = None
+        # Per-neuron thresholds from weight-aware scores (`CausalLM.set_scores("wina")`): g_i = ‖W[:, i]‖ of the
+        # projection(s) this site feeds; input i passes where |x_i| > θ / g_i (score |x_i|·g_i > θ). None: θ for all.
+        self.channel_scale: torch.Tensor | None = None
+
+    def theta_bound(self) -> torch.Tensor | float:
+        """What |x| is compared with: θ, or the per-neuron vector θ / g (float32, as the process graph holds it)."""
+        if self.channel_scale is None:
+            return self.theta
+        return torch.tensor(self.theta, dtype=torch.float32, device=self.channel_scale.device) / self.channel_scale
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The magnitude each input is ranked by: |x|, or |x|·g with per-neuron thresholds."""
+        return x.abs() if self.channel_scale is None else x.abs() * self.channel_scale.to(x.device)
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """T_θ(x) (or Top-K during calibration) without telling the observer (for a projection sharing this input)."""
@@ -49,7 +62,7 @@ class ActivationThreshold(nn.Module):
 
     def _threshold(self, x: torch.Tensor) -> torch.Tensor:
         if self.keep is not None:
-            return top_k_per_token(x, self.keep)
+            return top_k_per_token(x, self.keep, self.scores(x) if self.channel_scale is not None else None)
         if self.surrogate is not None:
             rho, spike = self.surrogate
             # forward: exactly T_θ (the spike is the step |x| > θ); backward: the surrogate gradient reaches θ
@@ -58,7 +71,10 @@ class ActivationThreshold(nn.Module):
             return x * mask
         if self.theta == 0.0:
             return x
-        return torch.where(x.abs() > self.theta, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        bound = self.theta_bound()
+        if isinstance(bound, torch.Tensor):
+            bound = bound.to(x.device)
+        return torch.where(x.abs() > bound, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.apply(x)
@@ -67,7 +83,8 @@ class ActivationThreshold(nn.Module):
         return y
 
     def extra_repr(self) -> str:
-        return f"layer={self.layer}, projection={self.projection!r}, theta={self.theta:g}"
+        per = ", per-neuron (θ / ‖W[:, i]‖)" if self.channel_scale is not None else ""
+        return f"layer={self.layer}, projection={self.projection!r}, theta={self.theta:g}{per}"
 
 
 
@@ -81,15 +98,16 @@ def quantize_events(y: torch.Tensor, bits: int = 8) -> torch.Tensor:
     return (q * s).to(y.dtype)
 
 
-def top_k_per_token(x: torch.Tensor, keep: float) -> torch.Tensor:
-    """Keep the int(n · keep) largest-magnitude entries of every vector along the last axis; zero the rest."""
+def top_k_per_token(x: torch.Tensor, keep: float, scores: torch.Tensor | None = None) -> torch.Tensor:
+    """Keep the int(n · keep) largest-magnitude entries (largest `scores`, when given) of every vector along the
+    last axis; zero the rest."""
     n = x.shape[-1]
     k = int(n * keep)
     if k >= n:
         return x
     if k <= 0:
         return torch.zeros_like(x)
-    idx = x.abs().topk(k, dim=-1).indices
+    idx = (x.abs() if scores is None else scores).topk(k, dim=-1).indices
     return torch.zeros_like(x).scatter(-1, idx, x.gather(-1, idx))
 
 

@@ -34,8 +34,10 @@ def _np(t) -> np.ndarray:
 class _Builder:
     """Collects processes in data-flow order and wires them; weights come from `w(key)` (checkpoint names)."""
 
-    def __init__(self, weights: Mapping[str, np.ndarray], quantization: dict | None = None):
+    def __init__(self, weights: Mapping[str, np.ndarray], quantization: dict | None = None, bounds: dict | None = None):
         self.w = weights
+        # per-neuron thresholds (CausalLM.theta_vectors): the vector θ / ‖W[:, i]‖ of a site, by (layer, projection)
+        self.bounds = bounds or {}
         self.procs: list[Process] = []
         # a fake-quantised model's settings (eventllm.models.quantize): scales by "layer.projection" / "head"
         self.q = quantization or {}
@@ -63,16 +65,22 @@ class _Builder:
         q = np.round(np.asarray(weight, dtype=np.float32) / scale[:, None]).astype(np.int8)
         return Dense(name, weights=q, scale=scale, bias=bias, weight_bits=self.q["weight_bits"], layer=layer, projection=projection)
 
+    def threshold(self, name: str, layer: int | None, projection: str, x: OutPort, theta: float, key) -> OutPort:
+        """The threshold site `key` = (layer, projection): θ, or its per-neuron vector with θ as the score bound."""
+        vec = self.bounds.get(key)
+        t = Threshold(name, n=x.size, theta=theta if vec is None else vec, layer=layer, projection=projection,
+                      event_bits=self.event_bits, score_theta=None if vec is None else theta)
+        return self.add(t, x).out
+
     def thresholded_dense(self, name: str, layer: int, projection: str, x: OutPort, theta: float, weight, bias=None) -> OutPort:
-        t = self.add(Threshold(f"{name}.threshold", n=x.size, theta=theta, layer=layer, projection=projection,
-                               event_bits=self.event_bits), x)
-        return self.add(self.dense(name, layer, projection, weight, bias), t.out).out
+        t = self.threshold(f"{name}.threshold", layer, projection, x, theta, (layer, projection))
+        return self.add(self.dense(name, layer, projection, weight, bias), t).out
 
 
 def rwkv_graph(weights: Mapping[str, np.ndarray], config: dict, thetas: dict[tuple[int, str], float],
-               quantization: dict | None = None) -> ProcessGraph:
+               quantization: dict | None = None, bounds: dict | None = None) -> ProcessGraph:
     """The RWKV-4 graph from BlinkDL-named arrays (`emb.weight`, `blocks.0.att.key.weight`, …)."""
-    b = _Builder(weights, quantization)
+    b = _Builder(weights, quantization, bounds)
     w = weights
     eps = config.get("layer_norm_eps", 1e-5)
     A, C, H = config["d_attention"], config["d_model"], config["d_ffn"]
@@ -110,14 +118,15 @@ def rwkv_graph(weights: Mapping[str, np.ndarray], config: dict, thetas: dict[tup
     x = b.layer_norm("ln_out", "ln_out", None, eps, x)
     head_theta = thetas.get((config["n_layer"], "head"))
     if head_theta is not None:  # the optional threshold before the head (`calibrate --head`)
-        x = b.add(Threshold("head.threshold", n=x.size, theta=head_theta, projection="head", event_bits=b.event_bits), x).out
+        x = b.threshold("head.threshold", None, "head", x, head_theta, (config["n_layer"], "head"))
     b.add(b.dense("head", None, "head", w["head.weight"]), x)
     return ProcessGraph(b.procs, "head.out")
 
 
 def build_rwkv(model) -> ProcessGraph:
     weights = {k: _np(v) for k, v in model.state_dict().items()}
-    return rwkv_graph(weights, model.config_dict(), model.get_thetas(), getattr(model, "quantization", None))
+    return rwkv_graph(weights, model.config_dict(), model.get_thetas(), getattr(model, "quantization", None),
+                      model.theta_vectors())
 
 
 class ShapeOnlyRWKVWeights(Mapping):
@@ -179,7 +188,7 @@ def build_opt(model) -> ProcessGraph:
     if cfg.activation != "relu":
         raise GraphError(f"OPT activation {cfg.activation!r} is not supported by the graph builder (only relu)")
     w = {k.removeprefix("model.decoder."): _np(v) for k, v in model.hf.state_dict().items()}
-    b = _Builder(w, getattr(model, "quantization", None))
+    b = _Builder(w, getattr(model, "quantization", None), model.theta_vectors())
     theta = model.get_thetas()
     d, eps = cfg.d_model, dec.final_layer_norm.eps
     x = b.add(PositionalEmbedding("emb", weights=w["embed_tokens.weight"], positions=w["embed_positions.weight"],

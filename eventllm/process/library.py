@@ -116,6 +116,9 @@ class ShiftMix(Process):
 class Threshold(Process):
     """T_θ(x) = x where |x| > θ, else 0: only the surviving entries become events.
 
+    θ is one number, or one per input (per-neuron thresholds θ_i = score_theta / ‖W[:, i]‖, `score_theta` the
+    site's bound on the weight-aware score |x_i|·‖W[:, i]‖; each input then reads its own θ_i).
+
     With event_bits = 8 the events are int8 graded spikes with one scale per token (s = max |y| / 127, sent as
     round(y / s) · s; `eventllm.models.threshold.quantize_events`).
 
@@ -129,12 +132,15 @@ class Threshold(Process):
     kind = "threshold"
 
     def __init__(self, name: str, *, n: int, theta=0.0, layer: int | None = None, projection: str = "", event_bits: int = 16,
-                 delta: float | None = None):
+                 delta: float | None = None, score_theta: float | None = None):
         super().__init__(name, layer, n=int(n), projection=projection, event_bits=int(event_bits),
-                         **({"delta": float(delta)} if delta is not None else {}))
+                         **({"delta": float(delta)} if delta is not None else {}),
+                         **({"score_theta": float(score_theta)} if score_theta is not None else {}))
         t = self._var("theta", theta, "param")
-        if t.shape != () or not t >= 0:
-            raise GraphError(f"{name}: θ must be one non-negative number, got {theta!r}")
+        if t.shape not in ((), (n,)) or not np.all(t >= 0):
+            raise GraphError(f"{name}: θ must be one non-negative number or one per input ({n}), got shape {t.shape}")
+        if t.shape == (n,) and score_theta is None:
+            raise GraphError(f"{name}: a θ per input needs the score bound it comes from (score_theta: θ_i = score_theta / ‖W[:, i]‖)")
         if event_bits not in (16, 8):
             raise GraphError(f"{name}: event_bits must be 16 or 8, got {event_bits!r}")
         if delta is not None:
@@ -146,7 +152,8 @@ class Threshold(Process):
 
     @property
     def theta(self) -> float:
-        return float(self.vars["theta"].value)
+        """The site's θ: its one threshold, or with per-neuron thresholds the score bound they come from."""
+        return float(self.attrs.get("score_theta", self.vars["theta"].value))
 
     @property
     def delta(self) -> float | None:

@@ -204,7 +204,7 @@ class ThresholdModel(ProcessModel):
     def run(self, inputs):
         x = inputs["inp"]
         theta = self.v["theta"]
-        y = x if theta == 0 else np.where(np.abs(x) > theta, x, np.float32(0))
+        y = x if not theta.any() else np.where(np.abs(x) > theta, x, np.float32(0))
         delta = self.process.delta
         if delta is not None:  # send the change since what was sent (see Threshold)
             # x̂ is the float64 sum of the float32 events sent, as the receivers' sums are: both stay equal, and

@@ -60,6 +60,7 @@ class CalibrationResult:
     check_tokens: int  # tokens of the stream the final scale was set and measured on
     history: list[dict] = field(default_factory=list)
     mac_weighted: float = 0.0  # MAC-weighted sparsity on the check stream (the paper's measure), final thresholds
+    scores: str = "magnitude"  # how the sites ranked their inputs (see CausalLM.set_scores)
     natural_mac_weighted: float = 0.0  # the same, θ = 0
 
     @property
@@ -69,6 +70,7 @@ class CalibrationResult:
     def meta(self) -> dict:
         return {
             "method": "training-free (Knunyants et al. 2025, Top-K search then Top-K to threshold)",
+            "scores": self.scores,
             "loss_inc": self.loss_inc, "scale": self.scale, "calibration_tokens": self.tokens, "check_tokens": self.check_tokens,
             "loss_dense": self.loss_dense, "loss_thresholded": self.loss_final,
             "ppl_increase_on_calibration": self.ppl_increase, "sparsity_on_calibration": self.sparsity,
@@ -179,12 +181,13 @@ def _search(model: CausalLM, batch: torch.Tensor, loss_inc: float, grid: list[fl
 
 @torch.no_grad()
 def _top_k_to_thresholds(model: CausalLM, batch: torch.Tensor, keeps: dict) -> dict[tuple[int, str], float]:
-    """Step 3: θ = mean over tokens of the smallest non-zero magnitude the Top-K kept."""
+    """Step 3: θ = mean over tokens of the smallest non-zero magnitude the Top-K kept (with per-neuron
+    thresholds: the smallest score |x_i|·‖W[:, i]‖, the site's bound on the score)."""
     sums: dict = defaultdict(float)
     counts: dict = defaultdict(int)
 
     def observe(site, x, y):
-        a = y.detach().abs().flatten(0, -2)
+        a = site.scores(y.detach()).flatten(0, -2)
         smallest = a.masked_fill(a == 0, float("inf")).amin(dim=1)
         smallest = smallest[torch.isfinite(smallest)]
         sums[(site.layer, site.projection)] += smallest.sum().item()
@@ -219,8 +222,11 @@ def _bisect(ok, lo: float, hi: float, steps: int = 12) -> tuple[float, float]:
 def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None = None, target_sparsity: float | None = None,
               loss_inc: float | None = None, tokens: int = 2048, context: int = 256, step: str = "linear", start_k: float = 1.0,
               k_num: int = 8, seed: int = 0, check_tokens: int = 32768, safety: float = 0.9,
-              progress: bool = True, reuse_prefix: bool = True) -> CalibrationResult:
+              progress: bool = True, reuse_prefix: bool = True, scores: str = "magnitude") -> CalibrationResult:
     """Find one θ per projection per layer from calibration tokens `ids`; the model is left with them set.
+
+    `scores` = "wina" searches per-neuron thresholds θ_i = θ / ‖W[:, i]‖: the Top-K ranks each site's inputs by
+    |x_i|·‖W[:, i]‖ and θ bounds that score (`CausalLM.set_scores`); "magnitude" is the paper's.
 
     `reuse_prefix` runs each search trial from the cached residual stream entering the searched layer
     (models that offer `residual_before`/`logits_from`, i.e. RWKV); the result is the same either way.
@@ -244,6 +250,7 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
         raise ConfigError(f"--loss-inc must be above 1 (e.g. 1.001), got {loss_inc}")
     t0 = time.perf_counter()
     model.eval()
+    model.set_scores(scores)
     context = min(context, getattr(model.config, "max_positions", context))
     batch = calibration_batch(ids, tokens, context, seed).to(next(model.parameters()).device)
     model.set_thetas(0.0)
@@ -313,5 +320,5 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
         thetas={k: v * scale for k, v in thetas.items()}, keeps=keeps, loss_dense=loss_dense, loss_final=loss,
         sparsity=sparsity, natural_sparsity=natural, scale=scale, loss_inc=loss_inc, evaluations=evaluations + 1,
         seconds=time.perf_counter() - t0, tokens=int(batch[:, 1:].numel()), check_tokens=int(check.numel() - 1), history=history,
-        mac_weighted=reports[-1].mac_skipped(), natural_mac_weighted=natural_mac,
+        mac_weighted=reports[-1].mac_skipped(), natural_mac_weighted=natural_mac, scores=scores,
     )

@@ -6,6 +6,8 @@
      "thresholds": [{"att.key": 0.12, …}, …],        one object per layer
      "head": 0.3,                                     optional: θ before the output head (`calibrate --head`);
                                                       a file that has it turns that site on wherever it is applied
+     "scores": "wina",                                optional: per-neuron thresholds θ_i = θ / ‖W[:, i]‖ (θ bounds
+                                                      the score |x_i|·‖W[:, i]‖); absent: one θ per site
      "meta": {…}}                                     how they were made (free form)
 """
 
@@ -36,6 +38,8 @@ def thresholds_to_json(model: CausalLM, model_name: str, meta: dict | None = Non
     }
     if model.head_threshold:
         doc["head"] = thetas[(model.n_layer, model.HEAD_SITE)]
+    if model.scores != "magnitude":
+        doc["scores"] = model.scores
     return doc | {"meta": meta or {}}
 
 
@@ -44,7 +48,7 @@ def save_thresholds(model: CausalLM, path: str | Path, model_name: str, meta: di
     return write_text(path, json.dumps(thresholds_to_json(model, model_name, meta), indent=2) + "\n")
 
 
-_KEYS = {"format", "version", "model", "projections", "thresholds", "head", "meta"}
+_KEYS = {"format", "version", "model", "projections", "thresholds", "head", "scores", "meta"}
 
 
 def read_thresholds(path: str | Path) -> dict:
@@ -70,6 +74,8 @@ def read_thresholds(path: str | Path) -> dict:
         raise ThresholdError(f"{path}: \"meta\" must be an object")
     if not isinstance(doc["thresholds"], list):
         raise ThresholdError(f"{path}: \"thresholds\" must be a list with one object per layer")
+    if "scores" in doc and doc["scores"] not in CausalLM.SCORES:
+        raise ThresholdError(f"{path}: scores must be one of {', '.join(CausalLM.SCORES)}, got {doc['scores']!r}")
     if "head" in doc:
         h = doc["head"]
         if not isinstance(h, (int, float)) or isinstance(h, bool) or not math.isfinite(h) or h < 0:
@@ -112,6 +118,7 @@ def apply_thresholds(model: CausalLM, path: str | Path, allow_partial: bool = Fa
         sites = ", ".join(f"layer {i} {p}" for i, p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise ThresholdError(f"{path}: no θ for {sites}; recalibrate, or pass --allow-partial to run those sites at θ = 0")
     model.set_head_threshold("head" in doc)
+    model.set_scores(doc.get("scores", "magnitude"))
     if "head" in doc:
         thetas[(model.n_layer, model.HEAD_SITE)] = float(doc["head"])
     model.set_thetas(0.0)
