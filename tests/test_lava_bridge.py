@@ -224,3 +224,21 @@ np.savez({str(tmp_path / 'lava.npz')!r}, fixed=np.array(fixed), paths=np.array(l
     for path in probes:
         np.testing.assert_allclose(got[path], ex.probed(path), atol=1e-4, rtol=0)
     assert dict(zip(got["paths"].tolist(), got["counts"].tolist())) == ex.counts.per_port
+
+
+@needs_lava
+def test_per_neuron_thresholds_on_lava_equal_the_executor(tmp_path):
+    """WINA per-neuron thresholds (a θ vector per site) on lava-nc: logits within 1e-4 and every port's events equal."""
+    loaded = load_model("zoo:rwkv4-tiny")
+    model = loaded.model.eval()
+    apply_thresholds(model, ROOT / "eventllm" / "zoo" / "rwkv4-tiny" / "thresholds.json")
+    model.set_scores("wina")
+    model.set_thetas({k: v * float(model.site(*k).channel_scale.mean()) for k, v in model.get_thetas().items()})
+    graph = build_graph(model)
+    assert graph["L0.att.key.threshold"].vars["theta"].value.ndim == 1
+    tokens = loaded.tokenizer.encode(SAMPLE_TEXT)[:8]
+    ex = Executor(graph)
+    ours = ex.run(tokens)
+    got, events = run_bridge(tmp_path, graph, tokens)
+    np.testing.assert_allclose(got[graph.output], ours, atol=1e-4, rtol=0)
+    assert events == ex.counts.per_port
