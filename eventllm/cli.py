@@ -252,6 +252,10 @@ def cmd_calibrate(args) -> int:
         loaded.model.set_head_threshold(True)
     ids = _tokens(loaded, args.data, args.split, None)
     if args.method == "train":
+        if args.scores != "magnitude":
+            from eventllm.errors import ConfigError
+
+            raise ConfigError("--method train learns one θ per site; drop --scores (per-neuron thresholds come from the search)")
         return _calibrate_by_training(args, loaded, ids)
     res = calibrate(loaded.model, ids, max_ppl_increase=args.max_ppl_increase, target_sparsity=args.target_sparsity,
                     loss_inc=args.loss_inc, tokens=args.tokens, context=args.context, step=args.step, seed=args.seed,
@@ -451,11 +455,13 @@ def _graph_model(args, graph):
     model = load_model(spec).model
     if any(q.kind == "threshold" and q.attrs.get("projection") == "head" for q in graph):
         model.set_head_threshold(True)
-    if any("score_theta" in q.attrs for q in graph if q.kind == "threshold"):
-        model.set_scores("wina")  # the graph's per-neuron thresholds θ / ‖W[:, i]‖
     from eventllm.models.quantize import apply_precision
 
     apply_precision(model, graph.meta.get("precision"))  # the masks of the low-bit model the graph holds
+    if any("score_theta" in q.attrs for q in graph if q.kind == "threshold"):
+        # the graph's per-neuron thresholds θ / ‖W[:, i]‖, from the weights it holds (after quantising), on the CPU
+        # as `build` computed them (distributed.simulate_segments checks the vectors are the graph's)
+        model.set_scores("wina")
     if args.device:
         import torch
 

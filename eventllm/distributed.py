@@ -138,7 +138,7 @@ def simulate_segments(graph, mapping, costs, ids: list[int], modes, segments: in
         raise ConfigError(f"the model sees at most {limit} positions and a segment has {max(b - a for a, b in bounds)} tokens; "
                           f"pass --segments {need} or more")
     if engine == "trace":
-        from eventllm.masks import check_model_matches, graph_thetas, run_trace
+        from eventllm.masks import check_model_matches, check_thresholds_match, graph_thetas, run_trace
 
         if model is None:
             raise ConfigError("the trace engine needs the torch model the graph was built from")
@@ -156,6 +156,8 @@ def simulate_segments(graph, mapping, costs, ids: list[int], modes, segments: in
                       overrides=None if mode == "thresholded" else MODE_OVERRIDES)
             if engine == "trace":
                 model.set_thetas(graph_thetas(graph) if mode == "thresholded" else 0.0)
+                if mode == "thresholded":
+                    check_thresholds_match(model, graph)
             results = []
             for i in world.mine(segments):
                 a, b = bounds[i]

@@ -44,6 +44,19 @@ def graph_thetas(graph: ProcessGraph) -> dict[tuple[int, str], float]:
     return {site_key(graph, p): p.theta for p in graph if p.kind == "threshold"}
 
 
+def check_thresholds_match(model: CausalLM, graph: ProcessGraph) -> None:
+    """Raise unless the model's per-neuron thresholds (θ / ‖W[:, i]‖) are the graph's θ vectors, bit for bit: its
+    masks would be another model's (norms of other weights) without a word."""
+    vectors = model.theta_vectors()
+    for p in graph:
+        if p.kind != "threshold" or p.vars["theta"].value.ndim == 0:
+            continue
+        got = vectors.get(site_key(graph, p))
+        if got is None or not np.array_equal(got, p.vars["theta"].value):
+            raise GraphError(f"{p.name}: the model's per-neuron thresholds differ from the graph's; pass the model the graph "
+                             "was built from, at the graph's precision")
+
+
 def check_model_matches(model: CausalLM, graph: ProcessGraph) -> None:
     """Raise unless `model` is the model `graph` was built from (same fingerprint), so its masks fit the graph."""
     want = graph.meta.get("fingerprint")

@@ -114,7 +114,8 @@ class CausalLM(nn.Module):
             key = (None, s.projection) if s.projection == self.HEAD_SITE else (s.layer, s.projection)
             with torch.no_grad():
                 sq = sum(lin.weight.detach().float().square().sum(0) for lin in linears[key])
-                s.channel_scale = sq.sqrt()
+                # an all-zero column: its input changes nothing; the smallest positive norm keeps θ_i finite
+                s.channel_scale = sq.sqrt().clamp_min(torch.finfo(torch.float32).tiny)
         self.scores = kind
 
     def theta_vectors(self) -> dict:

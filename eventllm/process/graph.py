@@ -220,9 +220,20 @@ class ProcessGraph:
         return out
 
     def plain(self) -> "ProcessGraph":
-        """The graph of the dense baseline: 16-bit weights, float events, no delta events (itself when it is)."""
+        """The graph of the dense baseline: 16-bit weights, float events, no delta events, one θ per site (itself
+        when it is all that)."""
         full = self.at_full_precision()
-        return full.with_delta_events(None) if full.delta_sites() else full
+        full = full.with_delta_events(None) if full.delta_sites() else full
+        if not any(p.kind == "threshold" and p.vars["theta"].value.ndim for p in full):
+            return full
+        g = full.to_networkx()  # per-neuron θ: the baseline reads no θ vector (its θ is 0 anyway)
+        for _, data in g.nodes(data=True):
+            if data["kind"] == "threshold" and "score_theta" in data["attrs"]:
+                data["vars"] = {**data["vars"], "theta": np.float32(data["attrs"]["score_theta"])}
+                data["attrs"] = {k: v for k, v in data["attrs"].items() if k != "score_theta"}
+        out = ProcessGraph.from_networkx(g)
+        out.meta = dict(full.meta)
+        return out
 
     # --- interchange ------------------------------------------------------------------------------------
     def to_networkx(self):

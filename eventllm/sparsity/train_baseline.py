@@ -49,6 +49,7 @@ def train_thresholds(model: CausalLM, ids: list[int], target_sparsity: float, *,
 
     if not 0 < target_sparsity < 1:
         raise ConfigError(f"target sparsity must be between 0 and 1, got {target_sparsity}")
+    model.set_scores("magnitude")  # the learned θ is one bound on |x| per site
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     home = next(model.parameters()).device
     torch.manual_seed(seed)
