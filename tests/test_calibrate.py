@@ -106,3 +106,28 @@ def test_logits_from_a_cached_residual_equal_the_full_forward(small_rwkv, tokens
     for layer in (0, 1, 3):
         part = small_rwkv.logits_from(layer, small_rwkv.residual_before(tokens, layer))
         assert torch.equal(part, full)
+
+
+@pytest.mark.parametrize("power, coeff, bound", [(3.0, 0.002, 0.01), (4.0, 0.02, 0.009), (1.5, 0.004, 0.009), (6.0, 1e-5, 0.009)])
+def test_final_scale_search_finds_the_largest_scale_within_the_bound_in_few_runs(power, coeff, bound):
+    from eventllm.sparsity.calibrate import largest_scale_within
+
+    runs = []
+
+    def increase(s):
+        runs.append(s)
+        return coeff * s ** power
+
+    s = largest_scale_within(increase, bound, tol=0.05)
+    exact = (bound / coeff) ** (1 / power)
+    assert increase(s) <= bound  # never a scale over the bound
+    assert s >= exact * 0.95 ** (1 / power) - 1e-12  # within 5% of the bound in perplexity terms
+    assert len(runs) - 1 <= 6  # (the last call is this test's own check)
+
+
+def test_final_scale_search_widens_when_the_increase_is_not_measurable():
+    from eventllm.sparsity.calibrate import largest_scale_within
+
+    # thresholds that help at first (negative increase), then cost: the search must still find the crossing
+    s = largest_scale_within(lambda s: -0.001 if s < 2 else 0.001 * (s - 1.5) ** 3, 0.009, max_runs=8)
+    assert 0.001 * (s - 1.5) ** 3 <= 0.009 and s > 3.3

@@ -56,6 +56,50 @@ def test_wkv_chunk_size_does_not_change_the_result():
         assert torch.allclose(ca * torch.exp(cp - sp), sa, atol=1e-4, rtol=1e-4)
 
 
+def test_cpu_kernel_equals_the_step_recurrence_and_the_chunked_form():
+    from eventllm.models import wkv_cpu
+
+    assert wkv_cpu.available(), f"the CPU WKV kernel did not build: {wkv_cpu._failed}"
+    g = torch.Generator().manual_seed(1)
+    B, T, C = 3, 70, 70  # C not a multiple of the kernel's 64-channel blocks
+    w = -torch.exp(torch.rand(C, generator=g) * 6 - 3)
+    u = torch.rand(C, generator=g)
+    k = torch.randn(B, T, C, generator=g) * 3
+    v = torch.randn(B, T, C, generator=g)
+    # a carried state (not a fresh one): a run of earlier tokens
+    a, b, p = torch.zeros(B, C), torch.zeros(B, C), torch.full((B, C), -1e38)
+    for t in range(5):
+        _, a, b, p = wkv_step(w, u, k[:, t] - 1, v[:, t] + 1, a, b, p)
+    ref, sa, sb, sp = [], a, b, p
+    for t in range(T):
+        o, sa, sb, sp = wkv_step(w, u, k[:, t], v[:, t], sa, sb, sp)
+        ref.append(o)
+    ref = torch.stack(ref, 1)
+    out, ca, cb, cp = wkv_cpu.wkv_cpu(w, u, k, v, a, b, p)
+    assert (out - ref).abs().max() <= 1e-5
+    for got, want in ((ca, sa), (cb, sb), (cp, sp)):
+        assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+    chunked, *_ = wkv_chunked(w, u, k, v, a, b, p)
+    assert (out - chunked).abs().max() <= 1e-5
+    before = [t.clone() for t in (a, b, p)]
+    wkv_cpu.wkv_cpu(w, u, k, v, a, b, p)
+    assert all(torch.equal(x, y) for x, y in zip(before, (a, b, p)))  # the caller's state tensors are not written
+
+
+def test_sequence_mode_uses_the_cpu_kernel_only_without_gradients(small_rwkv, tokens):
+    small_rwkv.wkv_impl = "chunked"
+    with torch.no_grad():
+        chunked, _ = small_rwkv(tokens)
+    small_rwkv.wkv_impl = "auto"
+    with torch.no_grad():
+        kernel, _ = small_rwkv(tokens)
+    assert (kernel - chunked).abs().max() <= TOL
+    logits, _ = small_rwkv(tokens[:, :8])  # with gradients: the chunked form (the kernel has no backward)
+    logits.sum().backward()
+    assert small_rwkv.blocks[0].att.time_decay.grad is not None
+    small_rwkv.zero_grad()
+
+
 def test_matches_transformers_rwkv(small_rwkv, tokens):
     from transformers import RwkvConfig, RwkvForCausalLM
 

@@ -32,7 +32,7 @@ from torch import nn
 
 from eventllm.errors import ConfigError
 from eventllm.limits import check_memory
-from eventllm.models import wkv_kernel
+from eventllm.models import wkv_cpu, wkv_kernel
 from eventllm.models.base import CausalLM
 from eventllm.models.threshold import ActivationThreshold
 
@@ -146,6 +146,10 @@ def wkv_chunked(w, u, k, v, a, b, p, chunk: int = 32):
     return torch.cat(out, dim=1), a, b, p
 
 
+def _needs_grad(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def token_shift(x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
     """The previous token's vector at every position: [prev, x_0, …, x_{T-2}]."""
     return torch.cat([prev[:, None, :], x[:, :-1]], dim=1)
@@ -185,6 +189,8 @@ class TimeMix(nn.Module):
             wkv = wkv[:, None]
         elif wkv_impl == "fused" or (wkv_impl == "auto" and wkv_kernel.available(k.device)):
             wkv, a, b, p = wkv_kernel.wkv_fused(w, u, k.float(), v.float(), a, b, p)
+        elif wkv_impl in ("auto", "cpu") and k.device.type == "cpu" and not _needs_grad(k, v, w, u) and wkv_cpu.available():
+            wkv, a, b, p = wkv_cpu.wkv_cpu(w, u, k, v, a, b, p)
         else:
             wkv, a, b, p = wkv_chunked(w, u, k.float(), v.float(), a, b, p, chunk=wkv_chunk)
         out = self.output(self.output_in(r * wkv.to(r.dtype)))
@@ -261,7 +267,8 @@ class RWKV(CausalLM):
         super().__init__()
         self.config = config
         self.wkv_chunk = wkv_chunk
-        # sequence mode: "fused" (the GPU kernel, wkv_kernel.py), "chunked" (plain torch) or "auto" (fused on CUDA)
+        # sequence mode: "fused" (the GPU kernel, wkv_kernel.py), "cpu" (the C kernel, wkv_cpu.py, forward only),
+        # "chunked" (plain torch) or "auto" (fused on CUDA; on the CPU the C kernel where no gradient is needed)
         self.wkv_impl = "auto"
         self.dropout = 0.0  # on the block outputs, in training only
         self.emb = nn.Embedding(config.vocab_size, config.d_model)

@@ -219,10 +219,52 @@ def _bisect(ok, lo: float, hi: float, steps: int = 12) -> tuple[float, float]:
     return lo, hi
 
 
+def largest_scale_within(increase, bound: float, *, tol: float = 0.05, max_runs: int = 6, slope: float = 3.5,
+                         cap: float = 64.0) -> float:
+    """The largest common θ scale s whose perplexity increase `increase(s)` stays within `bound`, in a few runs.
+
+    The increase grows about as a power of the scale (c·s^p, p ≈ 3–4 on the zoo models: the sparsity curve of
+    docs/RESULTS.md §1), so each guess is a secant step in log-log coordinates through the two runs nearest the
+    bound (the first step assumes p = `slope`), aimed a little inside the bound and kept inside the bracket of
+    the largest passing and the smallest failing scale (halving the bracket where the step would leave it).
+    It stops at a passing scale within `tol` of the bound, or after `max_runs` runs, and returns the largest
+    passing scale seen (0: the dense model, when none passed). s = 0 is never run: it passes by definition.
+
+    >>> round(largest_scale_within(lambda s: 0.002 * s ** 3, 0.01), 3)  # exact answer 5 ** (1/3) = 1.710
+    1.696
+    """
+    seen: dict[float, float] = {}
+    lo, hi = 0.0, math.inf  # the largest passing and the smallest failing scale so far
+    s = 1.0
+    for _ in range(max_runs):
+        inc = seen[s] = increase(s)
+        if inc <= bound:
+            lo = max(lo, s)
+            if inc >= (1.0 - tol) * bound or s >= cap:
+                break
+        else:
+            hi = min(hi, s)
+        positive = sorted((x for x in seen.items() if x[1] > 0), key=lambda x: abs(math.log(x[1] / bound)))
+        if positive:
+            (s1, i1), p = positive[0], slope
+            if len(positive) > 1 and positive[1][0] != s1:
+                s2, i2 = positive[1]
+                p = min(max(math.log(i1 / i2) / math.log(s1 / s2), 1.0), 8.0) if i1 != i2 else slope
+            guess = s1 * math.exp((math.log((1.0 - tol / 2) * bound) - math.log(i1)) / p)
+        else:  # no measurable increase yet: widen
+            guess = 1.5 * max(seen)
+        guess = min(guess, cap)
+        if not lo < guess < hi or guess in seen:
+            guess = 0.5 * (lo + hi) if math.isfinite(hi) else 1.5 * lo
+        s = guess
+    return lo
+
+
 def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None = None, target_sparsity: float | None = None,
               loss_inc: float | None = None, tokens: int = 2048, context: int = 256, step: str = "linear", start_k: float = 1.0,
               k_num: int = 8, seed: int = 0, check_tokens: int = 32768, safety: float = 0.9,
-              progress: bool = True, reuse_prefix: bool = True, scores: str = "magnitude") -> CalibrationResult:
+              progress: bool = True, reuse_prefix: bool = True, scores: str = "magnitude",
+              scale_search: str = "secant") -> CalibrationResult:
     """Find one θ per projection per layer from calibration tokens `ids`; the model is left with them set.
 
     `scores` = "wina" searches per-neuron thresholds θ_i = θ / ‖W[:, i]‖: the Top-K ranks each site's inputs by
@@ -230,6 +272,8 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
 
     `reuse_prefix` runs each search trial from the cached residual stream entering the searched layer
     (models that offer `residual_before`/`logits_from`, i.e. RWKV); the result is the same either way.
+    `scale_search` = "secant" finds the final common scale in about 3 check-stream runs
+    (`largest_scale_within`); "bisect" is the earlier widening and 8-step bisection (about 12 runs).
 
     Exactly one of `max_ppl_increase`, `target_sparsity` or `loss_inc` (the paper's per-site loss ratio) may be
     given; with none, loss_inc = 1.001 as in the authors' code. With `max_ppl_increase`, the final scale keeps
@@ -244,6 +288,8 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
         raise ConfigError(f"--max-ppl-increase must be a fraction such as 0.01 (1%), got {max_ppl_increase}")
     if target_sparsity is not None and not (0 < target_sparsity < 1):
         raise ConfigError(f"--target-sparsity must be between 0 and 1, got {target_sparsity}")
+    if scale_search not in ("secant", "bisect"):
+        raise ConfigError(f"unknown scale search {scale_search!r}; use 'secant' or 'bisect'")
     if not 0 < safety <= 1:
         raise ConfigError(f"safety must be in (0, 1], got {safety}")
     if loss_inc is not None and loss_inc <= 1.0:
@@ -277,36 +323,38 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
     start = int(np.random.default_rng(seed + 1).integers(0, ids_t.numel() - n_check + 1))
     check = ids_t[start : start + n_check]
 
-    reports: list[SparsityReport] = []
+    runs: dict[float, tuple[SparsityReport, float]] = {}  # scale → (sparsity report, nll) on the check stream
 
-    def check_run() -> tuple[float, float]:
-        with SparsityMeter(model) as meter:
-            nll = perplexity(model, check).nll
-        reports.append(SparsityReport.from_meter(model, meter))
-        return reports[-1].average(), nll
-
-    model.set_thetas(0.0)
-    natural, loss_dense = check_run()
-    natural_mac = reports[-1].mac_skipped()
-    scale = 1.0
-    evaluations += 1
-    if max_ppl_increase is not None:
-        def within_bound(s: float) -> bool:
-            nonlocal evaluations
+    def check_run(scale: float) -> tuple[SparsityReport, float]:
+        """The check stream at θ × scale (each scale run once: the final thresholds reuse their run)."""
+        nonlocal evaluations
+        if scale not in runs:
             evaluations += 1
-            _set_scaled(model, thetas, s)
-            return math.exp(check_run()[1] - loss_dense) - 1.0 <= safety * max_ppl_increase
+            _set_scaled(model, thetas, scale)
+            with SparsityMeter(model) as meter:
+                nll = perplexity(model, check).nll
+            runs[scale] = (SparsityReport.from_meter(model, meter), nll)
+        return runs[scale]
 
-        lo, hi = (1.0, 1.5) if within_bound(1.0) else (0.0, 1.0)
-        while lo >= 1.0 and within_bound(hi) and hi < 64:  # room left in the bound: raise every θ together
-            lo, hi = hi, hi * 1.5
-        scale, _ = _bisect(within_bound, lo, hi, steps=8)  # the largest scale within the bound
+    natural_report, loss_dense = check_run(0.0)
+    scale = 1.0
+    if max_ppl_increase is not None:
+        def increase(s: float) -> float:
+            return math.exp(check_run(s)[1] - loss_dense) - 1.0
+
+        if scale_search == "secant":
+            scale = largest_scale_within(increase, safety * max_ppl_increase)
+        else:  # the earlier way: widen by 1.5x while within the bound, then 8 bisection steps
+            def within_bound(s: float) -> bool:
+                return increase(s) <= safety * max_ppl_increase
+
+            lo, hi = (1.0, 1.5) if within_bound(1.0) else (0.0, 1.0)
+            while lo >= 1.0 and within_bound(hi) and hi < 64:
+                lo, hi = hi, hi * 1.5
+            scale, _ = _bisect(within_bound, lo, hi, steps=8)
     elif target_sparsity is not None and any(thetas.values()):
         def short_of_target(s: float) -> bool:
-            nonlocal evaluations
-            evaluations += 1
-            _set_scaled(model, thetas, s)
-            return check_run()[0] < target_sparsity
+            return check_run(s)[0].average() < target_sparsity
 
         hi = 1.0
         while short_of_target(hi):  # grow until the target is reached
@@ -314,11 +362,12 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
                 raise ConfigError(f"target sparsity {target_sparsity:.0%} is out of reach for this model")
             hi *= 2.0
         _, scale = _bisect(short_of_target, 0.0, hi)  # the smallest scale that reaches the target
+    report, loss = check_run(scale)
     _set_scaled(model, thetas, scale)
-    sparsity, loss = check_run()
+    sparsity, natural = report.average(), natural_report.average()
     return CalibrationResult(
         thetas={k: v * scale for k, v in thetas.items()}, keeps=keeps, loss_dense=loss_dense, loss_final=loss,
-        sparsity=sparsity, natural_sparsity=natural, scale=scale, loss_inc=loss_inc, evaluations=evaluations + 1,
+        sparsity=sparsity, natural_sparsity=natural, scale=scale, loss_inc=loss_inc, evaluations=evaluations,
         seconds=time.perf_counter() - t0, tokens=int(batch[:, 1:].numel()), check_tokens=int(check.numel() - 1), history=history,
-        mac_weighted=reports[-1].mac_skipped(), natural_mac_weighted=natural_mac, scores=scores,
+        mac_weighted=report.mac_skipped(), natural_mac_weighted=natural_report.mac_skipped(), scores=scores,
     )
