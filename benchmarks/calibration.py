@@ -1,6 +1,6 @@
 """Training-free threshold search vs training-based thresholds (snnTorch surrogate gradients), side by side.
 
-    python benchmarks/calibration.py [--device cuda] [--model zoo:rwkv4-tiny] [--json OUT]
+    python benchmarks/calibration.py [--device cuda] [--model zoo:rwkv4-tiny] [--skip-baseline] [--json OUT]
 
 Both start from the same model and the same calibration text (the valid split; 2048 tokens of windows for
 the search and for training). The training-free search runs with a 1% perplexity bound; the training-based
@@ -55,27 +55,42 @@ def main() -> None:
         if dev.type == "cuda":
             torch.cuda.synchronize()
 
-    # the search as before (every trial a full forward pass) and as now (from the cached residual stream), same settings
-    old_model = load_model(args.model).model.to(dev)
-    sync()
-    t = time.perf_counter()
-    old = calibrate(old_model, calib_ids, max_ppl_increase=args.max_ppl_increase, progress=False, reuse_prefix=False)
-    sync()
-    t_old = time.perf_counter() - t
-    free_model = loaded.model.to(dev)
-    sync()
-    t = time.perf_counter()
-    free = calibrate(free_model, calib_ids, max_ppl_increase=args.max_ppl_increase, progress=False)
-    sync()
-    t_free = time.perf_counter() - t
+    # the calibration as it was (issue 13, start: the WKV recurrence in chunked form, the final scale by 8-step
+    # bisection, ~12 check-stream runs) and as it is now (the C kernel on the CPU / the fused kernel on CUDA,
+    # the final scale by secant steps), same settings, one after the other in this run
+    def timed(**kw):
+        model = load_model(args.model).model.to(dev)
+        if kw.pop("chunked", False):
+            model.wkv_impl = "chunked"
+        sync()
+        t = time.perf_counter()
+        res = calibrate(model, calib_ids, max_ppl_increase=args.max_ppl_increase, progress=False, **kw)
+        sync()
+        return model, res, time.perf_counter() - t
+
+    old_model, old, t_old = timed(chunked=dev.type == "cpu", scale_search="bisect")
+    free_model, free, t_free = timed()
     same = old.thetas == free.thetas
-    print(f"training-free, full passes (before): {t_old:.1f} s; from the cached prefix (now): {t_free:.1f} s "
-          f"→ {t_old / t_free:.2f}x faster; same thresholds: {same}")
+    print(f"training-free, as before: {t_old:.1f} s ({old.evaluations} loss evaluations, scale {old.scale:.3f}); "
+          f"now: {t_free:.1f} s ({free.evaluations}, scale {free.scale:.3f}) → {t_old / t_free:.2f}x faster; same thresholds: {same}")
     print(f"training-free: {t_free:.1f} s, sparsity {pct(free.sparsity)} on its {free.check_tokens:,}-token check stream")
     if args.skip_baseline:
+        dense = evaluate_stream(load_model(args.model).model.to(dev), test_ids, progress=False)
+        figures = {"device": name, "training_free_before_s": t_old, "training_free_s": t_free, "speedup": t_old / t_free,
+                   "same_thresholds": same, "test_tokens": len(test_ids), "dense_test_ppl": dense["ppl"]}
+        rows = []
+        for label, model, res in (("before", old_model, old), ("now", free_model, free)):
+            ev = evaluate_stream(model, test_ids, progress=False)
+            inc = ev["ppl"] / dense["ppl"] - 1
+            figures[label] = {"seconds": t_old if label == "before" else t_free, "evaluations": res.evaluations, "scale": res.scale,
+                              "test_ppl": ev["ppl"], "test_ppl_increase": inc,
+                              "mac_weighted": ev["sparsity"]["mac_weighted"]["thresholded"], "site_mean": ev["sparsity"]["thresholded"]}
+            rows.append([label, f"{figures[label]['seconds']:.1f}", res.evaluations, f"{res.scale:.3f}", f"{inc * 100:+.2f}%",
+                         pct(ev["sparsity"]["mac_weighted"]["thresholded"]), pct(ev["sparsity"]["thresholded"])])
+        print(format_table(["calibration", "seconds", "evaluations", "scale", "test ppl", "MAC-weighted", "site mean"], rows,
+                           title=f"{args.model} at the {args.max_ppl_increase:.0%} bound on {name}; {len(test_ids):,} test tokens"))
         if args.json:
-            write_text(args.json, json.dumps({"device": name, "training_free_before_s": t_old, "training_free_s": t_free,
-                                              "speedup": t_old / t_free, "same_thresholds": same}, indent=1))
+            write_text(args.json, json.dumps(figures, indent=1))
         return
 
     trained_model = load_model(args.model).model.to(dev)

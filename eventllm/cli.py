@@ -223,6 +223,19 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _device_name(model) -> str:
+    """What the model runs on, for the record a thresholds file keeps (its calibration time means little without it)."""
+    import os
+    import platform
+
+    import torch
+
+    dev = next(model.parameters()).device
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} threads of {os.cpu_count()} cores"
+
+
 def _calibrate_by_training(args, loaded, ids) -> int:
     from eventllm.errors import ConfigError
     from eventllm.report import pct
@@ -237,7 +250,7 @@ def _calibrate_by_training(args, loaded, ids) -> int:
           f"sparsity {pct(r.sparsity)} on the training windows, loss {r.loss_dense:.4f} → {r.loss_final:.4f}")
     save_thresholds(loaded.model, args.output, loaded.name, meta={"method": "training-based (snnTorch surrogate gradients)",
                     "data": args.data, "split": args.split, "target_sparsity": args.target_sparsity, "steps": r.steps,
-                    "seconds": r.seconds})
+                    "seconds": r.seconds, "device": _device_name(loaded.model)})
     print(f"wrote {args.output}")
     return 0
 
@@ -273,7 +286,7 @@ def cmd_calibrate(args) -> int:
     from eventllm.models.quantize import describe
 
     meta = res.meta() | {"precision": describe(m), "data": args.data, "split": args.split, "seed": args.seed, "max_ppl_increase": args.max_ppl_increase, "safety": args.safety, "check_tokens": args.check_tokens,
-                         "target_sparsity": args.target_sparsity}
+                         "target_sparsity": args.target_sparsity, "device": _device_name(m)}
     save_thresholds(m, args.output, loaded.name, meta=meta)
     print(f"wrote {args.output}")
     return 0
