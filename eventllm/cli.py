@@ -245,6 +245,7 @@ def _calibrate_by_training(args, loaded, ids) -> int:
     if args.target_sparsity is None:
         raise ConfigError("--method train learns thresholds for a sparsity: pass --target-sparsity (e.g. 0.45)")
     r = train_thresholds(loaded.model, ids, args.target_sparsity, tokens=args.tokens, context=args.context, seed=args.seed,
+                         device=str(next(loaded.model.parameters()).device),
                          progress=not args.quiet)
     print(f"trained thresholds in {r.seconds:.1f} s ({r.steps} steps, target reached at step {r.steps_to_target}); "
           f"sparsity {pct(r.sparsity)} on the training windows, loss {r.loss_dense:.4f} → {r.loss_final:.4f}")

@@ -15,7 +15,8 @@ T(·) is the threshold function x if |x| > θ else 0 (`ActivationThreshold`), on
 
 Two ways to run the same weights, giving the same logits:
   * sequence mode  `model(idx[B, T], state)` runs a whole sequence; the WKV recurrence is evaluated in
-    parallel chunks, or on a GPU by the fused kernel of wkv_kernel.py (for calibration, evaluation, training);
+    parallel chunks, on a GPU by the fused kernel of wkv_kernel.py, and on a CPU without gradients by the C
+    kernel of wkv_cpu.py (for calibration, evaluation, training);
   * step mode      `model.step(token, state)` runs one token with the explicit recurrent state (for
     generation and as the reference the event-driven simulator must match).
 
