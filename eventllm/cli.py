@@ -256,11 +256,118 @@ def _calibrate_by_training(args, loaded, ids) -> int:
     return 0
 
 
+# options of `calibrate` that only --method finetune reads
+FINETUNE_ONLY = ("output_model", "thresholds", "steps", "max_seconds", "lr", "batch_size", "check_every", "ce_weight")
+
+
+def _check_calibrate_args(args) -> None:
+    """Conflicting or misplaced `calibrate` options, refused before anything is loaded."""
+    from eventllm.errors import ConfigError
+
+    flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+    if args.method != "finetune":
+        given = [n for n in FINETUNE_ONLY if getattr(args, n) is not None]
+        if given:
+            raise ConfigError(f"{flag(given[0])} is for --method finetune; drop it or add --method finetune")
+        goals = [n for n in ("max_ppl_increase", "target_sparsity", "loss_inc") if getattr(args, n) is not None]
+        if len(goals) > 1:
+            raise ConfigError(f"give only one of --max-ppl-increase, --target-sparsity and --loss-inc with --method {args.method} "
+                              f"(got {flag(goals[0])} and {flag(goals[1])}); --method finetune takes --target-sparsity and "
+                              "--max-ppl-increase together")
+        return
+    if args.output_model is None:
+        raise ConfigError("--method finetune writes a fine-tuned model beside the thresholds: pass --output-model FT.safetensors")
+    if Path(args.output_model).suffix != ".safetensors":
+        raise ConfigError(f"--output-model {args.output_model}: the fine-tuned model is an eventllm .safetensors file; "
+                          "give a name ending in .safetensors")
+    if Path(args.output_model).resolve() == Path(args.output).resolve():
+        raise ConfigError(f"-o and --output-model are the same file ({args.output}); give the thresholds JSON another name")
+    if args.target_sparsity is None and args.max_ppl_increase is None:
+        raise ConfigError("--method finetune needs a goal: --target-sparsity S (MAC-weighted), --max-ppl-increase B, or both")
+    refused = [("--loss-inc", args.loss_inc is not None), ("--scores wina", args.scores != "magnitude"),
+               ("--weight-bits", args.weight_bits is not None), ("--event-bits", args.event_bits is not None),
+               ("--quant-method", args.quant_method is not None), ("--quantize", args.quantize is not None)]
+    for name, given in refused:
+        if given:
+            raise ConfigError(f"--method finetune trains one θ per site at full precision; drop {name}")
+    if args.split in ("train", "all"):
+        raise ConfigError(f"--method finetune trains on the train split and checks the bound on --split; --split {args.split} "
+                          "would check it on training text: use --split valid")
+
+
+def _calibrate_by_finetuning(args) -> int:
+    import shutil
+
+    from eventllm.atomic import atomic_path
+    from eventllm.data import cached_token_stream
+    from eventllm.errors import OutputError
+    from eventllm.models.checkpoints import save_eventllm
+    from eventllm.report import format_table, pct
+    from eventllm.sparsity.finetune import finetune, resolve_device
+    from eventllm.sparsity.thresholds import save_thresholds
+
+    device = resolve_device(args.device)
+    # the start θ: a file, the zoo model's shipped ones (when it has them), or none (from the natural zeros)
+    start = {None: "shipped", "none": False}.get(args.thresholds, args.thresholds)
+    loaded = _load(args, thresholds=start)
+    m = loaded.model
+    if args.head:
+        m.set_head_threshold(True)
+    out_model = Path(args.output_model)
+    # the fine-tuned model is loaded with the tokenizer that lies beside it (as for any model file)
+    tok_src = getattr(loaded.tokenizer, "path", None)
+    tok_dst = out_model.parent / "tokenizer.json"
+    if tok_src is not None and tok_dst.exists() and tok_dst.read_bytes() != Path(tok_src).read_bytes():
+        raise OutputError(f"{tok_dst} is another tokenizer than {loaded.name}'s, and the fine-tuned model needs its own beside "
+                          "it; write --output-model into another folder")
+    check_ids = _tokens(loaded, args.data, args.split, None)
+    train_ids = cached_token_stream(args.data, "train", loaded.tokenizer, progress=not args.quiet)
+    print(f"start: {loaded.thresholds or 'θ = 0 (natural sparsity)'}; training on {args.data} [train], {len(train_ids):,} tokens; "
+          f"checking on [{args.split}]; device {device}")
+    given = {k: getattr(args, k) for k in ("steps", "max_seconds", "lr", "batch_size", "context", "check_every", "ce_weight")}
+    res = finetune(m, train_ids, check_ids, target_sparsity=args.target_sparsity, max_ppl_increase=args.max_ppl_increase,
+                   check_tokens=args.check_tokens, safety=args.safety, seed=args.seed, device=str(device), progress=not args.quiet,
+                   **{k: v for k, v in given.items() if v is not None})  # the others: finetune's defaults
+    rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g}" for p in m.PROJECTIONS] for i in range(m.n_layer)]
+    print(format_table(["layer", *m.PROJECTIONS], rows, title="Thresholds θ of the fine-tuned model"))
+    if m.head_threshold:
+        print(f"head: θ {res.thetas[(m.n_layer, m.HEAD_SITE)]:.3g}")
+    reached = (f"; target {pct(args.target_sparsity)} reached on the check stream after {res.seconds_to_target:.1f} s "
+               f"(step {res.steps_to_target})" if res.seconds_to_target is not None else
+               f"; target {pct(args.target_sparsity)} not reached" if args.target_sparsity is not None else "")
+    kept = ("kept the start: no fine-tuned state within the bound went further" if res.kept_step == 0 else
+            f"kept the state of step {res.kept_step}" + (f", its θ scaled by {res.end_scale:.3f} to be within the bound"
+                                                         if res.end_scale < 1 else ""))
+    print(f"\nfine-tuned {res.steps} steps ({res.tokens:,} tokens) in {res.seconds:.1f} s on {res.device}{reached}; {kept}")
+    bound = ("" if res.within_bound is None else " (within the bound)" if res.within_bound else
+             f" (NOT within {pct(args.safety * args.max_ppl_increase)}: no state was; try a longer run or a lower --lr)")
+    print(f"on the check stream ({res.check_tokens:,} tokens of [{args.split}]): perplexity {100 * res.ppl_increase:+.2f}% vs "
+          f"the dense {loaded.name}{bound}; sparsity MAC-weighted {pct(res.natural_mac_weighted)} natural, "
+          f"{pct(res.start_mac_weighted)} at the start → {pct(res.mac_weighted)}, mean over sites {pct(res.natural_sparsity)} → "
+          f"{pct(res.sparsity)}")
+    meta = res.meta() | {"finetuned_from": loaded.name, "start_thresholds": loaded.thresholds, "data": args.data,
+                         "split": args.split, "target_sparsity": args.target_sparsity, "max_ppl_increase": args.max_ppl_increase}
+    if tok_src is not None and not tok_dst.exists():
+        with atomic_path(tok_dst) as tmp:
+            shutil.copy(tok_src, tmp)
+    m.to("cpu")
+    save_eventllm(m, out_model, extra={"finetuned_from": loaded.name})
+    save_thresholds(m, args.output, str(out_model), meta=meta)
+    print(f"wrote {out_model}" + (f" (tokenizer beside it: {tok_dst})" if tok_src is not None else "") + f" and {args.output}")
+    print(f"evaluate it: eventllm evaluate --model {out_model} --thresholds {args.output} --data {args.data} --split test "
+          f"(its ppl increase there is against the fine-tuned model at θ = 0; against {loaded.name}: evaluate that too)")
+    return 0
+
+
 def cmd_calibrate(args) -> int:
     from eventllm.report import format_table, pct
     from eventllm.sparsity.calibrate import calibrate
     from eventllm.sparsity.thresholds import save_thresholds
 
+    _check_calibrate_args(args)
+    if args.method == "finetune":
+        return _calibrate_by_finetuning(args)
+    args.context = args.context or 256
     loaded = _load(args)
     if args.head:
         loaded.model.set_head_threshold(True)
@@ -735,24 +842,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     e.set_defaults(func=cmd_evaluate)
 
-    c = sub.add_parser("calibrate", help="training-free threshold search (the paper's algorithm) -> thresholds JSON")
+    c = sub.add_parser("calibrate", help="thresholds from local text -> thresholds JSON: the paper's training-free search, or a "
+                       "training-based comparator (θ training; sparsity-aware fine-tuning, which also writes a model)",
+                       description="--method search (default): the paper's training-free search. --method train: θ learned "
+                       "through snnTorch surrogate gradients, the model frozen. --method finetune: the weights fine-tuned with "
+                       "scheduled θ, distilled from the dense model (KL on the logits), θ raised until --target-sparsity "
+                       "(MAC-weighted) within --max-ppl-increase; writes the model (--output-model) and its thresholds (-o).")
     c.add_argument("--model", default=DEFAULT_MODEL, help="model to calibrate (default: %(default)s)")
     c.add_argument("--data", required=True, help="calibration text: a .txt file or a folder of them")
     c.add_argument("--split", default="valid", choices=["all", "train", "valid", "test"],
                    help="part of each book to calibrate on; evaluate on another (default: %(default)s; the zoo models "
-                        "were trained on train, so thresholds set there understate the loss on unseen text)")
-    goal = c.add_mutually_exclusive_group()
-    goal.add_argument("--max-ppl-increase", type=positive_float, help="bound on the relative perplexity increase, e.g. 0.01 for 1%%")
-    goal.add_argument("--target-sparsity", type=fraction, help="mean projection-input sparsity to reach, e.g. 0.6")
-    goal.add_argument("--loss-inc", type=loss_ratio, help="the paper's per-site loss ratio (default 1.001 when no goal is given)")
-    c.add_argument("--tokens", type=positive_int, default=2048, help="calibration tokens (default: %(default)s)")
-    c.add_argument("--context", type=positive_int, default=256, help="tokens per calibration window (default: %(default)s)")
-    c.add_argument("--method", default="search", choices=["search", "train"],
-                   help="search: the paper's training-free search; train: the training-based baseline (default: %(default)s)")
+                        "were trained on train, so thresholds set there understate the loss on unseen text). finetune "
+                        "trains on the train split and checks the bound on this one")
+    c.add_argument("--max-ppl-increase", type=positive_float, help="bound on the relative perplexity increase, e.g. 0.01 for 1%%")
+    c.add_argument("--target-sparsity", type=fraction, help="sparsity to reach, e.g. 0.6: search and train, the mean over "
+                   "projection inputs; finetune, MAC-weighted (each site weighted by its projection's in x out), and it "
+                   "may be given with --max-ppl-increase")
+    c.add_argument("--loss-inc", type=loss_ratio, help="search: the paper's per-site loss ratio (default 1.001 when no goal is given)")
+    c.add_argument("--tokens", type=positive_int, default=2048, help="search and train: calibration tokens (default: %(default)s)")
+    c.add_argument("--context", type=positive_int, help="tokens per calibration window (default: 256; finetune: 512)")
+    c.add_argument("--method", default="search", choices=["search", "train", "finetune"],
+                   help="search: the paper's training-free search; train: the snnTorch θ-training baseline; finetune: "
+                        "sparsity-aware fine-tuning of the weights, distilled from the dense model (default: %(default)s)")
     c.add_argument("--safety", type=probability, default=0.9,
                    help="keep the check stream within SAFETY x the bound, a margin for held-out text (default: %(default)s)")
     c.add_argument("--check-tokens", type=positive_int, default=32768,
-                   help="contiguous tokens the final θ scale is set and checked on (default: %(default)s)")
+                   help="contiguous tokens the final θ scale is set and checked on (finetune: the bound) (default: %(default)s)")
     c.add_argument("--step", default="linear", choices=["linear", "exp"], help="grid of kept fractions (default: %(default)s)")
     c.add_argument("--seed", type=seed, default=0, help="seed of the calibration windows (default: %(default)s)")
     c.add_argument("--scores", default="magnitude", choices=["magnitude", "wina"], help="magnitude: one θ per site (the "
@@ -760,8 +875,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--head", action="store_true", help="also calibrate a threshold before the output head (which the paper "
                    "leaves dense); the file then turns it on wherever it is applied (RWKV)")
     _precision_args(c)
+    ft = c.add_argument_group("--method finetune")
+    ft.add_argument("--output-model", metavar="FT.safetensors", help="the fine-tuned model to write (eventllm safetensors, "
+                    "float32; the tokenizer is written beside it); -o gets its thresholds")
+    ft.add_argument("--thresholds", metavar="START.json", help="θ to start from, whose allocation across sites the schedule "
+                    "keeps; 'none': from θ = 0 (default: the zoo model's shipped thresholds, else none)")
+    ft.add_argument("--steps", type=positive_int, help="optimiser steps at most (default: 2000 without --max-seconds, else "
+                    "until the time is up)")
+    ft.add_argument("--max-seconds", type=positive_float, help="time budget from the start, the θ schedule spread over it")
+    ft.add_argument("--lr", type=positive_float, help="peak learning rate of AdamW (default: 1e-4)")
+    ft.add_argument("--batch-size", type=positive_int, help="windows per step (default: 16)")
+    ft.add_argument("--check-every", type=positive_int, help="steps between checks of the bound on --split (default: 100)")
+    ft.add_argument("--ce-weight", type=non_negative_float, help="weight of the cross-entropy on the text beside the KL to "
+                    "the dense model (default: 0)")
     c.add_argument("-o", "--output", required=True, help="thresholds JSON to write")
-    c.add_argument("--device", help="cpu or cuda (default: cpu)")
+    c.add_argument("--device", help="cpu or cuda (default: cpu; finetune: cuda when there is one)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     c.set_defaults(func=cmd_calibrate)
 

@@ -34,6 +34,16 @@ def tokens() -> torch.Tensor:
 
 
 @pytest.fixture
+def stream() -> list[int]:
+    """3000 token ids over 64, four in five from a repeating 40-token pattern (calibration and fine-tuning tests)."""
+    # a repetitive stream, so that the random model's loss is not flat
+    g = torch.Generator().manual_seed(7)
+    base = torch.randint(0, 64, (40,), generator=g)
+    noise = torch.randint(0, 64, (3000,), generator=g)
+    return [int(base[i % 40]) if i % 5 else int(noise[i]) for i in range(3000)]
+
+
+@pytest.fixture
 def data_dir() -> Path:
     if not (DATA / "gutenberg").exists():
         pytest.skip(f"shared data not found at {DATA}")

@@ -14,15 +14,6 @@ from eventllm.models.threshold import top_k_per_token
 SMALL = dict(tokens=256, context=32, check_tokens=512, progress=False)
 
 
-@pytest.fixture
-def stream():
-    # a repetitive stream, so that the random model's loss is not flat
-    g = torch.Generator().manual_seed(7)
-    base = torch.randint(0, 64, (40,), generator=g)
-    noise = torch.randint(0, 64, (3000,), generator=g)
-    return [int(base[i % 40]) if i % 5 else int(noise[i]) for i in range(3000)]
-
-
 def test_top_k_keeps_the_largest_magnitudes_per_token():
     x = torch.tensor([[0.1, -3.0, 0.5, 2.0], [1.0, 1.5, -0.2, 0.0]])
     assert top_k_per_token(x, 0.5).tolist() == [[0.0, -3.0, 0.0, 2.0], [1.0, 1.5, 0.0, 0.0]]

@@ -101,6 +101,15 @@ def calibration_batch(ids: list[int], tokens: int, context: int, seed: int) -> t
     return torch.stack([ids_t[s : s + context + 1] for s in starts])
 
 
+def check_stream(ids, tokens: int, seed: int) -> torch.Tensor:
+    """`tokens` contiguous tokens of the stream at a seeded offset (all of it when shorter): the text a final θ is set
+    and checked on, run as `eventllm evaluate` runs text."""
+    ids_t = torch.as_tensor(ids, dtype=torch.long)
+    n = min(tokens, ids_t.numel())
+    start = int(np.random.default_rng(seed + 1).integers(0, ids_t.numel() - n + 1))
+    return ids_t[start : start + n]
+
+
 @torch.no_grad()
 def batch_loss(model: CausalLM, batch: torch.Tensor) -> float:
     logits, _ = model(batch[:, :-1])
@@ -318,10 +327,7 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
     # The final scale is set and checked on a longer stretch of the same split, run as `eventllm evaluate` runs
     # text (one contiguous stream, the state carried): the small search batch of short windows alone
     # understates how the errors of thresholding accumulate over a long context.
-    ids_t = torch.as_tensor(ids, dtype=torch.long)
-    n_check = min(check_tokens, ids_t.numel())
-    start = int(np.random.default_rng(seed + 1).integers(0, ids_t.numel() - n_check + 1))
-    check = ids_t[start : start + n_check]
+    check = check_stream(ids, check_tokens, seed)
 
     runs: dict[float, tuple[SparsityReport, float]] = {}  # scale → (sparsity report, nll) on the check stream
 

@@ -1,0 +1,146 @@
+"""Sparsity-aware fine-tuning (`calibrate --method finetune`): the training forward is the thresholded model's, the
+gradient through a threshold is its mask, θ rise towards the target, the teacher stays as it was, and the written
+model and thresholds load and evaluate through the CLI."""
+
+import copy
+import json
+
+import pytest
+import torch
+
+from eventllm.cli import main
+from eventllm.errors import ConfigError, DataError
+from eventllm.evaluate.perplexity import perplexity
+from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport
+from eventllm.models.threshold import ActivationThreshold
+from eventllm.sparsity.calibrate import check_stream
+from eventllm.sparsity.finetune import Schedule, SiteTracker, finetune
+
+FAST = dict(batch_size=4, context=32, check_every=10, check_tokens=256, progress=False)
+
+
+def test_training_forward_is_the_thresholded_models_forward(small_rwkv, tokens):
+    small_rwkv.set_thetas(0.15)
+    plain = copy.deepcopy(small_rwkv).eval()
+    small_rwkv.set_dropout(0.0)
+    small_rwkv.train()
+    tracker = SiteTracker(small_rwkv, sample=512, generator=torch.Generator().manual_seed(0))
+    tracker.quantiles = {(s.layer, s.projection): 0.5 for s in small_rwkv.threshold_sites()}
+    with tracker:
+        trained = small_rwkv(tokens)[0]
+    assert torch.equal(trained, plain(tokens)[0])
+    density, estimate = tracker.read()
+    # the densities counted on the device are those the sparsity statistics count
+    with torch.no_grad(), SparsityMeter(plain) as meter:
+        plain(tokens)
+    zeros = meter.zero_fraction()
+    assert all(density[k] == pytest.approx(1.0 - zeros[k], abs=1e-9) for k in zeros)
+    assert set(estimate) == set(zeros) and all(v >= 0 for v in estimate.values())
+
+
+def test_gradient_through_a_threshold_is_its_mask():
+    site = ActivationThreshold(0, "att.key", theta=0.5)
+    x = torch.linspace(-1.5, 1.5, 61, requires_grad=True)
+    upstream = torch.randn(61, generator=torch.Generator().manual_seed(0))
+    (site(x) * upstream).sum().backward()
+    mask = (x.detach().abs() > 0.5).float()
+    assert torch.equal(x.grad, upstream * mask)
+    assert torch.equal(site(x.detach()), x.detach() * mask)  # forward: exactly T_θ
+
+
+def test_schedule_shrinks_every_density_to_the_level():
+    d0 = {(0, "att.key"): 1.0, (0, "ffn.value"): 0.1}
+    plan = Schedule(d0, s0=0.3, target=0.7, ramp=0.5, freeze=0.1, lr=1e-3, warmup=10)
+    assert plan.level(0.0) == pytest.approx(0.3)
+    assert plan.level(0.5) == plan.level(0.9) == pytest.approx(0.7 + 0.003)  # the target (+ margin) at the end of the ramp
+    levels = [plan.level(t / 10) for t in range(6)]
+    assert levels == sorted(levels)
+    targets = plan.site_targets(0.65)
+    factor = 0.35 / 0.7  # every density shrinks by (1 - level) / (1 - s0)
+    assert targets[(0, "att.key")] == pytest.approx(1 - factor) and targets[(0, "ffn.value")] == pytest.approx(1 - 0.1 * factor)
+    assert plan.rate(0, 0.0) == pytest.approx(1e-4) and plan.rate(50, 0.3) == 1e-3 and plan.rate(500, 1.0) == pytest.approx(1e-4)
+
+
+def test_theta_rises_and_sparsity_climbs_to_the_target(small_rwkv, stream):
+    r = finetune(small_rwkv, stream, stream, target_sparsity=0.5, steps=40, **FAST)
+    trained = [h["train_mac_weighted"] for h in r.history if "train_mac_weighted" in h]
+    checked = [h["check_mac_weighted"] for h in r.history if h.get("check")]
+    thetas = [h["theta_mean"] for h in r.history if h.get("check")]
+    assert trained[0] < 0.3 < 0.45 < trained[-1] and checked == sorted(checked)
+    assert thetas[0] == 0.0 and thetas == sorted(thetas) and thetas[-1] > 0
+    assert r.mac_weighted >= 0.5 - 1e-3 and r.natural_mac_weighted < 0.2
+    assert r.seconds_to_target is not None and r.steps_to_target <= 40
+    assert all(t > 0 for t in r.thetas.values()) and small_rwkv.get_thetas() == r.thetas
+    # the model is left as a plain thresholded model whose check stream gives the reported figures
+    check = check_stream(stream, 256, 0)
+    with SparsityMeter(small_rwkv) as meter:
+        nll = perplexity(small_rwkv, check).nll
+    assert nll == pytest.approx(r.loss_final, abs=1e-6)
+    assert SparsityReport.from_meter(small_rwkv, meter).mac_skipped() == pytest.approx(r.mac_weighted, abs=1e-9)
+
+
+def test_teacher_stays_as_it_was_and_the_student_moves(small_rwkv, stream):
+    teacher = copy.deepcopy(small_rwkv)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    r = finetune(small_rwkv, stream, stream, target_sparsity=0.4, steps=20, teacher=teacher, **FAST)
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert all(p.grad is None for p in teacher.parameters())
+    assert r.loss_dense == pytest.approx(perplexity(teacher, check_stream(stream, 256, 0)).nll, abs=1e-9)
+    assert any(not torch.equal(before[k], v) for k, v in small_rwkv.state_dict().items())
+
+
+def test_bound_keeps_the_end_state_within_it(small_rwkv, stream):
+    r = finetune(small_rwkv, stream, stream, max_ppl_increase=0.002, steps=30, **FAST)
+    assert r.within_bound and r.ppl_increase <= 0.9 * 0.002
+    assert r.mac_weighted > r.natural_mac_weighted
+
+
+def test_bad_requests_name_the_fix(small_rwkv, stream):
+    with pytest.raises(ConfigError, match="needs a goal"):
+        finetune(small_rwkv, stream, stream, **FAST)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        finetune(small_rwkv, stream, stream, target_sparsity=1.5, **FAST)
+    with pytest.raises(DataError, match="more than 33 tokens of training text"):
+        finetune(small_rwkv, stream[:20], stream, target_sparsity=0.5, **FAST)
+    small_rwkv.set_scores("wina")
+    with pytest.raises(ConfigError, match="one θ per site"):
+        finetune(small_rwkv, stream, stream, target_sparsity=0.5, **FAST)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is there")
+def test_cuda_without_a_gpu_is_refused(small_rwkv, stream):
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        finetune(small_rwkv, stream, stream, target_sparsity=0.5, device="cuda", **FAST)
+
+
+def test_cli_writes_a_model_and_thresholds_that_evaluate(tmp_path, capsys, data_dir):
+    thr, ft = tmp_path / "ft" / "thr.json", tmp_path / "ft" / "ft.safetensors"
+    rc = main(["calibrate", "--method", "finetune", "--model", "zoo:rwkv4-tiny", "--data", str(data_dir / "gutenberg"),
+               "--target-sparsity", "0.55", "--steps", "4", "--context", "16",
+               "--batch-size", "1", "--check-every", "2", "--check-tokens", "128", "--device", "cpu", "-q",
+               "-o", str(thr), "--output-model", str(ft)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "fine-tuned 4 steps" in out and "MAC-weighted" in out
+    assert (ft.parent / "tokenizer.json").exists()  # the model file is loaded with the tokenizer beside it
+    doc = json.loads(thr.read_text())
+    assert doc["model"]["name"] == str(ft) and doc["meta"]["finetuned_from"] == "zoo:rwkv4-tiny"
+    ev = tmp_path / "ev.json"
+    rc = main(["evaluate", "--model", str(ft), "--thresholds", str(thr), "--data", str(data_dir / "gutenberg"),
+               "--split", "test", "--max-tokens", "256", "-q", "--json", str(ev)])
+    assert rc == 0
+    sp = json.loads(ev.read_text())["sparsity"]["mac_weighted"]
+    assert sp["thresholded"] > sp["natural"]
+    # the thresholds are tied to the fine-tuned weights, not to the model they came from
+    rc = main(["evaluate", "--model", "zoo:rwkv4-tiny", "--thresholds", str(thr), "--data", str(data_dir / "gutenberg"),
+               "--max-tokens", "64", "-q"])
+    assert rc == 2 and "fingerprint" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_foreign_tokenizer_beside_the_model(tmp_path, capsys, data_dir):
+    (tmp_path / "tokenizer.json").write_text("{}")
+    rc = main(["calibrate", "--method", "finetune", "--model", "zoo:rwkv4-tiny", "--data", str(data_dir / "gutenberg"),
+               "--target-sparsity", "0.5", "--device", "cpu", "-q", "-o", str(tmp_path / "thr.json"),
+               "--output-model", str(tmp_path / "ft.safetensors")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "another tokenizer" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer.json"]
