@@ -47,6 +47,10 @@ def positive_float(text: str) -> float:
     return _number(text, float, lambda v: v > 0, "a finite number > 0")
 
 
+def at_least_two(text: str) -> int:
+    return _number(text, int, lambda v: v >= 2, "an integer ≥ 2")
+
+
 def probability(text: str) -> float:
     return _number(text, float, lambda v: 0 < v <= 1, "a number in (0, 1]")
 
@@ -377,24 +381,37 @@ def cmd_calibrate(args) -> int:
             from eventllm.errors import ConfigError
 
             raise ConfigError("--method train learns one θ per site; drop --scores (per-neuron thresholds come from the search)")
+        if args.search != "paper":
+            from eventllm.errors import ConfigError
+
+            raise ConfigError(f"--method train learns its thresholds; drop --search {args.search} (a training-free search)")
         return _calibrate_by_training(args, loaded, ids)
     res = calibrate(loaded.model, ids, max_ppl_increase=args.max_ppl_increase, target_sparsity=args.target_sparsity,
                     loss_inc=args.loss_inc, tokens=args.tokens, context=args.context, step=args.step, seed=args.seed,
-                    check_tokens=args.check_tokens, safety=args.safety, progress=not args.quiet, scores=args.scores)
+                    check_tokens=args.check_tokens, safety=args.safety, progress=not args.quiet, scores=args.scores,
+                    search=args.search, levels=args.levels)
     m = loaded.model
-    rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g} ({res.keeps[(i, p)]:.1f})" for p in m.PROJECTIONS] for i in range(m.n_layer)]
-    print(format_table(["layer", *m.PROJECTIONS], rows, title="Thresholds θ (Top-K kept fraction of the search)"))
+    greedy = res.search == "greedy"  # its kept fractions are the calibration tokens', on a finer grid
+    rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g} ({res.keeps[(i, p)]:.{2 if greedy else 1}f})" for p in m.PROJECTIONS]
+            for i in range(m.n_layer)]
+    title = ("Thresholds θ (kept fraction of the calibration tokens, greedy allocation)" if greedy
+             else "Thresholds θ (Top-K kept fraction of the search)")
+    print(format_table(["layer", *m.PROJECTIONS], rows, title=title))
     if m.head_threshold:
         key = (m.n_layer, m.HEAD_SITE)
         print(f"head: θ {res.thetas[key]:.3g} (kept fraction {res.keeps[key]:.1f})")
     print(f"\ncalibrated on {res.tokens:,} tokens of {args.data} [{args.split}] in {res.seconds:.1f} s ({res.evaluations} loss evaluations)")
-    print(f"per-site loss tolerance {res.loss_inc:.6f}, common θ scale {res.scale:.3f}")
+    if greedy:
+        print(f"loss budget: calibration loss × {res.loss_inc ** len(res.thetas):.6f} (the per-site tolerance {res.loss_inc:.6f} "
+              f"compounded), common θ scale {res.scale:.3f}")
+    else:
+        print(f"per-site loss tolerance {res.loss_inc:.6f}, common θ scale {res.scale:.3f}")
     print(f"on the check stream: perplexity {100 * res.ppl_increase:+.2f}%, sparsity MAC-weighted {pct(res.natural_mac_weighted)} → "
           f"{pct(res.mac_weighted)}, mean over sites {pct(res.natural_sparsity)} → {pct(res.sparsity)}")
     from eventllm.models.quantize import describe
 
     meta = res.meta() | {"precision": describe(m), "data": args.data, "split": args.split, "seed": args.seed, "max_ppl_increase": args.max_ppl_increase, "safety": args.safety, "check_tokens": args.check_tokens,
-                         "target_sparsity": args.target_sparsity, "device": _device_name(m)}
+                         "target_sparsity": args.target_sparsity, "device": _device_name(m)} | ({"levels": args.levels} if greedy else {})
     save_thresholds(m, args.output, loaded.name, meta=meta)
     print(f"wrote {args.output}")
     return 0
@@ -869,6 +886,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--check-tokens", type=positive_int, default=32768,
                    help="contiguous tokens the final θ scale is set and checked on (finetune: the bound) (default: %(default)s)")
     c.add_argument("--step", default="linear", choices=["linear", "exp"], help="grid of kept fractions (default: %(default)s)")
+    c.add_argument("--search", default="paper", choices=["paper", "greedy"], help="paper: the published Top-K search, site "
+                   "after site; greedy: θ per site where the loss buys the most MAC-weighted sparsity, priced site by site on "
+                   "the same windows (eventllm.sparsity.allocate) (default: %(default)s)")
+    c.add_argument("--levels", type=at_least_two, default=20, help="with --search greedy: zero fractions priced per site, "
+                   "steps of 1/LEVELS of its non-zero inputs (default: %(default)s)")
     c.add_argument("--seed", type=seed, default=0, help="seed of the calibration windows (default: %(default)s)")
     c.add_argument("--scores", default="magnitude", choices=["magnitude", "wina"], help="magnitude: one θ per site (the "
                    "paper's); wina: per-neuron thresholds θ_i = θ / ‖W[:, i]‖, inputs ranked by |x_i|·‖W[:, i]‖ (default: %(default)s)")

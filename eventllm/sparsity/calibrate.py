@@ -42,6 +42,7 @@ from eventllm.errors import ConfigError, DataError
 from eventllm.evaluate.perplexity import perplexity
 from eventllm.models.base import CausalLM
 from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport
+from eventllm.sparsity.allocate import allocate
 
 
 @dataclass
@@ -62,6 +63,7 @@ class CalibrationResult:
     mac_weighted: float = 0.0  # MAC-weighted sparsity on the check stream (the paper's measure), final thresholds
     scores: str = "magnitude"  # how the sites ranked their inputs (see CausalLM.set_scores)
     natural_mac_weighted: float = 0.0  # the same, θ = 0
+    search: str = "paper"  # which search set the θ before the final scale: SEARCHES
 
     @property
     def ppl_increase(self) -> float:
@@ -69,7 +71,7 @@ class CalibrationResult:
 
     def meta(self) -> dict:
         return {
-            "method": "training-free (Knunyants et al. 2025, Top-K search then Top-K to threshold)",
+            "method": METHODS[self.search], "search": self.search,
             "scores": self.scores,
             "loss_inc": self.loss_inc, "scale": self.scale, "calibration_tokens": self.tokens, "check_tokens": self.check_tokens,
             "loss_dense": self.loss_dense, "loss_thresholded": self.loss_final,
@@ -79,6 +81,12 @@ class CalibrationResult:
             "natural_mac_weighted_sparsity_on_calibration": self.natural_mac_weighted,
             "seconds": self.seconds, "keep_fractions": [{"layer": l, "projection": p, "keep": k} for (l, p), k in self.keeps.items()],
         }
+
+
+# --search: "paper" (steps 2-3 above, the default) or "greedy" (eventllm.sparsity.allocate: sparsity allocated by measured loss)
+SEARCHES = ("paper", "greedy")
+METHODS = {"paper": "training-free (Knunyants et al. 2025, Top-K search then Top-K to threshold)",
+           "greedy": "training-free (greedy allocation by measured loss per MAC, eventllm.sparsity.allocate)"}
 
 
 def keep_grid(start_k: float = 1.0, step: str = "linear", k_num: int = 8) -> list[float]:
@@ -272,8 +280,8 @@ def largest_scale_within(increase, bound: float, *, tol: float = 0.05, max_runs:
 def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None = None, target_sparsity: float | None = None,
               loss_inc: float | None = None, tokens: int = 2048, context: int = 256, step: str = "linear", start_k: float = 1.0,
               k_num: int = 8, seed: int = 0, check_tokens: int = 32768, safety: float = 0.9,
-              progress: bool = True, reuse_prefix: bool = True, scores: str = "magnitude",
-              scale_search: str = "secant") -> CalibrationResult:
+              progress: bool = True, reuse_prefix: bool = True, scores: str = "magnitude", search: str = "paper",
+              levels: int = 20, scale_search: str = "secant") -> CalibrationResult:
     """Find one θ per projection per layer from calibration tokens `ids`; the model is left with them set.
 
     `scores` = "wina" searches per-neuron thresholds θ_i = θ / ‖W[:, i]‖: the Top-K ranks each site's inputs by
@@ -283,6 +291,10 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
     (models that offer `residual_before`/`logits_from`, i.e. RWKV); the result is the same either way.
     `scale_search` = "secant" finds the final common scale in about 3 check-stream runs
     (`largest_scale_within`); "bisect" is the earlier widening and 8-step bisection (about 12 runs).
+
+    `search` = "greedy" replaces steps 2–3 by `eventllm.sparsity.allocate.allocate` (θ per site where the loss buys the
+    most MAC-weighted sparsity, `levels` zero fractions per site), spending the loss the per-site tolerances compound
+    to, L·(loss_inc^n − 1) (= log(1 + max_ppl_increase) with that goal); the final scale below is the same.
 
     Exactly one of `max_ppl_increase`, `target_sparsity` or `loss_inc` (the paper's per-site loss ratio) may be
     given; with none, loss_inc = 1.001 as in the authors' code. With `max_ppl_increase`, the final scale keeps
@@ -303,6 +315,8 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
         raise ConfigError(f"safety must be in (0, 1], got {safety}")
     if loss_inc is not None and loss_inc <= 1.0:
         raise ConfigError(f"--loss-inc must be above 1 (e.g. 1.001), got {loss_inc}")
+    if search not in SEARCHES:
+        raise ConfigError(f"unknown search {search!r}; use one of {', '.join(SEARCHES)}")
     t0 = time.perf_counter()
     model.eval()
     model.set_scores(scores)
@@ -319,8 +333,12 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
             loss_inc = 1.001
     history: list[dict] = []
     try:
-        keeps, evaluations, _ = _search(model, batch, loss_inc, keep_grid(start_k, step, k_num), progress, history, reuse_prefix)
-        thetas = _top_k_to_thresholds(model, batch, keeps)
+        if search == "greedy":
+            keeps, evaluations, thetas = _greedy(model, batch, loss_dense * (loss_inc ** n_sites - 1.0), levels, reuse_prefix,
+                                                 progress, history)
+        else:
+            keeps, evaluations, _ = _search(model, batch, loss_inc, keep_grid(start_k, step, k_num), progress, history, reuse_prefix)
+            thetas = _top_k_to_thresholds(model, batch, keeps)
     finally:
         for s in model.threshold_sites():
             s.keep = None
@@ -375,5 +393,14 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
         thetas={k: v * scale for k, v in thetas.items()}, keeps=keeps, loss_dense=loss_dense, loss_final=loss,
         sparsity=sparsity, natural_sparsity=natural, scale=scale, loss_inc=loss_inc, evaluations=evaluations,
         seconds=time.perf_counter() - t0, tokens=int(batch[:, 1:].numel()), check_tokens=int(check.numel() - 1), history=history,
-        mac_weighted=report.mac_skipped(), natural_mac_weighted=natural_report.mac_skipped(), scores=scores,
+        mac_weighted=report.mac_skipped(), natural_mac_weighted=natural_report.mac_skipped(), scores=scores, search=search,
     )
+
+
+def _greedy(model: CausalLM, batch: torch.Tensor, budget: float, levels: int, reuse_prefix: bool, progress: bool,
+            history: list) -> tuple[dict, int, dict]:
+    """--search greedy in place of steps 2–3: keep fractions (1 − zero fraction on the calibration tokens), loss
+    evaluations and θ from `allocate`."""
+    a = allocate(model, batch, budget, levels=levels, reuse_prefix=reuse_prefix, progress=progress)
+    history.extend(a.history)
+    return {k: 1.0 - q for k, q in a.levels.items()}, a.evaluations, a.thetas
