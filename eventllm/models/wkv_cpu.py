@@ -84,11 +84,23 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("EVENTLLM_CACHE", Path.home() / ".cache" / "eventllm")) / "kernels"
 
 
+def _cpu_id() -> str:
+    """What a -march=native build depends on: the CPU's feature flags (a cache folder shared by several machines
+    must not hand one CPU's build to another)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line for line in f if line.startswith(("flags", "Features"))), platform.machine())
+    except OSError:
+        return platform.machine() + platform.processor()
+
+
 def _compile() -> ctypes.CDLL:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if not cc:
         raise OSError("no C compiler (cc) on PATH")
-    key = hashlib.sha256((_SOURCE + repr((_BASE, _VARIANTS)) + cc).encode()).hexdigest()[:16]
+    key = hashlib.sha256((_SOURCE + repr((_BASE, _VARIANTS)) + cc + _cpu_id()).encode()).hexdigest()[:16]
     out = _cache_dir() / f"wkv_cpu_{key}.so"
     if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
