@@ -1,5 +1,6 @@
 """RWKV-4: sequence mode = recurrent step mode = Hugging Face transformers = BlinkDL's `rwkv` package."""
 
+import pytest
 import torch
 
 from eventllm.models.checkpoints import save_blinkdl
@@ -84,6 +85,8 @@ def test_cpu_kernel_equals_the_step_recurrence_and_the_chunked_form():
     before = [t.clone() for t in (a, b, p)]
     wkv_cpu.wkv_cpu(w, u, k, v, a, b, p)
     assert all(torch.equal(x, y) for x, y in zip(before, (a, b, p)))  # the caller's state tensors are not written
+    with pytest.raises(RuntimeError, match="no backward pass"):  # never a silently missing gradient
+        wkv_cpu.wkv_cpu(w, u, k.clone().requires_grad_(), v, a, b, p)
 
 
 def test_sequence_mode_uses_the_cpu_kernel_only_without_gradients(small_rwkv, tokens):

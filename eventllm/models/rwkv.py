@@ -147,10 +147,6 @@ def wkv_chunked(w, u, k, v, a, b, p, chunk: int = 32):
     return torch.cat(out, dim=1), a, b, p
 
 
-def _needs_grad(*tensors: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-
-
 def token_shift(x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
     """The previous token's vector at every position: [prev, x_0, …, x_{T-2}]."""
     return torch.cat([prev[:, None, :], x[:, :-1]], dim=1)
@@ -190,7 +186,8 @@ class TimeMix(nn.Module):
             wkv = wkv[:, None]
         elif wkv_impl == "fused" or (wkv_impl == "auto" and wkv_kernel.available(k.device)):
             wkv, a, b, p = wkv_kernel.wkv_fused(w, u, k.float(), v.float(), a, b, p)
-        elif wkv_impl in ("auto", "cpu") and k.device.type == "cpu" and not _needs_grad(k, v, w, u) and wkv_cpu.available():
+        elif wkv_impl == "cpu" or (wkv_impl == "auto" and k.device.type == "cpu" and not wkv_cpu.needs_grad(k, v, w, u)
+                                   and wkv_cpu.available()):
             wkv, a, b, p = wkv_cpu.wkv_cpu(w, u, k, v, a, b, p)
         else:
             wkv, a, b, p = wkv_chunked(w, u, k.float(), v.float(), a, b, p, chunk=wkv_chunk)

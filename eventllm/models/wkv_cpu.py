@@ -140,11 +140,20 @@ def available() -> bool:
     return _lib is not None
 
 
+def needs_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd would need gradients through these tensors (the kernel cannot give them)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def wkv_cpu(w, u, k, v, a, b, p):
     """The WKV recurrence over a sequence on the CPU: the same inputs and outputs as `rwkv.wkv_chunked`
     (w = -exp(time_decay), u: [C]; k, v: [B, T, C]; a, b, p: [B, C]; float32). Returns wkv [B, T, C], a, b, p."""
     if not available():
         raise RuntimeError(f"the CPU WKV kernel is not available ({_failed}); use wkv_chunked")
+    if any(t.device.type != "cpu" for t in (w, u, k, v, a, b, p)):
+        raise RuntimeError("the CPU WKV kernel takes CPU tensors; on a GPU use wkv_kernel.wkv_fused")
+    if needs_grad(w, u, k, v):
+        raise RuntimeError("the CPU WKV kernel has no backward pass; run under torch.no_grad() or use wkv_chunked")
     B, T, C = k.shape
     f32 = torch.float32
     w, u = w.detach().to(f32).contiguous(), u.detach().to(f32).contiguous()

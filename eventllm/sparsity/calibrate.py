@@ -17,10 +17,10 @@ The published algorithm, step by step, on a small batch of local calibration tex
 
 What eventllm adds on top (each reported separately in the result):
 - `max_ppl_increase` (relative perplexity increase bound, e.g. 0.01 = 1%): the per-site tolerance is set so
-  that the compounded loss stays within the bound; after step 3, one common factor scales every θ, chosen by
-  bisection as the largest that keeps the increase within the bound on a longer check stream of the same
-  split, run with the state carried as evaluation runs it (the small search batch of short windows alone
-  understates the increase on long text).
+  that the compounded loss stays within the bound; after step 3, one common factor scales every θ, chosen
+  (secant steps in log-log coordinates, `largest_scale_within`) as the largest that keeps the increase within
+  the bound on a longer check stream of the same split, run with the state carried as evaluation runs it (the
+  small search batch of short windows alone understates the increase on long text).
 - `target_sparsity`: after steps 1–3, one common scale of all θ is bisected so that the mean projection-input
   sparsity on the check stream reaches the target; the allocation across layers and projections (where
   sparsity hurts least) comes from the search.
@@ -85,6 +85,7 @@ class CalibrationResult:
 
 # --search: "paper" (steps 2-3 above, the default) or "greedy" (eventllm.sparsity.allocate: sparsity allocated by measured loss)
 SEARCHES = ("paper", "greedy")
+SCALE_SEARCHES = ("secant", "bisect")  # how the final common θ scale is found (calibrate's `scale_search`)
 METHODS = {"paper": "training-free (Knunyants et al. 2025, Top-K search then Top-K to threshold)",
            "greedy": "training-free (greedy allocation by measured loss per MAC, eventllm.sparsity.allocate)"}
 
@@ -309,8 +310,8 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
         raise ConfigError(f"--max-ppl-increase must be a fraction such as 0.01 (1%), got {max_ppl_increase}")
     if target_sparsity is not None and not (0 < target_sparsity < 1):
         raise ConfigError(f"--target-sparsity must be between 0 and 1, got {target_sparsity}")
-    if scale_search not in ("secant", "bisect"):
-        raise ConfigError(f"unknown scale search {scale_search!r}; use 'secant' or 'bisect'")
+    if scale_search not in SCALE_SEARCHES:
+        raise ConfigError(f"unknown scale search {scale_search!r}; use one of {', '.join(SCALE_SEARCHES)}")
     if not 0 < safety <= 1:
         raise ConfigError(f"safety must be in (0, 1], got {safety}")
     if loss_inc is not None and loss_inc <= 1.0:
