@@ -59,6 +59,10 @@ def fraction(text: str) -> float:
     return _number(text, float, lambda v: 0 < v < 1, "a number strictly between 0 and 1")
 
 
+def decay(text: str) -> float:
+    return _number(text, float, lambda v: 0 <= v < 1, "a decay per step in [0, 1), e.g. 0.995 (0: off)")
+
+
 def _projection_list(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     if not names:
@@ -261,7 +265,8 @@ def _calibrate_by_training(args, loaded, ids) -> int:
 
 
 # options of `calibrate` that only --method finetune reads
-FINETUNE_ONLY = ("output_model", "thresholds", "steps", "max_seconds", "lr", "batch_size", "check_every", "ce_weight")
+FINETUNE_ONLY = ("output_model", "thresholds", "steps", "max_seconds", "lr", "batch_size", "check_every", "ce_weight",
+                 "weight_average", "teacher")
 
 
 def _check_calibrate_args(args) -> None:
@@ -324,14 +329,16 @@ def _calibrate_by_finetuning(args) -> int:
     if tok_src is not None and tok_dst.exists() and tok_dst.read_bytes() != Path(tok_src).read_bytes():
         raise OutputError(f"{tok_dst} is another tokenizer than {loaded.name}'s, and the fine-tuned model needs its own beside "
                           "it; write --output-model into another folder")
+    teacher, reference = _teacher(args, loaded, device)
     check_ids = _tokens(loaded, args.data, args.split, None)
     train_ids = cached_token_stream(args.data, "train", loaded.tokenizer, progress=not args.quiet)
     print(f"start: {loaded.thresholds or 'θ = 0 (natural sparsity)'}; training on {args.data} [train], {len(train_ids):,} tokens; "
           f"checking on [{args.split}]; device {device}")
-    given = {k: getattr(args, k) for k in ("steps", "max_seconds", "lr", "batch_size", "context", "check_every", "ce_weight")}
+    given = {k: getattr(args, k) for k in ("steps", "max_seconds", "lr", "batch_size", "context", "check_every", "ce_weight",
+                                           "weight_average")}
     res = finetune(m, train_ids, check_ids, target_sparsity=args.target_sparsity, max_ppl_increase=args.max_ppl_increase,
                    check_tokens=args.check_tokens, safety=args.safety, seed=args.seed, device=str(device), progress=not args.quiet,
-                   **{k: v for k, v in given.items() if v is not None})  # the others: finetune's defaults
+                   teacher=teacher, **{k: v for k, v in given.items() if v is not None})  # the others: finetune's defaults
     rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g}" for p in m.PROJECTIONS] for i in range(m.n_layer)]
     print(format_table(["layer", *m.PROJECTIONS], rows, title="Thresholds θ of the fine-tuned model"))
     if m.head_threshold:
@@ -346,10 +353,10 @@ def _calibrate_by_finetuning(args) -> int:
     bound = ("" if res.within_bound is None else " (within the bound)" if res.within_bound else
              f" (NOT within {pct(args.safety * args.max_ppl_increase)}: no state was; try a longer run or a lower --lr)")
     print(f"on the check stream ({res.check_tokens:,} tokens of [{args.split}]): perplexity {100 * res.ppl_increase:+.2f}% vs "
-          f"the dense {loaded.name}{bound}; sparsity MAC-weighted {pct(res.natural_mac_weighted)} natural, "
+          f"the dense {reference}{bound}; sparsity MAC-weighted {pct(res.natural_mac_weighted)} natural, "
           f"{pct(res.start_mac_weighted)} at the start → {pct(res.mac_weighted)}, mean over sites {pct(res.natural_sparsity)} → "
           f"{pct(res.sparsity)}")
-    meta = res.meta() | {"finetuned_from": loaded.name, "start_thresholds": loaded.thresholds, "data": args.data,
+    meta = res.meta() | {"finetuned_from": loaded.name, "teacher": reference, "start_thresholds": loaded.thresholds, "data": args.data,
                          "split": args.split, "target_sparsity": args.target_sparsity, "max_ppl_increase": args.max_ppl_increase}
     if tok_src is not None and not tok_dst.exists():
         with atomic_path(tok_dst) as tmp:
@@ -359,8 +366,28 @@ def _calibrate_by_finetuning(args) -> int:
     save_thresholds(m, args.output, str(out_model), meta=meta)
     print(f"wrote {out_model}" + (f" (tokenizer beside it: {tok_dst})" if tok_src is not None else "") + f" and {args.output}")
     print(f"evaluate it: eventllm evaluate --model {out_model} --thresholds {args.output} --data {args.data} --split test "
-          f"(its ppl increase there is against the fine-tuned model at θ = 0; against {loaded.name}: evaluate that too)")
+          f"(its ppl increase there is against the fine-tuned model at θ = 0; against {reference}: evaluate that too)")
     return 0
+
+
+def _teacher(args, loaded, device):
+    """The dense model of --teacher (θ = 0, frozen) and its name, or (None, the student's name) without it: a fine-tuned
+    model fine-tuned again is held to the original model's predictions and perplexity, not to its own."""
+    if args.teacher is None:
+        return None, loaded.name
+    from eventllm.errors import ConfigError
+    from eventllm.pipeline import load
+
+    t = load(args.teacher, None, str(device))
+    fp = lambda tok: getattr(tok, "fingerprint", lambda: type(tok).__name__)()  # noqa: E731
+    if t.model.config.vocab_size != loaded.model.config.vocab_size or fp(t.tokenizer) != fp(loaded.tokenizer):
+        raise ConfigError(f"--teacher {args.teacher} reads text with another tokenizer than {loaded.name} "
+                          f"({t.model.config.vocab_size} vs {loaded.model.config.vocab_size} tokens, or other merges); "
+                          "distil from a model with the student's tokenizer (the one it was fine-tuned from)")
+    t.model.set_thetas(0.0)
+    for p in t.model.parameters():
+        p.requires_grad_(False)
+    return t.model, t.name
 
 
 def cmd_calibrate(args) -> int:
@@ -910,6 +937,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--check-every", type=positive_int, help="steps between checks of the bound on --split (default: 100)")
     ft.add_argument("--ce-weight", type=non_negative_float, help="weight of the cross-entropy on the text beside the KL to "
                     "the dense model (default: 0)")
+    ft.add_argument("--teacher", metavar="MODEL", help="the dense model to distil from and to hold the bound against "
+                    "(θ = 0; default: --model as given); give the original when --model is already fine-tuned")
+    ft.add_argument("--weight-average", type=decay, help="checks measure, and the run keeps, an exponential moving average "
+                    "of the weights with this decay per step (Polyak averaging; quieter than the iterate at a high "
+                    "--lr), e.g. 0.995 (default: 0, off)")
     c.add_argument("-o", "--output", required=True, help="thresholds JSON to write")
     c.add_argument("--device", help="cpu or cuda (default: cpu; finetune: cuda when there is one)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

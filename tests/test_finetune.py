@@ -14,7 +14,7 @@ from eventllm.evaluate.perplexity import perplexity
 from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport
 from eventllm.models.threshold import ActivationThreshold
 from eventllm.sparsity.calibrate import check_stream
-from eventllm.sparsity.finetune import Schedule, SiteTracker, finetune
+from eventllm.sparsity.finetune import Schedule, SiteTracker, WeightAverage, finetune
 
 FAST = dict(batch_size=4, context=32, check_every=10, check_tokens=256, progress=False)
 
@@ -95,11 +95,48 @@ def test_bound_keeps_the_end_state_within_it(small_rwkv, stream):
     assert r.mac_weighted > r.natural_mac_weighted
 
 
+def test_weight_average_is_the_moving_average_and_swaps_back():
+    lin = torch.nn.Linear(3, 2)
+    w0 = lin.weight.detach().clone()
+    avg = WeightAverage(lin, 0.75)
+    expect = w0.clone()
+    for k in range(3):
+        with torch.no_grad():
+            lin.weight.add_(float(k + 1))
+        avg.update()
+        expect = 0.75 * expect + 0.25 * lin.weight.detach()
+    raw = lin.weight.detach().clone()
+    assert torch.allclose(avg.avg[0], expect, atol=1e-6)  # w0 + 0.25·(1·0.75² + 3·0.75 + 6)
+    assert torch.allclose(expect, w0 + 0.25 * (1 * 0.75**2 + 3 * 0.75 + 6), atol=1e-6)
+    with avg.swapped():
+        assert torch.equal(lin.weight, avg.avg[0])
+    assert torch.equal(lin.weight, raw)  # the trained weights again after the block
+    avg.load()
+    assert torch.equal(lin.weight, avg.avg[0])
+    with pytest.raises(ConfigError, match="decay per step"):
+        WeightAverage(lin, 1.0)
+
+
+def test_weight_averaged_run_returns_the_weights_it_measured(small_rwkv, stream):
+    """With --weight-average the checks measure the averaged weights and the run ends on them: the model returned
+    gives the reported check figures, and its weights are not the last iterate's (a plain run from the same seed)."""
+    plain = copy.deepcopy(small_rwkv)
+    r = finetune(small_rwkv, stream, stream, target_sparsity=0.4, steps=20, lr=3e-3, weight_average=0.9, **FAST)
+    assert r.settings["weight_average"] == 0.9
+    check = check_stream(stream, 256, 0)
+    assert perplexity(small_rwkv, check).nll == pytest.approx(r.loss_final, abs=1e-6)
+    q = finetune(plain, stream, stream, target_sparsity=0.4, steps=20, lr=3e-3, **FAST)
+    assert q.settings["weight_average"] == 0.0
+    assert any(not torch.equal(a, b) for a, b in zip(small_rwkv.parameters(), plain.parameters()))
+
+
 def test_bad_requests_name_the_fix(small_rwkv, stream):
     with pytest.raises(ConfigError, match="needs a goal"):
         finetune(small_rwkv, stream, stream, **FAST)
     with pytest.raises(ConfigError, match="between 0 and 1"):
         finetune(small_rwkv, stream, stream, target_sparsity=1.5, **FAST)
+    with pytest.raises(ConfigError, match="--weight-average = 1.5: give a decay per step"):
+        finetune(small_rwkv, stream, stream, target_sparsity=0.5, weight_average=1.5, **FAST)
     with pytest.raises(DataError, match="more than 33 tokens of training text"):
         finetune(small_rwkv, stream[:20], stream, target_sparsity=0.5, **FAST)
     small_rwkv.set_scores("wina")
@@ -134,6 +171,18 @@ def test_cli_writes_a_model_and_thresholds_that_evaluate(tmp_path, capsys, data_
     rc = main(["evaluate", "--model", "zoo:rwkv4-tiny", "--thresholds", str(thr), "--data", str(data_dir / "gutenberg"),
                "--max-tokens", "64", "-q"])
     assert rc == 2 and "fingerprint" in capsys.readouterr().err
+    # fine-tuned again, held to the original (--teacher): the bound's reference is the original's check loss
+    thr2, ft2 = tmp_path / "ft2" / "thr.json", tmp_path / "ft2" / "ft.safetensors"
+    rc = main(["calibrate", "--method", "finetune", "--model", str(ft), "--thresholds", str(thr), "--teacher", "zoo:rwkv4-tiny",
+               "--data", str(data_dir / "gutenberg"), "--target-sparsity", "0.6", "--steps", "2", "--context", "16",
+               "--batch-size", "1", "--check-every", "2", "--check-tokens", "128", "--weight-average", "0.9", "--device", "cpu",
+               "-q", "-o", str(thr2), "--output-model", str(ft2)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "vs the dense zoo:rwkv4-tiny" in out
+    meta2 = json.loads(thr2.read_text())["meta"]
+    assert meta2["teacher"] == "zoo:rwkv4-tiny" and meta2["finetuned_from"] == str(ft)
+    assert meta2["settings"]["weight_average"] == 0.9
+    assert meta2["loss_dense_teacher"] == pytest.approx(doc["meta"]["loss_dense_teacher"], abs=1e-9)
 
 
 def test_cli_refuses_a_foreign_tokenizer_beside_the_model(tmp_path, capsys, data_dir):
