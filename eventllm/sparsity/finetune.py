@@ -420,10 +420,8 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
                               + ("" if ok else "; above the bound: holding"))
             history.append(entry)
         bar.close()
-        if average:  # the run's result is the averaged weights (the ones every check measured)
+        if average:  # the run's result is the averaged weights, the ones every check measured (a last check too)
             average.load()
-            if history[-1].get("check"):  # measured while the raw weights were in place: measure the averaged ones
-                history[-1] = {k: v for k, v in history[-1].items() if k != "check"}
         if not history[-1].get("check"):
             last_check = _check(model, check)
             history[-1] |= {"check": True, "check_mac_weighted": last_check[1].mac_skipped(),
