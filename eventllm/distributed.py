@@ -13,6 +13,7 @@ run with the same --segments. Only rank 0 prints and writes files (`is_main_proc
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 from dataclasses import dataclass
@@ -59,7 +60,17 @@ def init_world(device: str | None = None) -> World:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo")
+        atexit.register(_leave_world)
     return World(dist.get_rank(), dist.get_world_size())
+
+
+def _leave_world() -> None:
+    """Tear the process group down before the interpreter exits: gloo's threads still running at exit made a rank
+    abort now and then ("terminate called without an active exception", SIGABRT) after its work was done."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def segment_bounds(n: int, segments: int) -> list[tuple[int, int]]:
