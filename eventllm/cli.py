@@ -939,7 +939,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the dense model (default: 0)")
     ft.add_argument("--teacher", metavar="MODEL", help="the dense model to distil from and to hold the bound against "
                     "(θ = 0; default: --model as given); give the original when --model is already fine-tuned")
-    ft.add_argument("--weight-average", type=decay, help="checks measure, and the run keeps, an exponential moving average "
+    ft.add_argument("--weight-average", type=decay, metavar="DECAY", help="checks measure, and the run keeps, an exponential moving average "
                     "of the weights with this decay per step (Polyak averaging; quieter than the iterate at a high "
                     "--lr), e.g. 0.995 (default: 0, off)")
     c.add_argument("-o", "--output", required=True, help="thresholds JSON to write")
