@@ -377,10 +377,10 @@ def _teacher(args, loaded, device):
         return None, loaded.name
     from eventllm.errors import ConfigError
     from eventllm.pipeline import load
+    from eventllm.tokenizer import tokenizer_id
 
     t = load(args.teacher, None, str(device))
-    fp = lambda tok: getattr(tok, "fingerprint", lambda: type(tok).__name__)()  # noqa: E731
-    if t.model.config.vocab_size != loaded.model.config.vocab_size or fp(t.tokenizer) != fp(loaded.tokenizer):
+    if t.model.config.vocab_size != loaded.model.config.vocab_size or tokenizer_id(t.tokenizer) != tokenizer_id(loaded.tokenizer):
         raise ConfigError(f"--teacher {args.teacher} reads text with another tokenizer than {loaded.name} "
                           f"({t.model.config.vocab_size} vs {loaded.model.config.vocab_size} tokens, or other merges); "
                           "distil from a model with the student's tokenizer (the one it was fine-tuned from)")

@@ -27,6 +27,7 @@ from typing import Iterator
 import numpy as np
 
 from eventllm.errors import DataError
+from eventllm.tokenizer import tokenizer_id
 
 # A short English paragraph (written for this project) to measure event rates on when no corpus is given.
 SAMPLE_TEXT = (
@@ -241,7 +242,7 @@ def cached_token_stream(path: str | Path, split: str, tok, cache_dir: str | Path
     from tqdm import tqdm
 
     files, _ = _sources(path, split)
-    tok_hash = getattr(tok, "fingerprint", lambda: type(tok).__name__)()
+    tok_hash = tokenizer_id(tok)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     dtype = np.uint16 if tok.vocab_size <= 65536 else np.uint32
     unwrap = float(unwrap)

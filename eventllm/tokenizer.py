@@ -115,6 +115,12 @@ class ByteTokenizer:
         return np.ones(256, dtype=np.int64)
 
 
+def tokenizer_id(tok) -> str:
+    """What tells one tokenizer's token streams from another's: the hash of its file (`HFTokenizer.fingerprint`), or
+    the class of a built-in one (bytes, RWKV World)."""
+    return getattr(tok, "fingerprint", lambda: type(tok).__name__)()
+
+
 def load_tokenizer(folder: str | Path, vocab_size: int) -> Tokenizer:
     """The tokenizer for a model with `vocab_size` tokens stored in (or beside) `folder`."""
     folder = Path(folder)
