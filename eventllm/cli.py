@@ -266,7 +266,7 @@ def _calibrate_by_training(args, loaded, ids) -> int:
 
 # options of `calibrate` that only --method finetune reads
 FINETUNE_ONLY = ("output_model", "thresholds", "steps", "max_seconds", "lr", "batch_size", "check_every", "ce_weight",
-                 "weight_average", "teacher")
+                 "weight_average", "teacher", "output_dtype")
 
 
 def _check_calibrate_args(args) -> None:
@@ -306,6 +306,8 @@ def _check_calibrate_args(args) -> None:
 
 def _calibrate_by_finetuning(args) -> int:
     import shutil
+
+    import torch
 
     from eventllm.atomic import atomic_path
     from eventllm.data import cached_token_stream
@@ -358,16 +360,44 @@ def _calibrate_by_finetuning(args) -> int:
           f"{pct(res.sparsity)}")
     meta = res.meta() | {"finetuned_from": loaded.name, "teacher": reference, "start_thresholds": loaded.thresholds, "data": args.data,
                          "split": args.split, "target_sparsity": args.target_sparsity, "max_ppl_increase": args.max_ppl_increase}
+    if args.output_dtype == "bfloat16":
+        meta["rounded"] = _round_to_bf16(m, check_ids, args, res, reference)
     if tok_src is not None and not tok_dst.exists():
         with atomic_path(tok_dst) as tmp:
             shutil.copy(tok_src, tmp)
     m.to("cpu")
-    save_eventllm(m, out_model, extra={"finetuned_from": loaded.name})
+    save_eventllm(m, out_model, dtype=torch.bfloat16 if args.output_dtype == "bfloat16" else torch.float32,
+                  extra={"finetuned_from": loaded.name})
     save_thresholds(m, args.output, str(out_model), meta=meta)
     print(f"wrote {out_model}" + (f" (tokenizer beside it: {tok_dst})" if tok_src is not None else "") + f" and {args.output}")
     print(f"evaluate it: eventllm evaluate --model {out_model} --thresholds {args.output} --data {args.data} --split test "
           f"(its ppl increase there is against the fine-tuned model at θ = 0; against {reference}: evaluate that too)")
     return 0
+
+
+def _round_to_bf16(m, check_ids, args, res, reference) -> dict:
+    """Round the fine-tuned weights to bfloat16 (half the file: what the zoo ships and what the device brings back)
+    and measure the rounded model on the same check stream, so that the thresholds file (tied to the weights'
+    fingerprint) and its figures are those of the weights written."""
+    import math
+
+    import torch
+
+    from eventllm.report import pct
+    from eventllm.sparsity.calibrate import check_stream
+    from eventllm.sparsity.finetune import _check
+
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(p.to(torch.bfloat16).to(p.dtype))
+    m._fingerprint = None
+    nll, rep = _check(m, check_stream(check_ids, args.check_tokens, args.seed))
+    inc = math.exp(nll - res.loss_dense) - 1
+    print(f"rounded to bfloat16: perplexity {100 * inc:+.2f}% vs the dense {reference} on the check stream"
+          f"{' (over the bound)' if args.max_ppl_increase is not None and inc > args.safety * args.max_ppl_increase else ''}"
+          f"; sparsity MAC-weighted {pct(rep.mac_skipped())}")
+    return {"dtype": "bfloat16", "ppl_increase_on_check_vs_teacher": inc, "mac_weighted_sparsity_on_check": rep.mac_skipped(),
+            "sparsity_on_check": rep.average()}
 
 
 def _teacher(args, loaded, device):
@@ -942,6 +972,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--weight-average", type=decay, metavar="DECAY", help="checks measure, and the run keeps, an exponential moving average "
                     "of the weights with this decay per step (Polyak averaging; quieter than the iterate at a high "
                     "--lr), e.g. 0.995 (default: 0, off)")
+    ft.add_argument("--output-dtype", choices=("float32", "bfloat16"), help="weights of --output-model: float32 (default) "
+                    "or bfloat16 (half the file, as the zoo ships; the rounded model is measured on the check stream again "
+                    "and the thresholds file is tied to it)")
     c.add_argument("-o", "--output", required=True, help="thresholds JSON to write")
     c.add_argument("--device", help="cpu or cuda (default: cpu; finetune: cuda when there is one)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

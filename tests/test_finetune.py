@@ -4,6 +4,7 @@ model and thresholds load and evaluate through the CLI."""
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -176,13 +177,28 @@ def test_cli_writes_a_model_and_thresholds_that_evaluate(tmp_path, capsys, data_
     rc = main(["calibrate", "--method", "finetune", "--model", str(ft), "--thresholds", str(thr), "--teacher", "zoo:rwkv4-tiny",
                "--data", str(data_dir / "gutenberg"), "--target-sparsity", "0.6", "--steps", "2", "--context", "16",
                "--batch-size", "1", "--check-every", "2", "--check-tokens", "128", "--weight-average", "0.9", "--device", "cpu",
-               "-q", "-o", str(thr2), "--output-model", str(ft2)])
+               "--output-dtype", "bfloat16", "-q", "-o", str(thr2), "--output-model", str(ft2)])
     out = capsys.readouterr().out
     assert rc == 0 and "vs the dense zoo:rwkv4-tiny" in out
     meta2 = json.loads(thr2.read_text())["meta"]
     assert meta2["teacher"] == "zoo:rwkv4-tiny" and meta2["finetuned_from"] == str(ft)
     assert meta2["settings"]["weight_average"] == 0.9
     assert meta2["loss_dense_teacher"] == pytest.approx(doc["meta"]["loss_dense_teacher"], abs=1e-9)
+    # written in bfloat16: the thresholds file is tied to the rounded weights, and its "rounded" figures are theirs
+    from safetensors import safe_open
+
+    with safe_open(str(ft2), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    assert "rounded to bfloat16" in out and meta2["rounded"]["dtype"] == "bfloat16"
+    from eventllm.data import cached_token_stream
+    from eventllm.pipeline import load
+    from eventllm.sparsity.finetune import _check
+
+    again = load(str(ft2), thr2)  # refused unless the fingerprint is the bfloat16 model's
+    check = check_stream(cached_token_stream(data_dir / "gutenberg", "valid", again.tokenizer, progress=False), 128, 0)
+    nll, rep = _check(again.model, check)
+    assert math.exp(nll - meta2["loss_dense_teacher"]) - 1 == pytest.approx(meta2["rounded"]["ppl_increase_on_check_vs_teacher"], abs=1e-6)
+    assert rep.mac_skipped() == pytest.approx(meta2["rounded"]["mac_weighted_sparsity_on_check"], abs=1e-9)
 
 
 def test_cli_refuses_a_foreign_tokenizer_beside_the_model(tmp_path, capsys, data_dir):
