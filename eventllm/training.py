@@ -53,6 +53,9 @@ class TrainConfig:
     dtype: str = "bf16"  # autocast dtype on GPU; CPU always trains in float32
     unwrap: float = 0.0  # share of the corpus's pieces whose hard-wrapped lines are joined (data.unwrap_lines); true = 1
     init: str = ""  # weights to start from (an eventllm .safetensors of the same shape): continued training
+    # torch.compile the model for the training and validation steps: false, true (the inductor backend, fused GPU
+    # kernels; benchmarks/training.py --compile measures it) or a torch.compile backend name
+    compile: bool | str = False
     notes: dict = field(default_factory=dict)
 
 
@@ -98,6 +101,13 @@ def _check_values(raw: dict, path: Path) -> None:
     for key in ("name", "arch", "corpus", "tokenizer", "dtype", "init"):
         if key in raw and not isinstance(raw[key], str):
             raise ConfigError(f"{path}: {key} must be a string, got {raw[key]!r}")
+    if "compile" in raw:
+        import torch._dynamo
+
+        v = raw["compile"]
+        if not isinstance(v, (bool, str)) or (isinstance(v, str) and v not in torch._dynamo.list_backends(exclude_tags=())):
+            raise ConfigError(f"{path}: compile = {v!r}: give true, false or a torch.compile backend "
+                              f"({', '.join(torch._dynamo.list_backends())})")
     for key in ("model", "notes"):
         if key in raw and not isinstance(raw[key], dict):
             raise ConfigError(f"{path}: {key} must be a table [{key}], got {raw[key]!r}")
@@ -224,6 +234,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
         model.init_weights(cfg.seed)
     model.to(device).train()
     model.set_dropout(cfg.dropout)
+    # the steps run through `fwd`; `model` (the same parameters) is what is saved and checkpointed
+    fwd = (torch.compile(model, backend="inductor" if cfg.compile is True else cfg.compile) if cfg.compile else model)
     decay = [p for n, p in model.named_parameters() if p.dim() == 2 and "emb" not in n and "embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.dim() == 2 and "emb" not in n and "embed" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -251,7 +263,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
     for step in bar:
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             stopped_early = step
-            vl = validation_loss(model, valid_ids, cfg, autocast_dtype)
+            vl = validation_loss(fwd, valid_ids, cfg, autocast_dtype)
             history.append({"step": step, "train_loss": loss.item(), "valid_loss": vl, "lr": lr_at(step, cfg)})
             if vl < best[0]:
                 best = (vl, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, step)
@@ -263,7 +275,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
         idx = torch.from_numpy(rng.integers(0, len(train_ids) - cfg.context - 1, size=cfg.batch_size)).to(device)
         offs = idx[:, None] + torch.arange(cfg.context + 1, device=device)[None, :]
         chunk = train_ids[offs].long()
-        loss = _loss(model, chunk[:, :-1], chunk[:, 1:], autocast_dtype)
+        loss = _loss(fwd, chunk[:, :-1], chunk[:, 1:], autocast_dtype)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -272,7 +284,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_done / (time.perf_counter() - t0):,.0f}")
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
-            vl = validation_loss(model, valid_ids, cfg, autocast_dtype)
+            vl = validation_loss(fwd, valid_ids, cfg, autocast_dtype)
             history.append({"step": step + 1, "train_loss": loss.item(), "valid_loss": vl, "lr": lr_at(step, cfg)})
             rate = tokens_done / (time.perf_counter() - t0)
             bar.write(f"step {step + 1}: train loss {loss.item():.3f}  valid loss {vl:.3f}  (ppl {math.exp(vl):.1f})  {rate:,.0f} tok/s")
