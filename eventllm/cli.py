@@ -628,9 +628,9 @@ def _graph_model(args, graph):
         # as `build` computed them (distributed.simulate_segments checks the vectors are the graph's)
         model.set_scores("wina")
     if args.device:
-        import torch
+        from eventllm.models.device import torch_device
 
-        model.to(torch.device(args.device))
+        model.to(torch_device(args.device))
     return model
 
 
@@ -642,14 +642,14 @@ def _simulate_text(args, graph, mapping, costs) -> int:
     from eventllm.tokenizer import load_tokenizer
 
     world = init_world(args.device)
+    engine = args.engine or "trace"
+    model = _graph_model(args, graph) if engine == "trace" else None  # a wrong --model or --device before the text is read
     vocab = graph["emb"].vars["weights"].value.shape[0] if "emb" in graph.processes else 0
     ids = cached_token_stream(args.data, args.split, load_tokenizer(args.graph, vocab), progress=not args.quiet)
     ids = (ids[: args.max_tokens] if args.max_tokens else ids).astype("int64").tolist()
     if len(ids) < 2:
         raise DataError(f"{args.data} (split {args.split}): fewer than 2 tokens of text; pass a larger text")
-    engine = args.engine or "trace"
     modes = ("thresholded", "natural", "dense") if args.compare_dense else ("thresholded",)
-    model = _graph_model(args, graph) if engine == "trace" else None
     runs = simulate_segments(graph, mapping, costs, ids, modes, args.segments, world, engine, model, progress=not args.quiet)
     from sim.report import settings
 

@@ -37,9 +37,9 @@ def load(model_spec: str, thresholds: str | Path | None = None, device: str | No
 
     loaded = load_model(model_spec)
     if device:
-        import torch
+        from eventllm.models.device import torch_device
 
-        loaded.model.to(torch.device(device))
+        loaded.model.to(torch_device(device))
     path = shipped_thresholds(model_spec) if thresholds == "shipped" else (thresholds or None)
     from eventllm.models.quantize import apply_precision
 

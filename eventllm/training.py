@@ -27,6 +27,7 @@ from eventllm.config import read_toml
 from eventllm.errors import ConfigError
 from eventllm.models import build_model
 from eventllm.models.checkpoints import save_eventllm
+from eventllm.models.device import torch_device
 from eventllm.tokenizer import HFTokenizer
 
 
@@ -205,9 +206,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
     """
     from tqdm import tqdm
 
+    device = str(torch_device(device))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 

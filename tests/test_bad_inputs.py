@@ -254,6 +254,13 @@ CASES = {
     "demo-max-tokens-0": (lambda w, t: ["demo", "--max-tokens", "0", "-o", "OUT"], "argument --max-tokens"),
     "train-steps-0": (lambda w, t: ["train", "c.toml", "--steps", "0", "-o", "OUT"], "argument --steps"),
     "map-seed-negative": (lambda w, t: ["map", w.graph, "--seed", "-1", "-o", "OUT"], "argument --seed"),
+    # devices torch does not know
+    "evaluate-bad-device": (lambda w, t: ["evaluate", "--model", w.model, "--data", w.text, "--device", "abacus", "--json", "OUT"],
+                            "--device 'abacus' is not a device"),
+    "simulate-bad-device": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--data", w.text, "--max-tokens", "8",
+                                          "--device", "abacus", "--json", "OUT"], "--device 'abacus' is not a device"),
+    "train-bad-device": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="", n_layer=2)), "--device", "abacus", "-o", "OUT"],
+                         "--device 'abacus' is not a device"),
     # outputs
     "build-into-foreign-folder": (lambda w, t: ["build", "--model", w.model, "-o", str(_foreign(t))], "not an eventllm graph"),
     "build-into-a-file": (lambda w, t: ["build", "--model", w.model, "-o", _file(t, "afile", "keep me")], "is a file"),
