@@ -259,6 +259,8 @@ CASES = {
                             "--device 'abacus' is not a device"),
     "simulate-bad-device": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--data", w.text, "--max-tokens", "8",
                                           "--device", "abacus", "--json", "OUT"], "--device 'abacus' is not a device"),
+    "train-into-a-file": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="", n_layer=2)), "-o", _file(t, "afile", "keep me")],
+                          "is a file; give a folder name"),
     "train-bad-device": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="", n_layer=2)), "--device", "abacus", "-o", "OUT"],
                          "--device 'abacus' is not a device"),
     # outputs
@@ -358,6 +360,14 @@ def test_allow_partial_runs_missing_sites_at_zero(w, tmp_path, capsys):
     assert rc == 0
     assert any("θ = 0" in line and "layer 1 att.key" in line for line in lines)
     assert (out / "graph.json").exists()
+
+
+def test_train_on_a_corpus_shorter_than_a_window(tmp_path, capsys):
+    _file(tmp_path, "c.txt", TEXT)  # one paragraph: its valid split is empty
+    cfg = _file(tmp_path, "c.toml", TRAIN.format(extra="vocab_size = 300\ncontext = 16", n_layer=1))
+    rc, lines, _ = run(["train", cfg, "--steps", "1", "-q", "-o", str(tmp_path / "out")], capsys)
+    assert rc == 2 and len(lines) == 1, lines
+    assert "the valid split has 1 tokens, too few for windows of context = 16" in lines[0]
 
 
 def test_build_force_replaces_a_foreign_folder(w, tmp_path, capsys):
