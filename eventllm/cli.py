@@ -494,6 +494,18 @@ def cmd_map(args) -> int:
     from eventllm.report import format_table
     from mapping import map_graph
 
+    if args.heatmap is not None:  # refused before the mapping is made (and written)
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        from eventllm.errors import ConfigError
+
+        if args.no_heatmap:
+            raise ConfigError(f"--heatmap {args.heatmap} names the heat map that --no-heatmap turns off; drop one of them")
+        kinds = FigureCanvasBase.get_supported_filetypes()
+        kind = Path(args.heatmap).suffix[1:].lower()
+        if kind and kind not in kinds:
+            raise ConfigError(f"--heatmap {args.heatmap}: cannot draw a .{kind} picture; give a name ending in .png "
+                              f"(or {', '.join('.' + k for k in sorted(kinds) if k != 'png')})")
     graph = ProcessGraph.load(args.graph)
     m = map_graph(graph, args.topology, placement=args.placement, seed=args.seed, fill=args.fill)
     s = m.summary()

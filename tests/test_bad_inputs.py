@@ -254,6 +254,10 @@ CASES = {
     "demo-max-tokens-0": (lambda w, t: ["demo", "--max-tokens", "0", "-o", "OUT"], "argument --max-tokens"),
     "train-steps-0": (lambda w, t: ["train", "c.toml", "--steps", "0", "-o", "OUT"], "argument --steps"),
     "map-seed-negative": (lambda w, t: ["map", w.graph, "--seed", "-1", "-o", "OUT"], "argument --seed"),
+    # heat maps
+    "map-heatmap-unknown-format": (lambda w, t: ["map", w.graph, "--heatmap", str(t / "heat.xyz"), "-o", "OUT"], "cannot draw a .xyz picture"),
+    "map-heatmap-and-no-heatmap": (lambda w, t: ["map", w.graph, "--heatmap", str(t / "heat.png"), "--no-heatmap", "-o", "OUT"],
+                                   "drop one of them"),
     # devices torch does not know
     "evaluate-bad-device": (lambda w, t: ["evaluate", "--model", w.model, "--data", w.text, "--device", "abacus", "--json", "OUT"],
                             "--device 'abacus' is not a device"),
