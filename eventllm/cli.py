@@ -546,6 +546,11 @@ def cmd_simulate(args) -> int:
     from sim.costs import load_costs
     from sim.report import simulate
 
+    given = [f for f, v in (("--data", args.data), ("--token-ids", args.token_ids), ("--prompt", args.prompt)) if v is not None]
+    if len(given) > 1:
+        raise ConfigError(f"{given[0]} and {given[1]} both give the tokens to run; pass only one of --data, --token-ids and --prompt")
+    if args.segments > 1 and args.data is None:
+        raise ConfigError("--segments cuts the text of --data; drop it, or pass --data")
     graph = ProcessGraph.load(args.graph)
     mapping = Mapping.load(args.mapping, graph)
     costs = load_costs(args.costs or mapping.topology.name)
@@ -556,17 +561,21 @@ def cmd_simulate(args) -> int:
             raise ConfigError("--backend lava runs a prompt token by token (about 0.3 tokens/s on the tiny model); "
                               "drop --data and pass --prompt or --token-ids")
         return _simulate_text(args, graph, mapping, costs)
-    if args.token_ids:
+    vocab = graph["emb"].vars["weights"].value.shape[0] if "emb" in graph.processes else 0
+    if args.token_ids is not None:
         try:
             tokens = [int(t) for t in args.token_ids.split(",")]
         except ValueError:
             raise ConfigError(f"--token-ids must be comma-separated integers, got {args.token_ids!r}") from None
+        bad = [t for t in tokens if vocab and not 0 <= t < vocab]
+        if bad:  # the trace engine's torch model would fail with an IndexError
+            raise ConfigError(f"--token-ids: {bad[0]} is outside the graph's vocabulary (0..{vocab - 1}); give ids of its tokenizer")
     else:
         from eventllm.tokenizer import load_tokenizer
 
         if not (Path(args.graph) / "tokenizer.json").exists():
             raise ConfigError(f"{args.graph} has no tokenizer.json (built from a model without one); pass --token-ids")
-        vocab = graph["emb"].vars["weights"].value.shape[0] if "emb" in graph.processes else 0
+        args.prompt = SIMULATE_PROMPT if args.prompt is None else args.prompt
         tokens = load_tokenizer(args.graph, vocab).encode(args.prompt)
     tokens = tokens[: args.max_tokens or 64]
     if not tokens:
@@ -583,7 +592,7 @@ def cmd_simulate(args) -> int:
 
     info = {"graph": str(args.graph), "model": graph.meta.get("model") or args.graph, "mapping": str(args.mapping),
             "topology": mapping.topology.name, "costs": costs.name, "settings": settings(graph),
-            "prompt": args.prompt if not args.token_ids else None, "token_ids": tokens}
+            "prompt": args.prompt, "token_ids": tokens}
     if args.backend == "lava":
         info["lava"] = _simulate_on_lava(args, runs["thresholded"], tokens)
     return _simulate_report(args, runs, info, mapping, len(tokens))
@@ -834,6 +843,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+SIMULATE_PROMPT = "It was a bright cold day in April, and the clocks were striking thirteen."
 LAVA_BLOCKS = ("with --backend lava: hierarchical (a Lava process per process of the graph, a hierarchical process per "
                "layer) or fused (each layer one Lava process running the layer's process models: much faster) (default: %(default)s)")
 ALLOW_PARTIAL = "accept a thresholds file that lacks some sites (they run at θ = 0, and are listed)"
@@ -993,8 +1003,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("graph", help="graph folder (from `eventllm build`)")
     sm.add_argument("--mapping", required=True, help="mapping JSON (from `eventllm map`)")
     sm.add_argument("--costs", help="cost preset (seneca, loihi2) or TOML file (default: the mapping's topology preset)")
-    sm.add_argument("--prompt", default="It was a bright cold day in April, and the clocks were striking thirteen.",
-                    help="text to run (default: %(default)r)")
+    sm.add_argument("--prompt", help=f"text to run (default: {SIMULATE_PROMPT!r})")
     sm.add_argument("--token-ids", help="comma-separated token ids instead of --prompt")
     sm.add_argument("--data", help="a whole text instead of a prompt: a .txt(.xz) file or a folder of them")
     sm.add_argument("--split", default="all", choices=["all", "train", "valid", "test"], help="part of each book for --data (default: %(default)s)")

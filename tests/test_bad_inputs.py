@@ -254,6 +254,17 @@ CASES = {
     "demo-max-tokens-0": (lambda w, t: ["demo", "--max-tokens", "0", "-o", "OUT"], "argument --max-tokens"),
     "train-steps-0": (lambda w, t: ["train", "c.toml", "--steps", "0", "-o", "OUT"], "argument --steps"),
     "map-seed-negative": (lambda w, t: ["map", w.graph, "--seed", "-1", "-o", "OUT"], "argument --seed"),
+    # what simulate runs
+    "simulate-token-id-outside-vocab-trace": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--engine", "trace", "--token-ids", "1,99999",
+                                                            "--json", "OUT"], "99999 is outside the graph's vocabulary (0..255)"),
+    "simulate-token-ids-empty": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "", "--json", "OUT"],
+                                 "--token-ids must be comma-separated integers, got ''"),
+    "simulate-data-and-token-ids": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--data", w.text, "--token-ids", "1,2",
+                                                  "--json", "OUT"], "pass only one of --data, --token-ids and --prompt"),
+    "simulate-prompt-and-token-ids": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--prompt", "hi", "--token-ids", "1,2",
+                                                    "--json", "OUT"], "--token-ids and --prompt both give the tokens"),
+    "simulate-segments-without-data": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "1,2", "--segments", "3",
+                                                     "--json", "OUT"], "--segments cuts the text of --data"),
     # heat maps
     "map-heatmap-unknown-format": (lambda w, t: ["map", w.graph, "--heatmap", str(t / "heat.xyz"), "-o", "OUT"], "cannot draw a .xyz picture"),
     "map-heatmap-and-no-heatmap": (lambda w, t: ["map", w.graph, "--heatmap", str(t / "heat.png"), "--no-heatmap", "-o", "OUT"],
