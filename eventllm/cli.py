@@ -736,19 +736,29 @@ def _session_summary_table(summary: dict) -> str:
 
 
 def cmd_generate(args) -> int:
+    from eventllm.generate import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
     from eventllm.generate.backends import make_backend
     from eventllm.generate.sampling import Sampling
     from eventllm.generate.session import Session
     from eventllm.errors import ConfigError
 
+    if args.prompt is not None and not args.prompt.strip():
+        raise ConfigError("--prompt is empty; give some text, or leave --prompt out for an interactive session")
     if not args.prompt and sys.stdin is None:
         raise ConfigError("no --prompt and no standard input (it is closed); pass --prompt TEXT or pipe prompts in, one per line")
+    if args.thresholds and args.no_thresholds:
+        raise ConfigError(f"--thresholds {args.thresholds} and --no-thresholds contradict each other; drop one of them")
+    if args.costs and args.backend != "sim":
+        raise ConfigError(f"--costs prices the simulator's events; drop it with --backend {args.backend}, or use --backend sim")
+    if args.greedy and (args.temperature is not None or args.top_p is not None):
+        raise ConfigError("--greedy decodes without sampling; drop --temperature and --top-p (or --greedy)")
     args.device = None
     loaded = _load(args, thresholds=False if args.no_thresholds else (args.thresholds or "shipped"))
     thresholds = loaded.thresholds
     backend = make_backend(args.backend, loaded.model, args.topology, args.costs, loaded.name, args.lava_blocks)
     # one prompt: continue it for --max-tokens; a conversation: a reply ends at a blank line
-    sampling = Sampling.greedy() if args.greedy else Sampling(args.temperature, args.top_p, args.seed)
+    sampling = Sampling.greedy() if args.greedy else Sampling(DEFAULT_TEMPERATURE if args.temperature is None else args.temperature,
+                                                              DEFAULT_TOP_P if args.top_p is None else args.top_p, args.seed)
     session = Session(backend, loaded.tokenizer, sampling, args.max_tokens,
                       stop_at_blank_line=not args.prompt)
     where = f" on {backend.mapping.topology.name} ({backend.mapping.cores_used} cores)" if args.backend == "sim" else ""
@@ -1036,8 +1046,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--costs", help="cost preset or TOML for the sim backend (default: the topology's preset)")
     g.add_argument("--prompt", help="one prompt; without it: an interactive session (or one prompt per line on stdin)")
     g.add_argument("--max-tokens", type=positive_int, default=64, help="tokens to generate per prompt (default: %(default)s)")
-    g.add_argument("--temperature", type=non_negative_float, default=DEFAULT_TEMPERATURE, help="sampling temperature; 0 for greedy decoding (default: %(default)s)")
-    g.add_argument("--top-p", type=probability, default=DEFAULT_TOP_P, help="nucleus sampling mass (default: %(default)s)")
+    g.add_argument("--temperature", type=non_negative_float, help=f"sampling temperature; 0 for greedy decoding (default: {DEFAULT_TEMPERATURE})")
+    g.add_argument("--top-p", type=probability, help=f"nucleus sampling mass (default: {DEFAULT_TOP_P})")
     g.add_argument("--greedy", action="store_true", help="greedy decoding (same as --temperature 0)")
     g.add_argument("--seed", type=seed, default=1, help="sampling seed (default: %(default)s)")
     _precision_args(g)

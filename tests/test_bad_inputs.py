@@ -248,6 +248,16 @@ CASES = {
     "generate-top-p-above-1": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--top-p", "1.5", "--json", "OUT"], "argument --top-p"),
     "generate-max-tokens-negative": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--max-tokens", "-1", "--json", "OUT"], "argument --max-tokens"),
     "generate-max-tokens-text": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--max-tokens", "many", "--json", "OUT"], "not an integer"),
+    "generate-empty-prompt": (lambda w, t: ["generate", "--model", w.model, "--prompt", "", "--json", "OUT"], "--prompt is empty"),
+    "generate-blank-prompt": (lambda w, t: ["generate", "--model", w.model, "--prompt", " \n", "--json", "OUT"], "--prompt is empty"),
+    "generate-thresholds-and-no-thresholds": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--thresholds", str(w.thr),
+                                                            "--no-thresholds", "--json", "OUT"], "contradict each other"),
+    "generate-costs-on-torch": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--backend", "torch", "--costs", "seneca",
+                                              "--json", "OUT"], "drop it with --backend torch"),
+    "generate-greedy-and-temperature": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--greedy", "--temperature", "0.5",
+                                                      "--json", "OUT"], "--greedy decodes without sampling"),
+    "generate-greedy-and-top-p": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--greedy", "--top-p", "0.5",
+                                                "--json", "OUT"], "--greedy decodes without sampling"),
     "evaluate-max-tokens-0": (lambda w, t: ["evaluate", "--model", w.model, "--data", w.text, "--max-tokens", "0", "--json", "OUT"], "argument --max-tokens"),
     "build-tokens-0": (lambda w, t: ["build", "--model", w.model, "--tokens", "0", "-o", "OUT"], "argument --tokens"),
     "simulate-max-tokens-0": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--max-tokens", "0", "--json", "OUT"], "argument --max-tokens"),
@@ -353,6 +363,23 @@ def test_bad_input_one_line_exit_2_nothing_written(case, with_old_output, w, tmp
     assert after == siblings, f"left behind: {sorted(p.name for p in after - siblings)}"
     if case == "pth-pickle-payload":
         assert not (tmp_path / "payload-ran").exists(), "the pickle payload ran"
+
+
+@pytest.mark.parametrize("temperature", [1e-30, 1e-40, 1e-320])
+def test_a_vanishing_temperature_decodes_greedily(temperature):
+    """(1e-320 overflowed the logits to inf, and torch.multinomial raised a RuntimeError traceback.)"""
+    import torch
+
+    from eventllm.generate.sampling import Sampling, next_token
+
+    logits = torch.tensor([1.0, 5.0, -3.0, 4.5])
+    assert next_token(logits, Sampling(temperature, 0.9, 1), torch.Generator().manual_seed(0)) == 1
+
+
+def test_generate_with_a_vanishing_temperature(w, capsys):
+    rc, lines, _ = run(["generate", "--model", w.model, "--prompt", "a", "--backend", "torch", "--max-tokens", "2", "--temperature", "1e-320",
+                        "-q"], capsys)
+    assert rc == 0 and not any("Traceback" in line for line in lines), lines
 
 
 def test_generate_with_stdin_closed(w, capsys, monkeypatch):
