@@ -264,6 +264,10 @@ CASES = {
     "demo-max-tokens-0": (lambda w, t: ["demo", "--max-tokens", "0", "-o", "OUT"], "argument --max-tokens"),
     "train-steps-0": (lambda w, t: ["train", "c.toml", "--steps", "0", "-o", "OUT"], "argument --steps"),
     "map-seed-negative": (lambda w, t: ["map", w.graph, "--seed", "-1", "-o", "OUT"], "argument --seed"),
+    # zero-shot task files
+    "task-file-binary": (lambda w, t: ["evaluate", "--model", w.model, "--tasks", "lambada=" + _file(t, "l.jsonl", BINARY), "--json", "OUT"],
+                         "l.jsonl: not UTF-8 text"),
+    "task-file-is-a-folder": (lambda w, t: ["evaluate", "--model", w.model, "--tasks", f"lambada={t}", "--json", "OUT"], "is a folder"),
     # what simulate runs
     "simulate-token-id-outside-vocab-trace": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--engine", "trace", "--token-ids", "1,99999",
                                                             "--json", "OUT"], "99999 is outside the graph's vocabulary (0..255)"),
