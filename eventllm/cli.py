@@ -20,6 +20,17 @@ def _write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def _check_outputs(*files, folder=None) -> None:
+    """The outputs a command will write (None: not asked for), refused before the work rather than after it."""
+    from eventllm.atomic import check_output
+
+    for path in files:
+        if path is not None:
+            check_output(path)
+    if folder is not None:
+        check_output(folder, folder=True)
+
+
 # --- option types: argparse itself refuses a bad number ("argument --top-p: …", exit 2) ----------------
 def _number(text: str, kind: type, ok, want: str):
     try:
@@ -177,6 +188,7 @@ def cmd_evaluate(args) -> int:
     from eventllm.report import format_table, pct
 
     specs = _task_specs(args.tasks, args.task_data)
+    _check_outputs(args.json)
     if any(n == "ppl" for n, _ in specs) and not args.data:
         raise ConfigError("the ppl task needs text: pass --data (e.g. ../shared/data/gutenberg), or drop ppl from --tasks")
     from eventllm.distributed import evaluate_segments, init_world
@@ -396,6 +408,7 @@ def cmd_calibrate(args) -> int:
     from eventllm.sparsity.thresholds import save_thresholds
 
     _check_calibrate_args(args)
+    _check_outputs(args.output, args.output_model)
     if args.method == "finetune":
         return _calibrate_by_finetuning(args)
     args.context = args.context or 256
@@ -506,6 +519,7 @@ def cmd_map(args) -> int:
         if kind and kind not in kinds:
             raise ConfigError(f"--heatmap {args.heatmap}: cannot draw a .{kind} picture; give a name ending in .png "
                               f"(or {', '.join('.' + k for k in sorted(kinds) if k != 'png')})")
+    _check_outputs(args.output, None if args.no_heatmap else args.heatmap or Path(args.output).with_suffix(".png"))
     graph = ProcessGraph.load(args.graph)
     m = map_graph(graph, args.topology, placement=args.placement, seed=args.seed, fill=args.fill)
     s = m.summary()
@@ -551,6 +565,7 @@ def cmd_simulate(args) -> int:
         raise ConfigError(f"{given[0]} and {given[1]} both give the tokens to run; pass only one of --data, --token-ids and --prompt")
     if args.segments > 1 and args.data is None:
         raise ConfigError("--segments cuts the text of --data; drop it, or pass --data")
+    _check_outputs(args.json, folder=args.report)
     graph = ProcessGraph.load(args.graph)
     mapping = Mapping.load(args.mapping, graph)
     costs = load_costs(args.costs or mapping.topology.name)
@@ -752,6 +767,7 @@ def cmd_generate(args) -> int:
         raise ConfigError(f"--costs prices the simulator's events; drop it with --backend {args.backend}, or use --backend sim")
     if args.greedy and (args.temperature is not None or args.top_p is not None):
         raise ConfigError("--greedy decodes without sampling; drop --temperature and --top-p (or --greedy)")
+    _check_outputs(args.json)
     args.device = None
     loaded = _load(args, thresholds=False if args.no_thresholds else (args.thresholds or "shipped"))
     thresholds = loaded.thresholds

@@ -293,6 +293,22 @@ CASES = {
     "train-bad-device": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="", n_layer=2)), "--device", "abacus", "-o", "OUT"],
                          "--device 'abacus' is not a device"),
     # outputs
+    # outputs that cannot be written, refused before the work (no progress bar or status line before the error)
+    "evaluate-json-is-a-folder": (lambda w, t: ["evaluate", "--model", w.model, "--data", w.text, "--json", str(_foreign(t))],
+                                  "is a folder; give a file name for the output"),
+    "calibrate-output-is-a-folder": (lambda w, t: ["calibrate", "--model", w.model, "--data", w.text, "--split", "all", "-o", str(_foreign(t))],
+                                     "is a folder; give a file name for the output"),
+    "finetune-output-model-under-a-file": (lambda w, t: ["calibrate", "--method", "finetune", "--model", w.model, "--data", w.text,
+                                                         "--target-sparsity", "0.5", "--output-model", w.text + "/ft.safetensors", "-o", "OUT"],
+                                           "text.txt is a file); choose another output path"),
+    "generate-json-is-a-folder": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--max-tokens", "2", "--json", str(_foreign(t))],
+                                  "is a folder; give a file name for the output"),
+    "simulate-json-is-a-folder": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "1,2", "--json", str(_foreign(t))],
+                                  "is a folder; give a file name for the output"),
+    "simulate-report-under-a-file": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "1,2", "--report", w.text + "/rep",
+                                                   "--json", "OUT"], "text.txt is a file); choose another output path"),
+    "map-heatmap-under-a-file": (lambda w, t: ["map", w.graph, "--heatmap", w.text + "/heat.png", "-o", "OUT"],
+                                 "text.txt is a file); choose another output path"),
     "build-into-foreign-folder": (lambda w, t: ["build", "--model", w.model, "-o", str(_foreign(t))], "not an eventllm graph"),
     "build-into-a-file": (lambda w, t: ["build", "--model", w.model, "-o", _file(t, "afile", "keep me")], "is a file"),
 }
