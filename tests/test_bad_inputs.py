@@ -279,6 +279,11 @@ CASES = {
                                                     "--json", "OUT"], "--token-ids and --prompt both give the tokens"),
     "simulate-segments-without-data": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "1,2", "--segments", "3",
                                                      "--json", "OUT"], "--segments cuts the text of --data"),
+    # precision options that quantise nothing
+    "quantize-without-bits": (lambda w, t: ["evaluate", "--model", w.model, "--data", w.text, "--quantize", "att.key", "--json", "OUT"],
+                              "--quantize says how to quantise, but nothing is quantised at 16 bits"),
+    "quant-method-at-16-bits": (lambda w, t: ["build", "--model", w.model, "--quant-method", "rtn", "--weight-bits", "16", "-o", "OUT"],
+                                "--quant-method says how to quantise, but nothing is quantised at 16 bits"),
     # heat maps
     "map-heatmap-unknown-format": (lambda w, t: ["map", w.graph, "--heatmap", str(t / "heat.xyz"), "-o", "OUT"], "cannot draw a .xyz picture"),
     "map-heatmap-and-no-heatmap": (lambda w, t: ["map", w.graph, "--heatmap", str(t / "heat.png"), "--no-heatmap", "-o", "OUT"],
