@@ -130,6 +130,10 @@ def cmd_info(args) -> int:
     from eventllm.models.registry import zoo_card, zoo_names
     from eventllm.report import format_table
 
+    if not args.model and args.thresholds:
+        from eventllm.errors import ConfigError
+
+        raise ConfigError(f"--thresholds {args.thresholds} is applied to a model: add --model (the one it was calibrated for)")
     if not args.model:
         import torch
 

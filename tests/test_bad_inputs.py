@@ -284,6 +284,7 @@ CASES = {
                               "--quantize says how to quantise, but nothing is quantised at 16 bits"),
     "quant-method-at-16-bits": (lambda w, t: ["build", "--model", w.model, "--quant-method", "rtn", "--weight-bits", "16", "-o", "OUT"],
                                 "--quant-method says how to quantise, but nothing is quantised at 16 bits"),
+    "info-thresholds-without-model": (lambda w, t: ["info", "--thresholds", str(w.thr)], "add --model"),
     # heat maps
     "map-heatmap-unknown-format": (lambda w, t: ["map", w.graph, "--heatmap", str(t / "heat.xyz"), "-o", "OUT"], "cannot draw a .xyz picture"),
     "map-heatmap-and-no-heatmap": (lambda w, t: ["map", w.graph, "--heatmap", str(t / "heat.png"), "--no-heatmap", "-o", "OUT"],
