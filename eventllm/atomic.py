@@ -58,12 +58,28 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
+def check_output(path: str | Path, folder: bool = False) -> None:
+    """Refuse now, before a long run, an output that `atomic_path` (or, `folder=True`, `atomic_folder`) would refuse
+    at its end: a folder where a file goes (a file where a folder goes), or a parent that is a file or not writable."""
+    path = Path(path)
+    if folder and path.exists() and not path.is_dir():
+        raise OutputError(f"{path} is a file; give a folder name for the output")
+    if not folder and path.is_dir():
+        raise OutputError(f"{path} is a folder; give a file name for the output")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:  # the folder that would hold the new ones
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot create the folder for {path} ({parent} is a file); choose another output path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {path} (no permission to write in {parent}); choose another output path")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path to write; on success it replaces `path`, on any error or interrupt it is removed."""
     path = Path(path)
-    if path.is_dir():
-        raise OutputError(f"{path} is a folder; give a file name for the output")
+    check_output(path)
     _parent(path)
     tmp = _sibling(path, "tmp")
     try:
@@ -93,8 +109,7 @@ def atomic_folder(path: str | Path, merge: bool = False) -> Iterator[Path]:
     other files of the user's): each entry of the new folder replaces the entry of the same name in `path`.
     """
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputError(f"{path} is a file; give a folder name for the output")
+    check_output(path, folder=True)
     _parent(path)
     tmp = _sibling(path, "tmp")
     old = _sibling(path, "old")

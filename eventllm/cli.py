@@ -20,6 +20,17 @@ def _write_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
+def _check_outputs(*files, folder=None) -> None:
+    """The outputs a command will write (None: not asked for), refused before the work rather than after it."""
+    from eventllm.atomic import check_output
+
+    for path in files:
+        if path is not None:
+            check_output(path)
+    if folder is not None:
+        check_output(folder, folder=True)
+
+
 # --- option types: argparse itself refuses a bad number ("argument --top-p: …", exit 2) ----------------
 def _number(text: str, kind: type, ok, want: str):
     try:
@@ -119,6 +130,10 @@ def cmd_info(args) -> int:
     from eventllm.models.registry import zoo_card, zoo_names
     from eventllm.report import format_table
 
+    if not args.model and args.thresholds:
+        from eventllm.errors import ConfigError
+
+        raise ConfigError(f"--thresholds {args.thresholds} is applied to a model: add --model (the one it was calibrated for)")
     if not args.model:
         import torch
 
@@ -177,6 +192,7 @@ def cmd_evaluate(args) -> int:
     from eventllm.report import format_table, pct
 
     specs = _task_specs(args.tasks, args.task_data)
+    _check_outputs(args.json)
     if any(n == "ppl" for n, _ in specs) and not args.data:
         raise ConfigError("the ppl task needs text: pass --data (e.g. ../shared/data/gutenberg), or drop ppl from --tasks")
     from eventllm.distributed import evaluate_segments, init_world
@@ -426,6 +442,7 @@ def cmd_calibrate(args) -> int:
     from eventllm.sparsity.thresholds import save_thresholds
 
     _check_calibrate_args(args)
+    _check_outputs(args.output, args.output_model)
     if args.method == "finetune":
         return _calibrate_by_finetuning(args)
     args.context = args.context or 256
@@ -524,6 +541,19 @@ def cmd_map(args) -> int:
     from eventllm.report import format_table
     from mapping import map_graph
 
+    if args.heatmap is not None:  # refused before the mapping is made (and written)
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        from eventllm.errors import ConfigError
+
+        if args.no_heatmap:
+            raise ConfigError(f"--heatmap {args.heatmap} names the heat map that --no-heatmap turns off; drop one of them")
+        kinds = FigureCanvasBase.get_supported_filetypes()
+        kind = Path(args.heatmap).suffix[1:].lower()
+        if kind and kind not in kinds:
+            raise ConfigError(f"--heatmap {args.heatmap}: cannot draw a .{kind} picture; give a name ending in .png "
+                              f"(or {', '.join('.' + k for k in sorted(kinds) if k != 'png')})")
+    _check_outputs(args.output, None if args.no_heatmap else args.heatmap or Path(args.output).with_suffix(".png"))
     graph = ProcessGraph.load(args.graph)
     m = map_graph(graph, args.topology, placement=args.placement, seed=args.seed, fill=args.fill)
     s = m.summary()
@@ -564,6 +594,12 @@ def cmd_simulate(args) -> int:
     from sim.costs import load_costs
     from sim.report import simulate
 
+    given = [f for f, v in (("--data", args.data), ("--token-ids", args.token_ids), ("--prompt", args.prompt)) if v is not None]
+    if len(given) > 1:
+        raise ConfigError(f"{given[0]} and {given[1]} both give the tokens to run; pass only one of --data, --token-ids and --prompt")
+    if args.segments > 1 and args.data is None:
+        raise ConfigError("--segments cuts the text of --data; drop it, or pass --data")
+    _check_outputs(args.json, folder=args.report)
     graph = ProcessGraph.load(args.graph)
     mapping = Mapping.load(args.mapping, graph)
     costs = load_costs(args.costs or mapping.topology.name)
@@ -574,17 +610,21 @@ def cmd_simulate(args) -> int:
             raise ConfigError("--backend lava runs a prompt token by token (about 0.3 tokens/s on the tiny model); "
                               "drop --data and pass --prompt or --token-ids")
         return _simulate_text(args, graph, mapping, costs)
-    if args.token_ids:
+    vocab = graph["emb"].vars["weights"].value.shape[0] if "emb" in graph.processes else 0
+    if args.token_ids is not None:
         try:
             tokens = [int(t) for t in args.token_ids.split(",")]
         except ValueError:
             raise ConfigError(f"--token-ids must be comma-separated integers, got {args.token_ids!r}") from None
+        bad = [t for t in tokens if vocab and not 0 <= t < vocab]
+        if bad:  # the trace engine's torch model would fail with an IndexError
+            raise ConfigError(f"--token-ids: {bad[0]} is outside the graph's vocabulary (0..{vocab - 1}); give ids of its tokenizer")
     else:
         from eventllm.tokenizer import load_tokenizer
 
         if not (Path(args.graph) / "tokenizer.json").exists():
             raise ConfigError(f"{args.graph} has no tokenizer.json (built from a model without one); pass --token-ids")
-        vocab = graph["emb"].vars["weights"].value.shape[0] if "emb" in graph.processes else 0
+        args.prompt = SIMULATE_PROMPT if args.prompt is None else args.prompt
         tokens = load_tokenizer(args.graph, vocab).encode(args.prompt)
     tokens = tokens[: args.max_tokens or 64]
     if not tokens:
@@ -601,7 +641,7 @@ def cmd_simulate(args) -> int:
 
     info = {"graph": str(args.graph), "model": graph.meta.get("model") or args.graph, "mapping": str(args.mapping),
             "topology": mapping.topology.name, "costs": costs.name, "settings": settings(graph),
-            "prompt": args.prompt if not args.token_ids else None, "token_ids": tokens}
+            "prompt": args.prompt, "token_ids": tokens}
     if args.backend == "lava":
         info["lava"] = _simulate_on_lava(args, runs["thresholded"], tokens)
     return _simulate_report(args, runs, info, mapping, len(tokens))
@@ -658,9 +698,9 @@ def _graph_model(args, graph):
         # as `build` computed them (distributed.simulate_segments checks the vectors are the graph's)
         model.set_scores("wina")
     if args.device:
-        import torch
+        from eventllm.models.device import torch_device
 
-        model.to(torch.device(args.device))
+        model.to(torch_device(args.device))
     return model
 
 
@@ -672,14 +712,14 @@ def _simulate_text(args, graph, mapping, costs) -> int:
     from eventllm.tokenizer import load_tokenizer
 
     world = init_world(args.device)
+    engine = args.engine or "trace"
+    model = _graph_model(args, graph) if engine == "trace" else None  # a wrong --model or --device before the text is read
     vocab = graph["emb"].vars["weights"].value.shape[0] if "emb" in graph.processes else 0
     ids = cached_token_stream(args.data, args.split, load_tokenizer(args.graph, vocab), progress=not args.quiet)
     ids = (ids[: args.max_tokens] if args.max_tokens else ids).astype("int64").tolist()
     if len(ids) < 2:
         raise DataError(f"{args.data} (split {args.split}): fewer than 2 tokens of text; pass a larger text")
-    engine = args.engine or "trace"
     modes = ("thresholded", "natural", "dense") if args.compare_dense else ("thresholded",)
-    model = _graph_model(args, graph) if engine == "trace" else None
     runs = simulate_segments(graph, mapping, costs, ids, modes, args.segments, world, engine, model, progress=not args.quiet)
     from sim.report import settings
 
@@ -745,19 +785,30 @@ def _session_summary_table(summary: dict) -> str:
 
 
 def cmd_generate(args) -> int:
+    from eventllm.generate import DEFAULT_TEMPERATURE, DEFAULT_TOP_P
     from eventllm.generate.backends import make_backend
     from eventllm.generate.sampling import Sampling
     from eventllm.generate.session import Session
     from eventllm.errors import ConfigError
 
+    if args.prompt is not None and not args.prompt.strip():
+        raise ConfigError("--prompt is empty; give some text, or leave --prompt out for an interactive session")
     if not args.prompt and sys.stdin is None:
         raise ConfigError("no --prompt and no standard input (it is closed); pass --prompt TEXT or pipe prompts in, one per line")
+    if args.thresholds and args.no_thresholds:
+        raise ConfigError(f"--thresholds {args.thresholds} and --no-thresholds contradict each other; drop one of them")
+    if args.costs and args.backend != "sim":
+        raise ConfigError(f"--costs prices the simulator's events; drop it with --backend {args.backend}, or use --backend sim")
+    if args.greedy and (args.temperature is not None or args.top_p is not None):
+        raise ConfigError("--greedy decodes without sampling; drop --temperature and --top-p (or --greedy)")
+    _check_outputs(args.json)
     args.device = None
     loaded = _load(args, thresholds=False if args.no_thresholds else (args.thresholds or "shipped"))
     thresholds = loaded.thresholds
     backend = make_backend(args.backend, loaded.model, args.topology, args.costs, loaded.name, args.lava_blocks)
     # one prompt: continue it for --max-tokens; a conversation: a reply ends at a blank line
-    sampling = Sampling.greedy() if args.greedy else Sampling(args.temperature, args.top_p, args.seed)
+    sampling = Sampling.greedy() if args.greedy else Sampling(DEFAULT_TEMPERATURE if args.temperature is None else args.temperature,
+                                                              DEFAULT_TOP_P if args.top_p is None else args.top_p, args.seed)
     session = Session(backend, loaded.tokenizer, sampling, args.max_tokens,
                       stop_at_blank_line=not args.prompt)
     where = f" on {backend.mapping.topology.name} ({backend.mapping.cores_used} cores)" if args.backend == "sim" else ""
@@ -852,6 +903,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+SIMULATE_PROMPT = "It was a bright cold day in April, and the clocks were striking thirteen."
 LAVA_BLOCKS = ("with --backend lava: hierarchical (a Lava process per process of the graph, a hierarchical process per "
                "layer) or fused (each layer one Lava process running the layer's process models: much faster) (default: %(default)s)")
 ALLOW_PARTIAL = "accept a thresholds file that lacks some sites (they run at θ = 0, and are listed)"
@@ -1014,8 +1066,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("graph", help="graph folder (from `eventllm build`)")
     sm.add_argument("--mapping", required=True, help="mapping JSON (from `eventllm map`)")
     sm.add_argument("--costs", help="cost preset (seneca, loihi2) or TOML file (default: the mapping's topology preset)")
-    sm.add_argument("--prompt", default="It was a bright cold day in April, and the clocks were striking thirteen.",
-                    help="text to run (default: %(default)r)")
+    sm.add_argument("--prompt", help=f"text to run (default: {SIMULATE_PROMPT!r})")
     sm.add_argument("--token-ids", help="comma-separated token ids instead of --prompt")
     sm.add_argument("--data", help="a whole text instead of a prompt: a .txt(.xz) file or a folder of them")
     sm.add_argument("--split", default="all", choices=["all", "train", "valid", "test"], help="part of each book for --data (default: %(default)s)")
@@ -1048,8 +1099,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--costs", help="cost preset or TOML for the sim backend (default: the topology's preset)")
     g.add_argument("--prompt", help="one prompt; without it: an interactive session (or one prompt per line on stdin)")
     g.add_argument("--max-tokens", type=positive_int, default=64, help="tokens to generate per prompt (default: %(default)s)")
-    g.add_argument("--temperature", type=non_negative_float, default=DEFAULT_TEMPERATURE, help="sampling temperature; 0 for greedy decoding (default: %(default)s)")
-    g.add_argument("--top-p", type=probability, default=DEFAULT_TOP_P, help="nucleus sampling mass (default: %(default)s)")
+    g.add_argument("--temperature", type=non_negative_float, help=f"sampling temperature; 0 for greedy decoding (default: {DEFAULT_TEMPERATURE})")
+    g.add_argument("--top-p", type=probability, help=f"nucleus sampling mass (default: {DEFAULT_TOP_P})")
     g.add_argument("--greedy", action="store_true", help="greedy decoding (same as --temperature 0)")
     g.add_argument("--seed", type=seed, default=1, help="sampling seed (default: %(default)s)")
     _precision_args(g)

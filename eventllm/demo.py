@@ -107,8 +107,9 @@ def _demo(model_spec: str, out: Path, final: Path, data: str | None, calibrate: 
     mapping.save(out / "mapping.json")
     mapping.heatmap(out / "mapping.png")
     print(f"{mapping.topology.note}; {s['cores_used']} cores, {s['shards']} shards, {s['param_bytes'] / 2**20:.1f} MiB of "
-          f"weights at {mapping.topology.core.word_bits} bits; events x hops {s['hop_traffic']:,.0f} per token "
-          f"({100 * (1 - s['hop_traffic'] / seq):.0f}% below sequential placement); wrote mapping.json, mapping.png")
+          f"weights at {mapping.topology.core.word_bits} bits; events x hops {s['hop_traffic']:,.0f} per token"
+          + (f" ({100 * (1 - s['hop_traffic'] / seq):.0f}% below sequential placement)" if seq > 0 else "")
+          + "; wrote mapping.json, mapping.png")
     report["mapping"] = {k: s[k] for k in ("cores", "cores_used", "shards", "hop_traffic", "max_link_load")} | {"sequential_hop_traffic": seq}
     report["steps"]["map_s"] = time.perf_counter() - t
 

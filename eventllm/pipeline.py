@@ -37,9 +37,9 @@ def load(model_spec: str, thresholds: str | Path | None = None, device: str | No
 
     loaded = load_model(model_spec)
     if device:
-        import torch
+        from eventllm.models.device import torch_device
 
-        loaded.model.to(torch.device(device))
+        loaded.model.to(torch_device(device))
     path = shipped_thresholds(model_spec) if thresholds == "shipped" else (thresholds or None)
     from eventllm.models.quantize import apply_precision
 
@@ -72,7 +72,17 @@ def resolve_precision(precision: dict | None, thresholds_path) -> dict | None:
             k = differs[0]
             raise ThresholdError(f"{thresholds_path} was calibrated at {k.replace('_', ' ')} {file_p.get(k, 16)}, not {asked[k]}: "
                                  f"drop --{k.replace('_', '-')} or calibrate at {asked[k]}")
-        return file_p | asked
+        return _quantised(file_p | asked)
+    return _quantised(precision)
+
+
+def _quantised(precision: dict) -> dict:
+    """`precision`, refused when it names a quantisation method or projections but no bits below 16 to quantise to."""
+    low = (precision.get("weight_bits") or 16) < 16 or (precision.get("event_bits") or 16) < 16
+    given = [flag for key, flag in (("method", "--quant-method"), ("projections", "--quantize")) if precision.get(key)]
+    if given and not low:
+        raise ConfigError(f"{given[0]} says how to quantise, but nothing is quantised at 16 bits; add --weight-bits 8 "
+                          f"(or 4) or --event-bits 8, or drop {given[0]}")
     return precision
 
 

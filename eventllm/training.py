@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from eventllm.atomic import atomic_path, write_text
 from eventllm.data import cached_token_stream, iter_documents
 from eventllm.config import read_toml
-from eventllm.errors import ConfigError
+from eventllm.errors import ConfigError, DataError, OutputError
 from eventllm.models import build_model
 from eventllm.models.checkpoints import save_eventllm
+from eventllm.models.device import torch_device
 from eventllm.tokenizer import HFTokenizer
 
 
@@ -215,9 +216,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
     """
     from tqdm import tqdm
 
+    device = str(torch_device(device))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out} is a file; give a folder name for the output")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create {out} ({e.strerror or e}); choose another output folder") from None
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
 
@@ -226,6 +232,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
     cache = out / "tokens"
     train_ids = torch.from_numpy(cached_token_stream(cfg.corpus, "train", tok, cache, progress, cfg.unwrap).astype(np.int32)).to(device)
     valid_ids = torch.from_numpy(cached_token_stream(cfg.corpus, "valid", tok, cache, progress, cfg.unwrap).astype(np.int32)).to(device)
+    for split, ids in (("train", train_ids), ("valid", valid_ids)):
+        if len(ids) < cfg.context + 2:  # a window is context + 1 tokens, drawn from at least two places
+            raise DataError(f"{cfg.corpus}: the {split} split has {len(ids):,} tokens, too few for windows of context = "
+                            f"{cfg.context} (it needs at least {cfg.context + 2}); give a larger corpus or a smaller context")
 
     model = build_model(cfg.arch, {**cfg.model, "vocab_size": tok.vocab_size})
     if cfg.init:

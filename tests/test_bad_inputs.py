@@ -248,13 +248,73 @@ CASES = {
     "generate-top-p-above-1": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--top-p", "1.5", "--json", "OUT"], "argument --top-p"),
     "generate-max-tokens-negative": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--max-tokens", "-1", "--json", "OUT"], "argument --max-tokens"),
     "generate-max-tokens-text": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--max-tokens", "many", "--json", "OUT"], "not an integer"),
+    "generate-empty-prompt": (lambda w, t: ["generate", "--model", w.model, "--prompt", "", "--json", "OUT"], "--prompt is empty"),
+    "generate-blank-prompt": (lambda w, t: ["generate", "--model", w.model, "--prompt", " \n", "--json", "OUT"], "--prompt is empty"),
+    "generate-thresholds-and-no-thresholds": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--thresholds", str(w.thr),
+                                                            "--no-thresholds", "--json", "OUT"], "contradict each other"),
+    "generate-costs-on-torch": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--backend", "torch", "--costs", "seneca",
+                                              "--json", "OUT"], "drop it with --backend torch"),
+    "generate-greedy-and-temperature": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--greedy", "--temperature", "0.5",
+                                                      "--json", "OUT"], "--greedy decodes without sampling"),
+    "generate-greedy-and-top-p": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--greedy", "--top-p", "0.5",
+                                                "--json", "OUT"], "--greedy decodes without sampling"),
     "evaluate-max-tokens-0": (lambda w, t: ["evaluate", "--model", w.model, "--data", w.text, "--max-tokens", "0", "--json", "OUT"], "argument --max-tokens"),
     "build-tokens-0": (lambda w, t: ["build", "--model", w.model, "--tokens", "0", "-o", "OUT"], "argument --tokens"),
     "simulate-max-tokens-0": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--max-tokens", "0", "--json", "OUT"], "argument --max-tokens"),
     "demo-max-tokens-0": (lambda w, t: ["demo", "--max-tokens", "0", "-o", "OUT"], "argument --max-tokens"),
     "train-steps-0": (lambda w, t: ["train", "c.toml", "--steps", "0", "-o", "OUT"], "argument --steps"),
     "map-seed-negative": (lambda w, t: ["map", w.graph, "--seed", "-1", "-o", "OUT"], "argument --seed"),
+    # zero-shot task files
+    "task-file-binary": (lambda w, t: ["evaluate", "--model", w.model, "--tasks", "lambada=" + _file(t, "l.jsonl", BINARY), "--json", "OUT"],
+                         "l.jsonl: not UTF-8 text"),
+    "task-file-is-a-folder": (lambda w, t: ["evaluate", "--model", w.model, "--tasks", f"lambada={t}", "--json", "OUT"], "is a folder"),
+    # what simulate runs
+    "simulate-token-id-outside-vocab-trace": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--engine", "trace", "--token-ids", "1,99999",
+                                                            "--json", "OUT"], "99999 is outside the graph's vocabulary (0..255)"),
+    "simulate-token-ids-empty": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "", "--json", "OUT"],
+                                 "--token-ids must be comma-separated integers, got ''"),
+    "simulate-data-and-token-ids": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--data", w.text, "--token-ids", "1,2",
+                                                  "--json", "OUT"], "pass only one of --data, --token-ids and --prompt"),
+    "simulate-prompt-and-token-ids": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--prompt", "hi", "--token-ids", "1,2",
+                                                    "--json", "OUT"], "--token-ids and --prompt both give the tokens"),
+    "simulate-segments-without-data": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "1,2", "--segments", "3",
+                                                     "--json", "OUT"], "--segments cuts the text of --data"),
+    # precision options that quantise nothing
+    "quantize-without-bits": (lambda w, t: ["evaluate", "--model", w.model, "--data", w.text, "--quantize", "att.key", "--json", "OUT"],
+                              "--quantize says how to quantise, but nothing is quantised at 16 bits"),
+    "quant-method-at-16-bits": (lambda w, t: ["build", "--model", w.model, "--quant-method", "rtn", "--weight-bits", "16", "-o", "OUT"],
+                                "--quant-method says how to quantise, but nothing is quantised at 16 bits"),
+    "info-thresholds-without-model": (lambda w, t: ["info", "--thresholds", str(w.thr)], "add --model"),
+    # heat maps
+    "map-heatmap-unknown-format": (lambda w, t: ["map", w.graph, "--heatmap", str(t / "heat.xyz"), "-o", "OUT"], "cannot draw a .xyz picture"),
+    "map-heatmap-and-no-heatmap": (lambda w, t: ["map", w.graph, "--heatmap", str(t / "heat.png"), "--no-heatmap", "-o", "OUT"],
+                                   "drop one of them"),
+    # devices torch does not know
+    "evaluate-bad-device": (lambda w, t: ["evaluate", "--model", w.model, "--data", w.text, "--device", "abacus", "--json", "OUT"],
+                            "--device 'abacus' is not a device"),
+    "simulate-bad-device": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--data", w.text, "--max-tokens", "8",
+                                          "--device", "abacus", "--json", "OUT"], "--device 'abacus' is not a device"),
+    "train-into-a-file": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="", n_layer=2)), "-o", _file(t, "afile", "keep me")],
+                          "is a file; give a folder name"),
+    "train-bad-device": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="", n_layer=2)), "--device", "abacus", "-o", "OUT"],
+                         "--device 'abacus' is not a device"),
     # outputs
+    # outputs that cannot be written, refused before the work (no progress bar or status line before the error)
+    "evaluate-json-is-a-folder": (lambda w, t: ["evaluate", "--model", w.model, "--data", w.text, "--json", str(_foreign(t))],
+                                  "is a folder; give a file name for the output"),
+    "calibrate-output-is-a-folder": (lambda w, t: ["calibrate", "--model", w.model, "--data", w.text, "--split", "all", "-o", str(_foreign(t))],
+                                     "is a folder; give a file name for the output"),
+    "finetune-output-model-under-a-file": (lambda w, t: ["calibrate", "--method", "finetune", "--model", w.model, "--data", w.text,
+                                                         "--target-sparsity", "0.5", "--output-model", w.text + "/ft.safetensors", "-o", "OUT"],
+                                           "text.txt is a file); choose another output path"),
+    "generate-json-is-a-folder": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--max-tokens", "2", "--json", str(_foreign(t))],
+                                  "is a folder; give a file name for the output"),
+    "simulate-json-is-a-folder": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "1,2", "--json", str(_foreign(t))],
+                                  "is a folder; give a file name for the output"),
+    "simulate-report-under-a-file": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "1,2", "--report", w.text + "/rep",
+                                                   "--json", "OUT"], "text.txt is a file); choose another output path"),
+    "map-heatmap-under-a-file": (lambda w, t: ["map", w.graph, "--heatmap", w.text + "/heat.png", "-o", "OUT"],
+                                 "text.txt is a file); choose another output path"),
     "build-into-foreign-folder": (lambda w, t: ["build", "--model", w.model, "-o", str(_foreign(t))], "not an eventllm graph"),
     "build-into-a-file": (lambda w, t: ["build", "--model", w.model, "-o", _file(t, "afile", "keep me")], "is a file"),
 }
@@ -331,6 +391,23 @@ def test_bad_input_one_line_exit_2_nothing_written(case, with_old_output, w, tmp
         assert not (tmp_path / "payload-ran").exists(), "the pickle payload ran"
 
 
+@pytest.mark.parametrize("temperature", [1e-30, 1e-40, 1e-320])
+def test_a_vanishing_temperature_decodes_greedily(temperature):
+    """(1e-320 overflowed the logits to inf, and torch.multinomial raised a RuntimeError traceback.)"""
+    import torch
+
+    from eventllm.generate.sampling import Sampling, next_token
+
+    logits = torch.tensor([1.0, 5.0, -3.0, 4.5])
+    assert next_token(logits, Sampling(temperature, 0.9, 1), torch.Generator().manual_seed(0)) == 1
+
+
+def test_generate_with_a_vanishing_temperature(w, capsys):
+    rc, lines, _ = run(["generate", "--model", w.model, "--prompt", "a", "--backend", "torch", "--max-tokens", "2", "--temperature", "1e-320",
+                        "-q"], capsys)
+    assert rc == 0 and not any("Traceback" in line for line in lines), lines
+
+
 def test_generate_with_stdin_closed(w, capsys, monkeypatch):
     monkeypatch.setattr(sys, "stdin", None)
     rc, lines, _ = run(["generate", "--model", w.model, "--backend", "torch"], capsys)
@@ -351,6 +428,14 @@ def test_allow_partial_runs_missing_sites_at_zero(w, tmp_path, capsys):
     assert rc == 0
     assert any("θ = 0" in line and "layer 1 att.key" in line for line in lines)
     assert (out / "graph.json").exists()
+
+
+def test_train_on_a_corpus_shorter_than_a_window(tmp_path, capsys):
+    _file(tmp_path, "c.txt", TEXT)  # one paragraph: its valid split is empty
+    cfg = _file(tmp_path, "c.toml", TRAIN.format(extra="vocab_size = 300\ncontext = 16", n_layer=1))
+    rc, lines, _ = run(["train", cfg, "--steps", "1", "-q", "-o", str(tmp_path / "out")], capsys)
+    assert rc == 2 and len(lines) == 1, lines
+    assert "the valid split has 1 tokens, too few for windows of context = 16" in lines[0]
 
 
 def test_build_force_replaces_a_foreign_folder(w, tmp_path, capsys):

@@ -44,22 +44,29 @@ class Item:
 
 def read_jsonl(path: str | Path, limit: int | None = None) -> list[tuple[int, dict]]:
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"task file {path} is a folder; give the JSONL file in it")
     if not path.is_file():
         raise DataError(f"task file {path} not found")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}, line {n}: expected a JSON object, got {type(obj).__name__}")
-            rows.append((n, obj))
-            if limit and len(rows) >= limit:
-                break
+    try:
+        with path.open(encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}, line {n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+                if not isinstance(obj, dict):
+                    raise DataError(f"{path}, line {n}: expected a JSON object, got {type(obj).__name__}")
+                rows.append((n, obj))
+                if limit and len(rows) >= limit:
+                    break
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; a task file is JSON lines in UTF-8") from None
+    except OSError as e:
+        raise DataError(f"task file {path} cannot be read ({e.strerror or e})") from None
     if not rows:
         raise DataError(f"{path} has no items")
     return rows

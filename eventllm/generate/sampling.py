@@ -36,7 +36,10 @@ def next_token(logits: torch.Tensor, sampling: Sampling, generator: torch.Genera
     """The next token from the last position's logits [vocab]."""
     if sampling.temperature <= 0:
         return int(logits.argmax())
-    probs = torch.softmax(logits.float() / sampling.temperature, dim=-1)
+    scaled = logits.float() / sampling.temperature
+    if not torch.isfinite(scaled.max()):  # a temperature so small that the logits overflow: its limit, greedy
+        return int(logits.argmax())
+    probs = torch.softmax(scaled, dim=-1)
     if sampling.top_p < 1.0:
         sorted_p, order = torch.sort(probs, descending=True)
         keep = torch.cumsum(sorted_p, 0) - sorted_p < sampling.top_p  # the smallest set reaching top_p

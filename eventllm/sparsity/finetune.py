@@ -73,6 +73,7 @@ from eventllm.errors import ConfigError, DataError
 from eventllm.evaluate.perplexity import perplexity
 from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport
 from eventllm.models.base import CausalLM
+from eventllm.models.device import torch_device
 from eventllm.models.threshold import ActivationThreshold, SiteObserver
 from eventllm.sparsity.calibrate import _bisect, check_stream
 
@@ -131,14 +132,7 @@ class FinetuneResult:
 
 def resolve_device(device: str | None) -> torch.device:
     """`device`, or CUDA when there is one (else the CPU); a CUDA device that is not there is refused."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r} is not a device; use cuda, cuda:N or cpu") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device here; use --device cpu (slow) or run on a GPU machine")
+    dev = torch_device(device)
     if dev.type not in ("cuda", "cpu"):
         raise ConfigError(f"--device {device}: fine-tuning runs on cuda or cpu")
     return dev
