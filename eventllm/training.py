@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
@@ -254,6 +255,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
 
     start, best, history = 0, (float("inf"), None, -1), []
     ckpt = out / "checkpoint.pt"
+    if resume and not ckpt.exists():
+        print(f"--resume: no checkpoint in {out} (a run that ended, or none started there): training from the start",
+              file=sys.stderr)
     if resume and ckpt.exists():
         try:  # weights_only: a checkpoint file cannot run code when it is read
             state = torch.load(ckpt, map_location=device, weights_only=True)

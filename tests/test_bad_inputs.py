@@ -53,6 +53,14 @@ def _thr(w, tmp, edit) -> str:
     return str(tmp / "t.json")
 
 
+def _truncated_xz(text: str) -> bytes:
+    """An .xz file cut in the middle of its stream (an interrupted download)."""
+    import lzma
+
+    data = lzma.compress(text.encode(), preset=0)
+    return data[: len(data) // 2]
+
+
 def _file(tmp, name, content) -> str:
     path = tmp / name
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -267,6 +275,12 @@ CASES = {
     # zero-shot task files
     "task-file-binary": (lambda w, t: ["evaluate", "--model", w.model, "--tasks", "lambada=" + _file(t, "l.jsonl", BINARY), "--json", "OUT"],
                          "l.jsonl: not UTF-8 text"),
+    # text that is not text: a binary file, or a .xz that is cut short, as --data
+    "data-binary": (lambda w, t: ["evaluate", "--model", w.model, "--data", _file(t, "book.txt", BINARY), "--json", "OUT"],
+                    "book.txt: not UTF-8 text"),
+    "data-xz-truncated": (lambda w, t: ["evaluate", "--model", w.model, "--data",
+                                        _file(t, "book.txt.xz", _truncated_xz(TEXT * 50)), "--json", "OUT"],
+                          "book.txt.xz: cannot be read"),
     "task-file-is-a-folder": (lambda w, t: ["evaluate", "--model", w.model, "--tasks", f"lambada={t}", "--json", "OUT"], "is a folder"),
     # what simulate runs
     "simulate-token-id-outside-vocab-trace": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--engine", "trace", "--token-ids", "1,99999",
