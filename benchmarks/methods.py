@@ -2,7 +2,7 @@
 
     python benchmarks/methods.py --model zoo:rwkv4-small --data ../shared/data/pg-books \
         --method "paper search=thr_paper.json" --method "per-neuron θ (WINA)=thr_wina.json" \
-        --method "fine-tuned=ft.safetensors:thr_ft.json" [--tokens 65536] [--lambada FILE] [-o docs/runs/methods_small]
+        --method "fine-tuned=ft.safetensors:thr_ft.json" [--tokens 65536] [--lambada FILE] [--reuse OLD.json] -o OUT
 
 Each --method is LABEL=THRESHOLDS or LABEL=MODEL:THRESHOLDS (a fine-tuned model comes with its own thresholds
 file). For every method, every θ × s for s in --scales is evaluated on the first --tokens tokens of the test
@@ -36,6 +36,9 @@ def main() -> None:
     ap.add_argument("--scales", default="0.5,0.75,1,1.25,1.5")
     ap.add_argument("--lambada", help="LAMBADA JSONL; omitted: not scored")
     ap.add_argument("--lambada-limit", type=int)
+    ap.add_argument("--reuse", help="an earlier OUTPUT.json of this benchmark: a method given here with the same label, model "
+                    "and thresholds file, measured there on the same model, data, tokens and scales, is taken from it "
+                    "(marked \"reused_from\") instead of being evaluated again")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("-o", "--output", required=True, help="output path without extension (.json and .png are written)")
     args = ap.parse_args()
@@ -58,7 +61,20 @@ def main() -> None:
     ref_ppl = dense["ppl"]
     out = {"model": args.model, "data": args.data, "test_tokens": len(ids), "dense_ppl": ref_ppl,
            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu", "methods": {}}
-    if args.lambada:
+    prior = {}
+    if args.reuse:
+        before = json.loads(Path(args.reuse).read_text())
+        same = {k: before.get(k) == out[k] for k in ("model", "data", "test_tokens")}
+        same["dense ppl"] = abs(before.get("dense_ppl", 0) / ref_ppl - 1) < 1e-6
+        if not all(same.values()):
+            raise SystemExit(f"methods.py: error: --reuse {args.reuse} was measured on another "
+                             f"{next(k for k, v in same.items() if not v)}; drop --reuse")
+        prior = {label: e for label, e in before["methods"].items() if [p["scale"] for p in e["points"]] == scales
+                 and (not args.lambada or "lambada_acc" in e) and before.get("lambada_limit", args.lambada_limit) == args.lambada_limit}
+        if args.lambada and "dense_lambada_acc" in before:
+            out["dense_lambada_acc"] = before["dense_lambada_acc"]
+    out["lambada_limit"] = args.lambada_limit
+    if args.lambada and "dense_lambada_acc" not in out:
         lam = run_task(base.model, base.tokenizer, "lambada", args.lambada, args.lambada_limit)
         out["dense_lambada_acc"] = lam["acc"]
     rows = [["dense (θ = 0)", "—", pct(dense["sparsity"]["mac_weighted"]["natural"]), pct(dense["sparsity"]["natural"]), "+0.00%",
@@ -66,6 +82,16 @@ def main() -> None:
     for spec in args.method:
         label, _, what = spec.partition("=")
         model_path, _, thr = what.rpartition(":") if ":" in what and not what.startswith("zoo:") else ("", "", what)
+        old = prior.get(label)
+        if old is not None and old["thresholds"] == thr and old["model"] == (model_path or args.model):
+            out["methods"][label] = old | {"reused_from": old.get("reused_from", args.reuse)}
+            one = next((p for p in old["points"] if p["scale"] == 1.0), None)
+            if one is not None:
+                secs = f"{old['seconds']:.1f} s" if old["seconds"] is not None else "—"
+                rows.append([label + " (reused)", secs + (f" ({old['calibration_device']})" if old["calibration_device"] else ""),
+                             pct(one["mac_weighted"]), pct(one["site_mean"]), f"{100 * one['ppl_increase']:+.2f}%",
+                             pct(old["lambada_acc"]) if "lambada_acc" in old else "—", f"{one['ppl']:.2f}"])
+            continue
         loaded = load_model(model_path) if model_path else load_model(args.model)
         m = loaded.model.to(dev)
         apply_thresholds(m, thr)
