@@ -38,7 +38,9 @@
   runs at lr 3e-4 with `ce_weight` 1 the iterate's noise alone put the check stream 1.6–2.0% above the dense model at
   its natural sparsity (θ ≈ 0), which held the ramp for a third of the budget. The average is quieter:
   `benchmarks/weight_average.py` (zoo:rwkv4-tiny on the CPU, lr 3e-4, decay 0.95) measured a mean check increase of
-  +1.05% against the iterate's +3.28%, both at the same held sparsity.
+  +1.05% against the iterate's +3.28%, both at the same held sparsity. On one H200 (zoo:rwkv4-small from θ = 0, lr 3e-4,
+  decay 0.995, 470 s) the level rose without a hold to 55% and ended at 64.6% MAC-weighted at +0.08% on the check
+  stream, where the run without it (GPU shared by three) had ended at 57.3% (docs/RESULTS.md §1).
 - The bound: every `check_every` steps the student runs the held-out check stream as `eventllm evaluate` runs text
   (one stream, the state carried, float32), its perplexity compared with the teacher's on the same tokens. Above
   `safety` × `max_ppl_increase` the ramp holds (the level stops rising while training recovers); on a second failure
