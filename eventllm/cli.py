@@ -406,7 +406,6 @@ def _round_to_bf16(m, check_ids, args, res, reference) -> dict:
     with torch.no_grad():
         for p in m.parameters():
             p.copy_(p.to(torch.bfloat16).to(p.dtype))
-    m._fingerprint = None
     nll, rep = _check(m, check_stream(check_ids, args.check_tokens, args.seed))
     inc = math.exp(nll - res.loss_dense) - 1
     print(f"rounded to bfloat16: perplexity {100 * inc:+.2f}% vs the dense {reference} on the check stream"

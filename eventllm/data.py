@@ -106,11 +106,24 @@ def _raw(path: Path):
     return lzma.open(path, "rb") if path.name.endswith(".xz") else gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 
+# reading a file whose content is not what its name says: an .xz/.gz cut short or corrupt (gzip's BadGzipFile is an OSError)
+_READ_ERRORS = (OSError, EOFError, lzma.LZMAError)
+
+
+def _unreadable(path: Path, e: Exception) -> DataError:
+    if isinstance(e, OSError) and not isinstance(e, gzip.BadGzipFile):
+        return DataError(f"{path}: cannot be read ({e.strerror or e})")
+    return DataError(f"{path}: cannot be read ({e}); is the file complete and of the type its name says?")
+
+
 def _check_text(path: Path, sample: int = 1 << 16) -> None:
     """Refuse a file that is not text: NUL bytes, or more than 1% of undecodable characters, in its first 64 KiB
     (a stray invalid byte in a book is decoded as U+FFFD; a binary file would give silently meaningless numbers)."""
-    with _raw(path) as f:
-        head = f.read(sample)
+    try:
+        with _raw(path) as f:
+            head = f.read(sample)
+    except _READ_ERRORS as e:
+        raise _unreadable(path, e) from None
     text = head.decode("utf-8", errors="replace")
     if b"\x00" in head or text.count("\ufffd") > 0.01 * max(1, len(text)):
         raise DataError(f"{path}: not UTF-8 text (binary, or another encoding); pass a UTF-8 .txt, .txt.xz or .txt.gz file")
@@ -119,25 +132,19 @@ def _check_text(path: Path, sample: int = 1 << 16) -> None:
 def open_text(path: str | Path) -> io.TextIOBase:
     """A text stream of `path` (UTF-8; .xz and .gz decompressed on the fly)."""
     path = Path(path)
+    _check_text(path)
     try:
-        _check_text(path)
-        if path.name.endswith(".xz"):
-            return io.TextIOWrapper(lzma.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-        if path.name.endswith(".gz"):
-            return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace", newline="")
-        return open(path, encoding="utf-8", errors="replace", newline="")
-    except (EOFError, lzma.LZMAError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: cannot be read ({e}); is the file complete and of the type its name says?") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot be read ({e.strerror or e})") from None
+        return io.TextIOWrapper(_raw(path), encoding="utf-8", errors="replace", newline="")
+    except _READ_ERRORS as e:
+        raise _unreadable(path, e) from None
 
 
 def _read_file(path: Path) -> str:
     try:
         with open_text(path) as f:
             return f.read()
-    except (OSError, EOFError, lzma.LZMAError) as e:
-        raise DataError(f"{path}: cannot be read ({e}); is the file complete and of the type its name says?") from None
+    except _READ_ERRORS as e:
+        raise _unreadable(path, e) from None
 
 
 def split_files(folder: Path) -> dict[str, Path]:
@@ -217,8 +224,8 @@ def iter_documents(path: str | Path, split: str = "all") -> Iterator[list[str]]:
             try:
                 with open_text(f) as stream:
                     yield list(iter_chunks(stream))
-            except (OSError, EOFError, lzma.LZMAError) as e:
-                raise DataError(f"{f}: cannot be read ({e}); is the file complete and of the type its name says?") from None
+            except _READ_ERRORS as e:
+                raise _unreadable(f, e) from None
 
 
 def token_stream(texts: list[str], tok) -> np.ndarray:
@@ -271,10 +278,7 @@ def cached_token_stream(path: str | Path, split: str, tok, cache_dir: str | Path
     if target.exists():
         return np.fromfile(target, dtype=dtype)
     for f in files:  # before the progress bar: a file that is not text is one error line, not a bar and a line
-        try:
-            _check_text(f)
-        except (EOFError, lzma.LZMAError, gzip.BadGzipFile, OSError) as e:
-            raise DataError(f"{f}: cannot be read ({e}); is the file complete and of the type its name says?") from None
+        _check_text(f)
     total = sum(f.stat().st_size for f in files)
     parts: list[np.ndarray] = []
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"tokenising {Path(path).name}/{split}", disable=not progress) as bar:
