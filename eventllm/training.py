@@ -278,7 +278,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             stopped_early = step
             vl = validation_loss(fwd, valid_ids, cfg, autocast_dtype)
-            history.append({"step": step, "train_loss": loss.item(), "valid_loss": vl, "lr": lr_at(step, cfg)})
+            history.append({"step": step, "train_loss": loss.item(), "valid_loss": vl, "lr": opt.param_groups[0]["lr"]})
             if vl < best[0]:
                 best = (vl, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, step)
             bar.write(f"time limit of {max_seconds:.0f} s reached at step {step}: stopping")
@@ -299,7 +299,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
             bar.set_postfix(loss=f"{loss.item():.3f}", tok_s=f"{tokens_done / (time.perf_counter() - t0):,.0f}")
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             vl = validation_loss(fwd, valid_ids, cfg, autocast_dtype)
-            history.append({"step": step + 1, "train_loss": loss.item(), "valid_loss": vl, "lr": lr_at(step, cfg)})
+            history.append({"step": step + 1, "train_loss": loss.item(), "valid_loss": vl, "lr": opt.param_groups[0]["lr"]})
             rate = tokens_done / (time.perf_counter() - t0)
             bar.write(f"step {step + 1}: train loss {loss.item():.3f}  valid loss {vl:.3f}  (ppl {math.exp(vl):.1f})  {rate:,.0f} tok/s")
             if vl < best[0]:

@@ -1,5 +1,6 @@
 """The shipped models: they load, they are far better than a unigram model, and their recipe runs."""
 
+import json
 import math
 from collections import Counter
 
@@ -76,6 +77,21 @@ def test_training_recipe_smoke_run(tmp_path, data_dir):
     loaded = load_model(str(tmp_path / "out" / "model.safetensors"))
     assert loaded.model.config.n_layer == 2 and loaded.tokenizer.vocab_size <= 300
     assert (tmp_path / "out" / "train_log.json").exists()
+
+
+def test_training_log_records_the_learning_rate_the_steps_used(tmp_path, data_dir):
+    """Under a time budget the learning rate decays over the time spent; the log holds that rate, not the rate the
+    step count alone would give (which stays near the peak when `steps` is a loose upper bound)."""
+    from eventllm.cli import main
+    from eventllm.training import load_train_config, lr_at
+
+    cfg = tiny_train_config(tmp_path, data_dir, "budget", steps=100000, warmup=1, extra="lr = 1e-3\nmin_lr = 0\n")
+    assert main(["train", cfg, "-o", str(tmp_path / "out"), "--max-seconds", "3", "-q"]) == 0
+    log = json.loads((tmp_path / "out" / "train_log.json").read_text())
+    last = log["history"][-1]
+    by_steps = lr_at(last["step"], load_train_config(cfg))
+    assert by_steps > 0.99e-3  # a few hundred of 100,000 steps: the step schedule has hardly moved
+    assert last["lr"] < 0.5e-3  # the time schedule, most of the 3 s spent, has (cosine: ≤ 0.35 of the peak after 60%)
 
 
 def test_training_continues_from_init_weights(tmp_path, data_dir, capsys):
