@@ -96,6 +96,24 @@ def test_bound_keeps_the_end_state_within_it(small_rwkv, stream):
     assert r.mac_weighted > r.natural_mac_weighted
 
 
+def test_the_ramp_slows_after_a_check_above_the_bound(small_rwkv, stream):
+    # a bound this tight fails often: each failure halves the ramp's pace, each pass gives a quarter back
+    r = finetune(small_rwkv, stream, stream, max_ppl_increase=0.002, steps=60, **(FAST | {"check_every": 5}))
+    checks = [h for h in r.history if h.get("check") and "pace" in h]
+    assert any(not h["ok"] for h in checks) and any(h["ok"] for h in checks)
+    pace = 1.0
+    for h in checks:
+        pace = min(1.0, pace * 1.25) if h["ok"] else max(0.125, pace * 0.5)
+        assert h["pace"] == pytest.approx(pace)
+    # after a passing check the level (a linear ramp: only a bound is given) rises by the pace × the full-pace rise
+    level = {h["step"]: h["level"] for h in r.history}
+    full = (0.98 - level[0]) / (0.7 * 60)  # MAX_LEVEL, over the ramp's 70% of 60 steps
+    slowed = [h for h in checks if h["ok"] and h["pace"] < 1 and h["step"] + 2 in level]
+    assert slowed
+    for h in slowed:
+        assert level[h["step"] + 2] - level[h["step"] + 1] == pytest.approx(h["pace"] * full, rel=1e-6)
+
+
 def test_weight_average_is_the_moving_average_and_swaps_back():
     lin = torch.nn.Linear(3, 2)
     w0 = lin.weight.detach().clone()

@@ -44,7 +44,11 @@
 - The bound: every `check_every` steps the student runs the held-out check stream as `eventllm evaluate` runs text
   (one stream, the state carried, float32), its perplexity compared with the teacher's on the same tokens. Above
   `safety` × `max_ppl_increase` the ramp holds (the level stops rising while training recovers); on a second failure
-  in a row it backs off to the level of the last check within the bound. The weights and θ of the checks within the
+  in a row it backs off to the level of the last check within the bound. Each check above the bound also halves the
+  pace of the ramp's clock (to an eighth at least), each one within it gives back a quarter (up to 1): near where the
+  bound binds the level then rises in small steps that training can follow, where the full pace rose 2–3 points of
+  MAC-weighted sparsity between two checks on zoo:rwkv4-small and saw-toothed between hold and back-off (session 27,
+  docs/runs/h200_s27/ft.json). The weights and θ of the checks within the
   bound are kept (the best so far), and the end state is the best of the final state and those: it is within the bound
   on the check stream (the start itself, checked at step 0, is the fallback, so this holds unless the start is above
   the bound too; a final state above the bound is also offered with its θ scaled down, bisected). The gap between the sparsity on the training windows (train split, fresh
@@ -85,6 +89,9 @@ MAX_LEVEL = 0.98
 MARGIN = 0.003
 # a check "reached the target" at this far below it (sampling noise of the per-site quantiles)
 REACHED_TOLERANCE = 0.001
+# the pace of the ramp's clock: × PACE_DOWN after each check above the bound (not below MIN_PACE), × PACE_UP after each
+# one within it (not above 1)
+PACE_DOWN, PACE_UP, MIN_PACE = 0.5, 1.25, 0.125
 
 
 @dataclass
@@ -353,6 +360,7 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
 
         offset = float(np.clip(plan.s0 - rep0.mac_skipped(), -0.05, 0.05))  # training windows minus check stream, same θ
         ramp_clock, p_prev = 0.0, budget_used(0)  # the ramp's clock stands still while the bound is exceeded
+        pace = 1.0  # and runs slower after it was: the level then rises in smaller steps near where the bound binds
         held, fails, last_ok_clock = False, 0, 0.0
         recent: list[float] = []
         reached_s = reached_step = None
@@ -361,7 +369,7 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
 
         bar = tqdm(total=steps, desc="fine-tuning", disable=not progress, unit="step")
         while (p := budget_used(step)) < 1.0:
-            ramp_clock += 0.0 if held else p - p_prev
+            ramp_clock += 0.0 if held else pace * (p - p_prev)
             p_prev = p
             level = plan.level(ramp_clock, offset)
             tracker.quantiles = {} if plan.frozen(p) else plan.site_targets(level)
@@ -402,14 +410,16 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
                                            {k: v.detach().clone() for k, v in model.state_dict().items()}), target_sparsity)
                 if ok:
                     held, fails, last_ok_clock = False, 0, ramp_clock
+                    pace = min(1.0, pace * PACE_UP)
                     if reached_s is None and _reaches(rep, target_sparsity):
                         reached_s, reached_step = time.perf_counter() - t0, step
                 else:  # hold the level; a second failure in a row: back to the level of the last check within the bound
                     held, fails = True, fails + 1
+                    pace = max(MIN_PACE, pace * PACE_DOWN)
                     if fails >= 2:
                         ramp_clock = min(ramp_clock, last_ok_clock)
                 entry |= {"check": True, "check_mac_weighted": mac, "check_sparsity": rep.average(), "ppl_increase": inc,
-                          "ok": ok, "held": held, "offset": offset, "theta_mean": float(np.mean([s.theta for s in sites]))}
+                          "ok": ok, "held": held, "pace": pace, "offset": offset, "theta_mean": float(np.mean([s.theta for s in sites]))}
                 if progress:
                     bar.write(f"step {step}: check ppl {100 * inc:+.2f}% vs dense, sparsity MAC-weighted {100 * mac:.1f}% "
                               f"(the level on training windows {100 * level:.1f}%)"
