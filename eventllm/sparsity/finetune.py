@@ -46,7 +46,7 @@
   `safety` × `max_ppl_increase` the ramp holds (the level stops rising while training recovers); on a second failure
   in a row it backs off to the level of the last check within the bound. Each check above the bound also halves the
   pace of the ramp's clock (to an eighth at least), each one within it gives back a quarter (up to 1): near where the
-  bound binds the level then rises in small steps that training can follow, where the full pace rose 2–3 points of
+  bound binds the level then rises in small steps that training can follow, where the full pace rose 2.4–6.5 points of
   MAC-weighted sparsity between two checks on zoo:rwkv4-small and saw-toothed between hold and back-off (session 27,
   docs/runs/h200_s27/ft.json). The same one-run command then ended at 68.7% at −0.17% on the check stream instead of
   67.0% at +0.52% (one H200, 520 s, docs/runs/h200_s28/ft1.json). The weights and θ of the checks within the

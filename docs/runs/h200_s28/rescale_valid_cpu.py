@@ -1,6 +1,7 @@
 """θ scale of the session-28 fine-tuned model (G3) re-checked on a larger stretch of the valid split than the fine-tuning's
-32,768-token check stream, chosen there only (the test split untouched): the largest scale whose increase over the
-original dense model on valid tokens 32,768 .. 32,768 + N stays within the run's own limit (safety 0.6 × 1% = 0.6%).
+32,768-token check stream (valid tokens 506,669..539,436 at seed 0), chosen there only (the test split untouched): the
+largest scale whose increase over the original dense model on valid tokens 32,768 .. 32,768 + N (disjoint from the
+check stream) stays within the run's own limit (safety 0.6 × 1% = 0.6%).
 
     python docs/runs/h200_s28/rescale_valid_cpu.py MODEL THR.json OUT.json [--tokens 262144] [--scales 1,0.98,0.96,0.94]
 
@@ -22,7 +23,7 @@ ap.add_argument("output")
 ap.add_argument("--original", default="zoo:rwkv4-small")
 ap.add_argument("--data", default="../shared/data/pg-books")
 ap.add_argument("--tokens", type=int, default=262144)
-ap.add_argument("--skip", type=int, default=32768, help="valid tokens the fine-tuning's check stream used")
+ap.add_argument("--skip", type=int, default=32768, help="first valid token of the stretch (the fine-tuning's check stream, seed 0, is valid tokens 506,669..539,436: disjoint)")
 ap.add_argument("--scales", default="1,0.98,0.96,0.94")
 ap.add_argument("--limit", type=float, default=0.006)
 args = ap.parse_args()
