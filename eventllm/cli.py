@@ -282,7 +282,7 @@ def _calibrate_by_training(args, loaded, ids) -> int:
 
 # options of `calibrate` that only --method finetune reads
 FINETUNE_ONLY = ("output_model", "thresholds", "steps", "max_seconds", "lr", "batch_size", "check_every", "ce_weight",
-                 "weight_average", "teacher", "output_dtype")
+                 "weight_average", "teacher", "output_dtype", "recheck_tokens")
 
 
 def _check_calibrate_args(args) -> None:
@@ -318,6 +318,8 @@ def _check_calibrate_args(args) -> None:
     if args.split in ("train", "all"):
         raise ConfigError(f"--method finetune trains on the train split and checks the bound on --split; --split {args.split} "
                           "would check it on training text: use --split valid")
+    if args.recheck_tokens is not None and args.max_ppl_increase is None:
+        raise ConfigError("--recheck-tokens holds the perplexity bound on fresh text: give it with --max-ppl-increase B")
 
 
 def _calibrate_by_finetuning(args) -> int:
@@ -378,6 +380,9 @@ def _calibrate_by_finetuning(args) -> int:
                          "split": args.split, "target_sparsity": args.target_sparsity, "max_ppl_increase": args.max_ppl_increase}
     if args.output_dtype == "bfloat16":
         meta["rounded"] = _round_to_bf16(m, check_ids, args, res, reference)
+    if args.recheck_tokens:
+        meta["recheck"] = _recheck(m, teacher if teacher is not None else _load(args, thresholds=False).model, check_ids, args,
+                                   device, reference)
     if tok_src is not None and not tok_dst.exists():
         with atomic_path(tok_dst) as tmp:
             shutil.copy(tok_src, tmp)
@@ -413,6 +418,57 @@ def _round_to_bf16(m, check_ids, args, res, reference) -> dict:
           f"; sparsity MAC-weighted {pct(rep.mac_skipped())}")
     return {"dtype": "bfloat16", "ppl_increase_on_check_vs_teacher": inc, "mac_weighted_sparsity_on_check": rep.mac_skipped(),
             "sparsity_on_check": rep.average()}
+
+
+def _recheck(m, dense, check_ids, args, device, reference) -> dict:
+    """The end state measured on --recheck-tokens more tokens of --split, disjoint from the check stream (the run kept
+    the best of the states that passed there, so that stream's noise flatters it): where the increase over the dense
+    reference is above SAFETY × the bound, θ is scaled down by the largest common factor within it there."""
+    import math
+
+    import torch
+
+    from eventllm.errors import DataError
+    from eventllm.report import pct
+    from eventllm.sparsity.calibrate import check_stream_start, largest_scale_within
+    from eventllm.sparsity.finetune import _check
+
+    ids = torch.as_tensor(check_ids, dtype=torch.long)
+    start, n = check_stream_start(ids.numel(), args.check_tokens, args.seed)
+    fresh = torch.cat([ids[:start], ids[start + n:]])[: args.recheck_tokens]
+    if fresh.numel() < 2:
+        raise DataError(f"--recheck-tokens: [{args.split}] of {args.data} has no tokens beside the {n:,}-token check stream; "
+                        "give fewer --check-tokens or a larger split")
+    m.to(device)
+    dense.to(device)
+    try:
+        dense_nll = _check(dense, fresh)[0]
+        theta = m.get_thetas()
+        seen = {}
+
+        def increase(s: float) -> float:
+            m.set_thetas({k: v * s for k, v in theta.items()})
+            nll, rep = _check(m, fresh)
+            seen[s] = (math.exp(nll - dense_nll) - 1.0, rep)
+            return seen[s][0]
+
+        limit = args.safety * args.max_ppl_increase
+        scale = largest_scale_within(increase, limit, cap=1.0)
+        if scale not in seen:  # 0: nothing passed (the dense model), or a scale measured before a later one
+            increase(scale)
+        m.set_thetas({k: v * scale for k, v in theta.items()})
+    finally:
+        m.to("cpu")
+        dense.to("cpu")
+    inc, rep = seen[scale]
+    first = seen[1.0][0]
+    print(f"recheck on {fresh.numel():,} more tokens of [{args.split}] (beside the check stream): perplexity "
+          f"{100 * first:+.2f}% vs the dense {reference}" + ("; within the bound" if scale == 1.0 else
+          f"; θ scaled by {scale:.3f} to {100 * inc:+.2f}% (within {pct(limit)})") +
+          f"; sparsity MAC-weighted {pct(rep.mac_skipped())}")
+    return {"tokens": int(fresh.numel()), "scale": scale, "ppl_increase_vs_teacher_before": first,
+            "ppl_increase_vs_teacher": inc, "mac_weighted_sparsity": rep.mac_skipped(), "sparsity": rep.average(),
+            "runs": len(seen)}
 
 
 def _teacher(args, loaded, device):
@@ -1023,6 +1079,10 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--weight-average", type=decay, metavar="DECAY", help="checks measure, and the run keeps, an exponential moving average "
                     "of the weights with this decay per step (Polyak averaging; quieter than the iterate at a high "
                     "--lr), e.g. 0.995 (default: 0, off)")
+    ft.add_argument("--recheck-tokens", type=positive_int, metavar="N", help="after the run, measure the end state on N more "
+                    "tokens of --split beside the check stream and scale θ down until it is within SAFETY × the bound there "
+                    "(the run keeps the best state that passed on the check stream, whose noise then flatters it; "
+                    "needs --max-ppl-increase; default: off)")
     ft.add_argument("--output-dtype", choices=("float32", "bfloat16"), help="weights of --output-model: float32 (default) "
                     "or bfloat16 (half the file, as the zoo ships; the rounded model is measured on the check stream again "
                     "and the thresholds file is tied to it)")

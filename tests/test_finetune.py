@@ -219,6 +219,41 @@ def test_cli_writes_a_model_and_thresholds_that_evaluate(tmp_path, capsys, data_
     assert rep.mac_skipped() == pytest.approx(meta2["rounded"]["mac_weighted_sparsity_on_check"], abs=1e-9)
 
 
+def test_recheck_holds_the_bound_on_fresh_text(tmp_path, capsys, data_dir):
+    # a short run aiming high: its end state is over the bound on valid text beside the check stream, and the recheck
+    # scales θ down until it is within 0.9 × 1% there
+    thr, ft = tmp_path / "thr.json", tmp_path / "ft.safetensors"
+    rc = main(["calibrate", "--method", "finetune", "--model", "zoo:rwkv4-tiny", "--data", str(data_dir / "gutenberg"),
+               "--target-sparsity", "0.7", "--max-ppl-increase", "0.01", "--steps", "4", "--context", "16", "--batch-size", "1",
+               "--check-every", "2", "--check-tokens", "128", "--recheck-tokens", "512", "--device", "cpu", "-q",
+               "-o", str(thr), "--output-model", str(ft)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "recheck on 512 more tokens of [valid]" in out
+    rec = json.loads(thr.read_text())["meta"]["recheck"]
+    assert rec["ppl_increase_vs_teacher_before"] > 0.009 >= rec["ppl_increase_vs_teacher"] and 0 < rec["scale"] < 1
+    from eventllm.data import cached_token_stream
+    from eventllm.pipeline import load
+    from eventllm.sparsity.calibrate import check_stream_start
+    from eventllm.sparsity.finetune import _check
+
+    tuned, dense = load(str(ft), thr), load("zoo:rwkv4-tiny", None)
+    ids = torch.as_tensor(cached_token_stream(data_dir / "gutenberg", "valid", dense.tokenizer, progress=False), dtype=torch.long)
+    start, n = check_stream_start(ids.numel(), 128, 0)
+    assert n == 128 and ids.numel() > 128 + 512
+    fresh = torch.cat([ids[:start], ids[start + n:]])[:512]  # the 512 tokens beside the check stream
+    nll, rep = _check(tuned.model, fresh)
+    inc = math.exp(nll - _check(dense.model, fresh)[0]) - 1
+    assert inc == pytest.approx(rec["ppl_increase_vs_teacher"], abs=1e-6) and inc <= 0.009
+    assert rep.mac_skipped() == pytest.approx(rec["mac_weighted_sparsity"], abs=1e-9)
+    for args, says in ((["--method", "finetune", "--target-sparsity", "0.5", "--output-model", str(tmp_path / "b.safetensors")],
+                        "give it with --max-ppl-increase"),
+                       (["--max-ppl-increase", "0.01"], "is for --method finetune")):
+        rc = main(["calibrate", "--model", "zoo:rwkv4-tiny", "--data", str(data_dir / "gutenberg"), "--recheck-tokens", "512",
+                   "-o", str(tmp_path / "b.json"), *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and says in err[0]
+
+
 def test_cli_refuses_a_foreign_tokenizer_beside_the_model(tmp_path, capsys, data_dir):
     (tmp_path / "tokenizer.json").write_text("{}")
     rc = main(["calibrate", "--method", "finetune", "--model", "zoo:rwkv4-tiny", "--data", str(data_dir / "gutenberg"),

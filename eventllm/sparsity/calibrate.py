@@ -110,12 +110,17 @@ def calibration_batch(ids: list[int], tokens: int, context: int, seed: int) -> t
     return torch.stack([ids_t[s : s + context + 1] for s in starts])
 
 
+def check_stream_start(length: int, tokens: int, seed: int) -> tuple[int, int]:
+    """Where the check stream of `check_stream` lies in a stream of `length` tokens: (first token, tokens)."""
+    n = min(tokens, length)
+    return int(np.random.default_rng(seed + 1).integers(0, length - n + 1)), n
+
+
 def check_stream(ids, tokens: int, seed: int) -> torch.Tensor:
     """`tokens` contiguous tokens of the stream at a seeded offset (all of it when shorter): the text a final θ is set
     and checked on, run as `eventllm evaluate` runs text."""
     ids_t = torch.as_tensor(ids, dtype=torch.long)
-    n = min(tokens, ids_t.numel())
-    start = int(np.random.default_rng(seed + 1).integers(0, ids_t.numel() - n + 1))
+    start, n = check_stream_start(ids_t.numel(), tokens, seed)
     return ids_t[start : start + n]
 
 
