@@ -231,6 +231,7 @@ def test_recheck_holds_the_bound_on_fresh_text(tmp_path, capsys, data_dir):
     assert rc == 0 and "recheck on 512 more tokens of [valid]" in out
     rec = json.loads(thr.read_text())["meta"]["recheck"]
     assert rec["ppl_increase_vs_teacher_before"] > 0.009 >= rec["ppl_increase_vs_teacher"] and 0 < rec["scale"] < 1
+    assert rec["within_bound"] and f"θ scaled by {rec['scale']:.3f}" in out
     from eventllm.data import cached_token_stream
     from eventllm.pipeline import load
     from eventllm.sparsity.calibrate import check_stream_start
