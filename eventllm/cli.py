@@ -352,6 +352,8 @@ def _calibrate_by_finetuning(args) -> int:
     teacher, reference = _teacher(args, loaded, device)
     check_ids = _tokens(loaded, args.data, args.split, None)
     train_ids = cached_token_stream(args.data, "train", loaded.tokenizer, progress=not args.quiet)
+    if args.recheck_tokens:
+        _recheck_stream(check_ids, args)  # none beside the check stream: refused now, not after the run
     print(f"start: {loaded.thresholds or 'θ = 0 (natural sparsity)'}; training on {args.data} [train], {len(train_ids):,} tokens; "
           f"checking on [{args.split}]; device {device}")
     given = {k: getattr(args, k) for k in ("steps", "max_seconds", "lr", "batch_size", "context", "check_every", "ce_weight",
@@ -420,18 +422,13 @@ def _round_to_bf16(m, check_ids, args, res, reference) -> dict:
             "sparsity_on_check": rep.average()}
 
 
-def _recheck(m, dense, check_ids, args, device, reference) -> dict:
-    """The end state measured on --recheck-tokens more tokens of --split, disjoint from the check stream (the run kept
-    the best of the states that passed there, so that stream's noise flatters it): where the increase over the dense
-    reference is above SAFETY × the bound, θ is scaled down by the largest common factor within it there."""
-    import math
-
+def _recheck_stream(check_ids, args):
+    """The --recheck-tokens tokens of --split beside the check stream: the text before it and after it, as one stream
+    (refused before the run when there is none)."""
     import torch
 
     from eventllm.errors import DataError
-    from eventllm.report import pct
-    from eventllm.sparsity.calibrate import check_stream_start, largest_scale_within
-    from eventllm.sparsity.finetune import _check
+    from eventllm.sparsity.calibrate import check_stream_start
 
     ids = torch.as_tensor(check_ids, dtype=torch.long)
     start, n = check_stream_start(ids.numel(), args.check_tokens, args.seed)
@@ -439,6 +436,18 @@ def _recheck(m, dense, check_ids, args, device, reference) -> dict:
     if fresh.numel() < 2:
         raise DataError(f"--recheck-tokens: [{args.split}] of {args.data} has no tokens beside the {n:,}-token check stream; "
                         "give fewer --check-tokens or a larger split")
+    return fresh
+
+
+def _recheck(m, dense, check_ids, args, device, reference) -> dict:
+    """The end state measured on --recheck-tokens more tokens of --split, disjoint from the check stream (the run kept
+    the best of the states that passed there, so that stream's noise flatters it): where the increase over the dense
+    reference is above SAFETY × the bound, θ is scaled down by the largest common factor within it there."""
+    from eventllm.report import pct
+    from eventllm.sparsity.calibrate import largest_scale_within
+    from eventllm.sparsity.finetune import _check
+
+    fresh = _recheck_stream(check_ids, args)
     m.to(device)
     dense.to(device)
     try:

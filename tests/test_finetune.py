@@ -248,11 +248,15 @@ def test_recheck_holds_the_bound_on_fresh_text(tmp_path, capsys, data_dir):
     assert rep.mac_skipped() == pytest.approx(rec["mac_weighted_sparsity"], abs=1e-9)
     for args, says in ((["--method", "finetune", "--target-sparsity", "0.5", "--output-model", str(tmp_path / "b.safetensors")],
                         "give it with --max-ppl-increase"),
-                       (["--max-ppl-increase", "0.01"], "is for --method finetune")):
+                       (["--max-ppl-increase", "0.01"], "is for --method finetune"),
+                       # the check stream takes the whole split: refused before the run, nothing written
+                       (["--method", "finetune", "--max-ppl-increase", "0.01", "--check-tokens", "100000000", "--device", "cpu",
+                         "--output-model", str(tmp_path / "b.safetensors")], "has no tokens beside")):
         rc = main(["calibrate", "--model", "zoo:rwkv4-tiny", "--data", str(data_dir / "gutenberg"), "--recheck-tokens", "512",
                    "-o", str(tmp_path / "b.json"), *args])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and says in err[0]
+        assert not (tmp_path / "b.json").exists() and not (tmp_path / "b.safetensors").exists()
 
 
 def test_cli_refuses_a_foreign_tokenizer_beside_the_model(tmp_path, capsys, data_dir):
