@@ -1,6 +1,7 @@
 """Segments and torchrun: 2 CPU processes (gloo) give the figures of one process with the same --segments."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,3 +90,11 @@ def test_torchrun_simulate_data_equals_one_process_and_the_message_engine(tmp_pa
     for c, v in msg["counts_per_token"].items():
         assert one["counts_per_token"][c] == pytest.approx(v, rel=1e-4)
     assert one["energy_per_token_j"] == pytest.approx(msg["energy_per_token_j"], rel=1e-4)
+
+
+def test_a_torchrun_rank_ends_with_its_code_flushed_and_without_the_teardown():
+    code = ("import atexit; atexit.register(lambda: print('teardown ran')); from eventllm.distributed import end_rank; "
+            "print('result', end=''); end_rank(3); print(' and on')")
+    for world, rc, out in (("2", 3, "result"), ("1", 0, "result and on\nteardown ran\n")):
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "WORLD_SIZE": world})
+        assert (p.returncode, p.stdout) == (rc, out), p.stderr
