@@ -352,8 +352,8 @@ def _calibrate_by_finetuning(args) -> int:
     teacher, reference = _teacher(args, loaded, device)
     check_ids = _tokens(loaded, args.data, args.split, None)
     train_ids = cached_token_stream(args.data, "train", loaded.tokenizer, progress=not args.quiet)
-    if args.recheck_tokens:
-        _recheck_stream(check_ids, args)  # none beside the check stream: refused now, not after the run
+    # the recheck's text beside the check stream, taken now: a split without any is refused before the run, not after it
+    fresh = _recheck_stream(check_ids, args) if args.recheck_tokens else None
     print(f"start: {loaded.thresholds or 'θ = 0 (natural sparsity)'}; training on {args.data} [train], {len(train_ids):,} tokens; "
           f"checking on [{args.split}]; device {device}")
     given = {k: getattr(args, k) for k in ("steps", "max_seconds", "lr", "batch_size", "context", "check_every", "ce_weight",
@@ -382,8 +382,8 @@ def _calibrate_by_finetuning(args) -> int:
                          "split": args.split, "target_sparsity": args.target_sparsity, "max_ppl_increase": args.max_ppl_increase}
     if args.output_dtype == "bfloat16":
         meta["rounded"] = _round_to_bf16(m, check_ids, args, res, reference)
-    if args.recheck_tokens:
-        meta["recheck"] = _recheck(m, teacher if teacher is not None else _load(args, thresholds=False).model, check_ids, args,
+    if fresh is not None:
+        meta["recheck"] = _recheck(m, teacher if teacher is not None else _load(args, thresholds=False).model, fresh, args,
                                    device, reference)
     if tok_src is not None and not tok_dst.exists():
         with atomic_path(tok_dst) as tmp:
@@ -439,15 +439,14 @@ def _recheck_stream(check_ids, args):
     return fresh
 
 
-def _recheck(m, dense, check_ids, args, device, reference) -> dict:
-    """The end state measured on --recheck-tokens more tokens of --split, disjoint from the check stream (the run kept
+def _recheck(m, dense, fresh, args, device, reference) -> dict:
+    """The end state measured on `fresh`, --recheck-tokens more tokens of --split beside the check stream (the run kept
     the best of the states that passed there, so that stream's noise flatters it): where the increase over the dense
     reference is above SAFETY × the bound, θ is scaled down by the largest common factor within it there."""
     from eventllm.report import pct
     from eventllm.sparsity.calibrate import largest_scale_within
     from eventllm.sparsity.finetune import _check
 
-    fresh = _recheck_stream(check_ids, args)
     m.to(device)
     dense.to(device)
     try:
@@ -463,7 +462,7 @@ def _recheck(m, dense, check_ids, args, device, reference) -> dict:
 
         limit = args.safety * args.max_ppl_increase
         scale = largest_scale_within(increase, limit, cap=1.0)
-        if scale not in seen:  # 0: nothing passed (the dense model), or a scale measured before a later one
+        if scale not in seen:  # 0: no scale passed, and θ = 0 is measured only now
             increase(scale)
         m.set_thetas({k: v * scale for k, v in theta.items()})
     finally:
