@@ -282,7 +282,7 @@ def _calibrate_by_training(args, loaded, ids) -> int:
 
 # options of `calibrate` that only --method finetune reads
 FINETUNE_ONLY = ("output_model", "thresholds", "steps", "max_seconds", "lr", "batch_size", "check_every", "ce_weight",
-                 "weight_average", "teacher", "output_dtype", "recheck_tokens")
+                 "weight_average", "teacher", "output_dtype", "recheck_tokens", "checkpoint", "pause_after")
 
 
 def _check_calibrate_args(args) -> None:
@@ -320,6 +320,14 @@ def _check_calibrate_args(args) -> None:
                           "would check it on training text: use --split valid")
     if args.recheck_tokens is not None and args.max_ppl_increase is None:
         raise ConfigError("--recheck-tokens holds the perplexity bound on fresh text: give it with --max-ppl-increase B")
+    if args.pause_after is not None and args.checkpoint is None:
+        raise ConfigError("--pause-after saves the run to go on later: give --checkpoint PATH with it")
+    if args.checkpoint is not None:
+        from eventllm.atomic import check_output
+
+        check_output(args.checkpoint)
+        if {Path(args.checkpoint).resolve()} & {Path(args.output).resolve(), Path(args.output_model).resolve()}:
+            raise ConfigError(f"--checkpoint {args.checkpoint} is also an output (-o or --output-model); give it its own name")
 
 
 def _calibrate_by_finetuning(args) -> int:
@@ -332,7 +340,7 @@ def _calibrate_by_finetuning(args) -> int:
     from eventllm.errors import OutputError
     from eventllm.models.checkpoints import save_eventllm
     from eventllm.report import format_table, pct
-    from eventllm.sparsity.finetune import finetune, resolve_device
+    from eventllm.sparsity.finetune import FinetunePaused, finetune, resolve_device
     from eventllm.sparsity.thresholds import save_thresholds
 
     device = resolve_device(args.device)
@@ -358,9 +366,15 @@ def _calibrate_by_finetuning(args) -> int:
           f"checking on [{args.split}]; device {device}")
     given = {k: getattr(args, k) for k in ("steps", "max_seconds", "lr", "batch_size", "context", "check_every", "ce_weight",
                                            "weight_average")}
-    res = finetune(m, train_ids, check_ids, target_sparsity=args.target_sparsity, max_ppl_increase=args.max_ppl_increase,
-                   check_tokens=args.check_tokens, safety=args.safety, seed=args.seed, device=str(device), progress=not args.quiet,
-                   teacher=teacher, **{k: v for k, v in given.items() if v is not None})  # the others: finetune's defaults
+    try:
+        res = finetune(m, train_ids, check_ids, target_sparsity=args.target_sparsity, max_ppl_increase=args.max_ppl_increase,
+                       check_tokens=args.check_tokens, safety=args.safety, seed=args.seed, device=str(device),
+                       progress=not args.quiet, teacher=teacher, checkpoint=args.checkpoint, pause_after_seconds=args.pause_after,
+                       **{k: v for k, v in given.items() if v is not None})  # the others: finetune's defaults
+    except FinetunePaused as p:
+        print(f"paused at step {p.step} after {p.seconds:.1f} s of the run; saved in {p.checkpoint}. Run the same command "
+              "again to go on (nothing else is written until the run ends)")
+        return 0
     rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g}" for p in m.PROJECTIONS] for i in range(m.n_layer)]
     print(format_table(["layer", *m.PROJECTIONS], rows, title="Thresholds θ of the fine-tuned model"))
     if m.head_threshold:
@@ -393,6 +407,9 @@ def _calibrate_by_finetuning(args) -> int:
                   extra={"finetuned_from": loaded.name})
     save_thresholds(m, args.output, str(out_model), meta=meta)
     print(f"wrote {out_model}" + (f" (tokenizer beside it: {tok_dst})" if tok_src is not None else "") + f" and {args.output}")
+    if args.checkpoint is not None and Path(args.checkpoint).exists():
+        Path(args.checkpoint).unlink()  # the run has ended and its outputs are written
+        print(f"removed the checkpoint {args.checkpoint} (the run has ended)")
     print(f"evaluate it: eventllm evaluate --model {out_model} --thresholds {args.output} --data {args.data} --split test "
           f"(its ppl increase there is against the fine-tuned model at θ = 0; against {reference}: evaluate that too)")
     return 0
@@ -1093,6 +1110,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "tokens of --split beside the check stream and scale θ down until it is within SAFETY × the bound there "
                     "(the run keeps the best state that passed on the check stream, whose noise then flatters it; "
                     "needs --max-ppl-increase; default: off)")
+    ft.add_argument("--checkpoint", metavar="RUN.pt", help="where the run saves itself when it pauses (--pause-after); "
+                    "when the file exists the run goes on from it (same model, data and options, checked): one run in "
+                    "several calls, e.g. longer than a machine's per-command limit; removed when the run ends")
+    ft.add_argument("--pause-after", type=positive_float, metavar="SECONDS", help="pause after SECONDS of this call and save "
+                    "the run to --checkpoint (a --max-seconds budget counts the run's time over all its calls)")
     ft.add_argument("--output-dtype", choices=("float32", "bfloat16"), help="weights of --output-model: float32 (default) "
                     "or bfloat16 (half the file, as the zoo ships; the rounded model is measured on the check stream again "
                     "and the thresholds file is tied to it)")

@@ -15,7 +15,7 @@ from eventllm.evaluate.perplexity import perplexity
 from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport
 from eventllm.models.threshold import ActivationThreshold
 from eventllm.sparsity.calibrate import check_stream
-from eventllm.sparsity.finetune import Schedule, SiteTracker, WeightAverage, finetune
+from eventllm.sparsity.finetune import FinetunePaused, Schedule, SiteTracker, WeightAverage, finetune
 
 FAST = dict(batch_size=4, context=32, check_every=10, check_tokens=256, progress=False)
 
@@ -257,6 +257,59 @@ def test_recheck_holds_the_bound_on_fresh_text(tmp_path, capsys, data_dir):
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and says in err[0]
         assert not (tmp_path / "b.json").exists() and not (tmp_path / "b.safetensors").exists()
+
+
+def test_a_paused_run_goes_on_from_its_checkpoint_as_if_it_had_not_stopped(small_rwkv, stream, tmp_path):
+    """A run paused at step 13 (after a check that kept a snapshot, with the weight average and the ramp mid-way) and
+    resumed from its checkpoint ends exactly where the run that did not stop ends: weights, θ, every step's loss."""
+    kw = dict(target_sparsity=0.5, max_ppl_increase=0.05, steps=30, lr=3e-3, weight_average=0.9, **FAST)
+    straight = copy.deepcopy(small_rwkv)
+    a = finetune(straight, stream, stream, **kw)
+    ck = tmp_path / "run.pt"
+    with pytest.raises(FinetunePaused) as paused:
+        finetune(copy.deepcopy(small_rwkv), stream, stream, checkpoint=ck, pause_after_steps=13, **kw)
+    assert paused.value.step == 13 and ck.exists()
+    resumed = copy.deepcopy(small_rwkv)
+    b = finetune(resumed, stream, stream, checkpoint=ck, **kw)
+    assert any(h.get("check") and h["ok"] and 0 < h["step"] < 13 for h in a.history)  # a snapshot was kept before the pause
+    assert (b.steps, b.tokens, b.kept_step, b.thetas) == (a.steps, a.tokens, a.kept_step, a.thetas)
+    assert all(torch.equal(x, y) for x, y in zip(straight.state_dict().values(), resumed.state_dict().values()))
+    assert [h["kl"] for h in b.history if "kl" in h] == [h["kl"] for h in a.history if "kl" in h]
+    assert [h.get("pace") for h in b.history] == [h.get("pace") for h in a.history]
+    assert b.loss_final == a.loss_final and b.mac_weighted == a.mac_weighted
+    # a checkpoint goes on only with the run it came from
+    with pytest.raises(ConfigError, match="lr = 0.003, this call has 0.001"):
+        finetune(copy.deepcopy(small_rwkv), stream, stream, checkpoint=ck, **(kw | {"lr": 1e-3}))
+    with pytest.raises(ConfigError, match="another --model"):
+        finetune(copy.deepcopy(small_rwkv).randomize(seed=5), stream, stream, checkpoint=ck, **kw)
+    with pytest.raises(ConfigError, match="another training text"):
+        finetune(copy.deepcopy(small_rwkv), stream[:2000], stream, checkpoint=ck, **kw)
+    with pytest.raises(ConfigError, match="give --checkpoint PATH"):
+        finetune(copy.deepcopy(small_rwkv), stream, stream, pause_after_steps=3, **kw)
+    ck.write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="not a readable fine-tuning checkpoint"):
+        finetune(copy.deepcopy(small_rwkv), stream, stream, checkpoint=ck, **kw)
+
+
+def test_cli_pauses_and_goes_on_in_a_second_call(tmp_path, capsys, data_dir):
+    thr, ft, ck = tmp_path / "thr.json", tmp_path / "ft.safetensors", tmp_path / "run.pt"
+    cmd = ["calibrate", "--method", "finetune", "--model", "zoo:rwkv4-tiny", "--data", str(data_dir / "gutenberg"),
+           "--target-sparsity", "0.55", "--steps", "4", "--context", "16", "--batch-size", "1", "--check-every", "2",
+           "--check-tokens", "128", "--device", "cpu", "-q", "-o", str(thr), "--output-model", str(ft), "--checkpoint", str(ck)]
+    rc = main(cmd + ["--pause-after", "0.001"])  # pauses after its first step
+    out = capsys.readouterr().out
+    assert rc == 0 and "paused at step 1" in out and ck.exists() and not thr.exists() and not ft.exists()
+    rc = main(cmd[:-2] + ["--checkpoint", str(ck), "--lr", "1e-3"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "lr = 0.0001, this call has 0.001" in err[0] and ck.exists()
+    rc = main(cmd)
+    out = capsys.readouterr().out
+    assert rc == 0 and "fine-tuned 4 steps" in out and "removed the checkpoint" in out
+    assert thr.exists() and ft.exists() and not ck.exists()
+    for extra, says in ((["--pause-after", "5"], "give --checkpoint PATH"), (["--checkpoint", str(thr)], "also an output")):
+        rc = main(cmd[:-2] + extra)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and says in err[0]
 
 
 def test_cli_refuses_a_foreign_tokenizer_beside_the_model(tmp_path, capsys, data_dir):

@@ -60,6 +60,13 @@
   stream. The ramp is spread over the budget, so the time to the target follows the budget given: for the comparison,
   start from θ = 0 and give the smallest budget that still reaches the target within the bound.
 
+- Pause and resume (`checkpoint`, `pause_after_seconds`; `--checkpoint RUN.pt --pause-after S`): the whole run state
+  (weights, θ, AdamW, the weight average, the kept snapshot, the ramp's clock and pace, the history, every random
+  generator) is saved when the call has run S seconds, and the same call again goes on from it; a `max_seconds`
+  budget counts the run's own time over its calls. A run can then be longer than one command may last on a lent
+  machine (600 s): one run's result grows with its budget (docs/RESULTS.md §1: 68.7–70.4% at 500–550 s), and a
+  second stage from a written model starts a new ramp and optimiser.
+
 GPU: bf16 autocast for teacher and student (float32 master weights), gradient clipping, the fused WKV kernel of RWKV;
 the checks in float32. The CPU works too (slowly), which the tests use.
 """
@@ -71,11 +78,13 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from eventllm.atomic import atomic_path
 from eventllm.errors import ConfigError, DataError
 from eventllm.evaluate.perplexity import perplexity
 from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport
@@ -93,6 +102,16 @@ REACHED_TOLERANCE = 0.001
 # the pace of the ramp's clock: × PACE_DOWN after each check above the bound (not below MIN_PACE), × PACE_UP after each
 # one within it (not above 1)
 PACE_DOWN, PACE_UP, MIN_PACE = 0.5, 1.25, 0.125
+CHECKPOINT_FORMAT, CHECKPOINT_VERSION = "eventllm-finetune-checkpoint", 1
+
+
+class FinetunePaused(Exception):
+    """`finetune` paused (`pause_after_seconds` / `pause_after_steps`) with the whole run saved in `checkpoint`: the same
+    call again, with the same model, data and settings, goes on from there as if it had not stopped."""
+
+    def __init__(self, step: int, seconds: float, checkpoint: Path):
+        super().__init__(f"paused at step {step} after {seconds:.1f} s of the budget; the run is saved in {checkpoint}")
+        self.step, self.seconds, self.checkpoint = step, seconds, checkpoint
 
 
 @dataclass
@@ -266,7 +285,8 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
              freeze: float = 0.1, check_every: int = 100, check_tokens: int = 32768, safety: float = 0.9,
              ce_weight: float = 0.0, grad_clip: float = 1.0, sample: int = 16384, ema: float = 0.3, seed: int = 0,
              weight_average: float = 0.0, device: str | None = None, teacher: CausalLM | None = None,
-             progress: bool = True) -> FinetuneResult:
+             progress: bool = True, checkpoint: str | Path | None = None, pause_after_seconds: float | None = None,
+             pause_after_steps: int | None = None) -> FinetuneResult:
     """Fine-tune `model` (weights and θ, see the module docstring) on windows of `train_ids` until the MAC-weighted
     sparsity reaches `target_sparsity`, keeping the perplexity on the check stream (`check_tokens` of `check_ids`)
     within `max_ppl_increase` of the dense model's; either goal alone works too. The model's θ when called are the
@@ -277,6 +297,13 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
     `teacher`: the model to distil from, used as it is (eval mode, never updated, its θ as they are: 0 for a dense
     model); default: a frozen copy of `model` as given, θ = 0.
 
+    `checkpoint`: where the run saves itself when it pauses, after `pause_after_seconds` of this call or at step
+    `pause_after_steps` (raising `FinetunePaused`); when that file exists, the run goes on from it instead of starting
+    (the same `model` as given, teacher, data and settings are required, and checked). A budget in seconds counts the
+    run's own time over all its calls: one run longer than a machine's per-command limit, in several calls. The
+    resumed run is the one that did not stop (bit for bit on a CPU with a step budget; the test checks it). The file
+    is a torch pickle (optimiser state, weights, the kept snapshot): load only your own.
+
     >>> r = finetune(model, train_ids, valid_ids, target_sparsity=0.7, max_ppl_increase=0.01, max_seconds=240)  # doctest: +SKIP
     >>> r.mac_weighted, r.ppl_increase, r.seconds_to_target                                                    # doctest: +SKIP
     """
@@ -284,6 +311,12 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
                    ce_weight, safety, ramp, freeze, weight_average)
     dev = resolve_device(device)
     t0 = time.perf_counter()
+    if (pause_after_seconds is not None or pause_after_steps is not None) and checkpoint is None:
+        raise ConfigError("pausing saves the run to a checkpoint: give --checkpoint PATH with --pause-after")
+    if pause_after_seconds is not None and not pause_after_seconds > 0:
+        raise ConfigError(f"--pause-after = {pause_after_seconds!r}: give a number of seconds > 0")
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
+    given_fingerprint = model.fingerprint()
     if steps is None and max_seconds is None:
         steps = 2000
     context = min(context, getattr(model.config, "max_positions", context))  # fixed-context models: within their positions
@@ -325,6 +358,13 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
         p.requires_grad_(True)
     tracker = SiteTracker(model, sample, torch.Generator(device=dev).manual_seed(seed))
     probe = _windows(stream, max(2 * batch_size, 8), context, rng)  # fixed training windows, measured at every check
+    # what a checkpoint must have been written by: the model as given, the teacher, the texts (length and a sample)
+    origin = {"model": given_fingerprint, "teacher": None if own_teacher else teacher.fingerprint(),
+              "train": _stream_print(stream), "check": _stream_print(check)}
+    before = 0.0  # the run's time in earlier calls (a resumed run)
+
+    def elapsed() -> float:
+        return before + time.perf_counter() - t0
 
     def probe_density() -> dict:
         tracker.quantiles = {}  # densities only (each step sets its own targets)
@@ -337,19 +377,6 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
         return _report(model, {k: 1.0 - d for k, d in density.items()}).mac_skipped()
 
     try:
-        loss_dense, natural = _check(teacher, check)
-
-        def allowed(nll: float) -> bool:
-            return max_ppl_increase is None or math.exp(nll - loss_dense) - 1.0 <= safety * max_ppl_increase
-
-        d0 = probe_density()
-        plan = Schedule(d0, min(train_mac(d0), 1.0 - 1e-6), target_sparsity, ramp, freeze, lr, warmup)
-        nll0, rep0 = last_check = _check(model, check)
-        history = [{"step": 0, "seconds": time.perf_counter() - t0, "check": True, "level": plan.s0,
-                    "check_mac_weighted": rep0.mac_skipped(), "ppl_increase": math.exp(nll0 - loss_dense) - 1.0, "ok": allowed(nll0),
-                    "theta_mean": float(np.mean([s.theta for s in sites]))}]
-        # states within the bound: the start, and the best checked one since (one copy of the weights)
-        kept = [_State(0, nll0, rep0, "start", model.get_thetas())] if allowed(nll0) else []
         # no weight decay: it would pull the weights away from the teacher's, where they are meant to stay near
         opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.0)
         average = WeightAverage(model, weight_average) if weight_average else None
@@ -357,18 +384,53 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
 
         def budget_used(step: int) -> float:
             used = step / steps if steps else 0.0
-            return max(used, (time.perf_counter() - t0) / max_seconds) if max_seconds else used
+            return max(used, elapsed() / max_seconds) if max_seconds else used
 
-        offset = float(np.clip(plan.s0 - rep0.mac_skipped(), -0.05, 0.05))  # training windows minus check stream, same θ
-        ramp_clock, p_prev = 0.0, budget_used(0)  # the ramp's clock stands still while the bound is exceeded
-        pace = 1.0  # and runs slower after it was: the level then rises in smaller steps near where the bound binds
-        held, fails, last_ok_clock = False, 0, 0.0
-        recent: list[float] = []
-        reached_s = reached_step = None
-        step = tokens = 0
+        saved = _read_checkpoint(checkpoint, settings, origin, dev) if checkpoint is not None and checkpoint.exists() else None
+        if saved is None:
+            loss_dense, natural = _check(teacher, check)
+            d0 = probe_density()
+            plan = Schedule(d0, min(train_mac(d0), 1.0 - 1e-6), target_sparsity, ramp, freeze, lr, warmup)
+            nll0, rep0 = last_check = _check(model, check)
+            history = [{"step": 0, "seconds": elapsed(), "check": True, "level": plan.s0,
+                        "check_mac_weighted": rep0.mac_skipped(), "ppl_increase": math.exp(nll0 - loss_dense) - 1.0,
+                        "ok": max_ppl_increase is None or math.exp(nll0 - loss_dense) - 1.0 <= safety * max_ppl_increase,
+                        "theta_mean": float(np.mean([s.theta for s in sites]))}]
+            # states within the bound: the start, and the best checked one since (one copy of the weights)
+            kept = [_State(0, nll0, rep0, "start", model.get_thetas())] if history[0]["ok"] else []
+            offset = float(np.clip(plan.s0 - rep0.mac_skipped(), -0.05, 0.05))  # training windows minus check stream, same θ
+            ramp_clock, p_prev = 0.0, budget_used(0)  # the ramp's clock stands still while the bound is exceeded
+            pace = 1.0  # and runs slower after it was: the level then rises in smaller steps near where the bound binds
+            held, fails, last_ok_clock = False, 0, 0.0
+            recent: list[float] = []
+            reached_s = reached_step = None
+            step = tokens = 0
+        else:  # go on from the checkpoint: every piece of run state as it was when the run paused
+            model.load_state_dict(saved["weights"])
+            model.set_thetas(saved["thetas"])
+            opt.load_state_dict(saved["optimizer"])
+            if average:
+                with torch.no_grad():
+                    for a, b in zip(average.avg, saved["average"]):
+                        a.copy_(b)
+            rng.bit_generator.state = saved["rng"]
+            torch.set_rng_state(saved["torch_rng"].cpu())  # generator states are CPU byte tensors (map_location moved them)
+            tracker.generator.set_state(saved["tracker_rng"].cpu())
+            loss_dense, natural, nll0, rep0, last_check = (saved[k] for k in ("loss_dense", "natural", "nll0", "rep0", "last_check"))
+            plan = Schedule(saved["d0"], saved["s0"], target_sparsity, ramp, freeze, lr, warmup)
+            history, kept = saved["history"], saved["kept"]
+            (offset, ramp_clock, p_prev, pace, held, fails, last_ok_clock, recent, reached_s, reached_step, step,
+             tokens) = (saved["run"][k] for k in _RUN_STATE)
+            before, t0 = saved["elapsed"], time.perf_counter()
+            if progress:
+                print(f"resuming from {checkpoint}: step {step}, {before:.1f} s of the run so far")
+
+        def allowed(nll: float) -> bool:
+            return max_ppl_increase is None or math.exp(nll - loss_dense) - 1.0 <= safety * max_ppl_increase
+
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, desc="fine-tuning", disable=not progress, unit="step")
+        bar = tqdm(total=steps, initial=step, desc="fine-tuning", disable=not progress, unit="step")
         while (p := budget_used(step)) < 1.0:
             ramp_clock += 0.0 if held else pace * (p - p_prev)
             p_prev = p
@@ -396,7 +458,7 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
             recent = (recent + [train_mac(density)])[-10:]
             step += 1
             tokens += batch_size * context
-            entry = {"step": step, "seconds": time.perf_counter() - t0, "level": level, "train_mac_weighted": recent[-1],
+            entry = {"step": step, "seconds": elapsed(), "level": level, "train_mac_weighted": recent[-1],
                      "kl": float(kl.detach()), "ce": float(ce.detach()), "lr": opt.param_groups[0]["lr"]}
             bar.update(1)
             bar.set_postfix(kl=f"{entry['kl']:.4f}", level=f"{level:.3f}", sparsity=f"{recent[-1]:.3f}")
@@ -413,7 +475,7 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
                     held, fails, last_ok_clock = False, 0, ramp_clock
                     pace = min(1.0, pace * PACE_UP)
                     if reached_s is None and _reaches(rep, target_sparsity):
-                        reached_s, reached_step = time.perf_counter() - t0, step
+                        reached_s, reached_step = elapsed(), step
                 else:  # hold the level; a second failure in a row: back to the level of the last check within the bound
                     held, fails = True, fails + 1
                     pace = max(MIN_PACE, pace * PACE_DOWN)
@@ -426,6 +488,19 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
                               f"(the level on training windows {100 * level:.1f}%)"
                               + ("" if ok else "; above the bound: holding"))
             history.append(entry)
+            if ((pause_after_steps is not None and step >= pause_after_steps or pause_after_seconds is not None
+                 and time.perf_counter() - t0 >= pause_after_seconds) and budget_used(step) < 1.0):
+                bar.close()
+                run = dict(zip(_RUN_STATE, (offset, ramp_clock, p_prev, pace, held, fails, last_ok_clock, recent, reached_s,
+                                            reached_step, step, tokens)))
+                _write_checkpoint(checkpoint, {
+                    "settings": settings, "origin": origin, "elapsed": elapsed(), "run": run,
+                    "weights": model.state_dict(), "thetas": model.get_thetas(), "optimizer": opt.state_dict(),
+                    "average": average.avg if average else None, "rng": rng.bit_generator.state,
+                    "torch_rng": torch.get_rng_state(), "tracker_rng": tracker.generator.get_state(),
+                    "loss_dense": loss_dense, "natural": natural, "nll0": nll0, "rep0": rep0, "last_check": last_check,
+                    "d0": plan.d0, "s0": plan.s0, "history": history, "kept": kept})
+                raise FinetunePaused(step, elapsed(), checkpoint)
         bar.close()
         if average:  # the run's result is the averaged weights, the ones every check measured (a last check too)
             average.load()
@@ -456,11 +531,51 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
         sparsity=chosen.report.average(), natural_mac_weighted=natural.mac_skipped(), natural_sparsity=natural.average(),
         start_mac_weighted=rep0.mac_skipped(), train_mac_weighted=float(np.mean(recent)) if recent else plan.s0,
         within_bound=None if max_ppl_increase is None else allowed(chosen.nll), steps=step, tokens=tokens,
-        seconds=time.perf_counter() - t0, seconds_to_target=reached_s, steps_to_target=reached_step, kept_step=chosen.step,
+        seconds=elapsed(), seconds_to_target=reached_s, steps_to_target=reached_step, kept_step=chosen.step,
         end_scale=chosen.scale, check_tokens=int(check.numel() - 1),
         device="cpu" if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         settings=settings, history=history,
     )
+
+
+# the run's scalars a checkpoint carries, in this order
+_RUN_STATE = ("offset", "ramp_clock", "p_prev", "pace", "held", "fails", "last_ok_clock", "recent", "reached_s", "reached_step",
+              "step", "tokens")
+
+
+def _stream_print(ids: torch.Tensor) -> list[int]:
+    """A text stream told apart cheaply: its length and the sum of a strided sample of its ids."""
+    return [int(ids.numel()), int(ids[:: max(1, ids.numel() // 4096)].sum())]
+
+
+def _write_checkpoint(path: Path, state: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}, tmp)
+
+
+def _read_checkpoint(path: Path, settings: dict, origin: dict, dev: torch.device) -> dict:
+    """The saved run in `path`, checked against this call's settings and inputs (a mismatch is one clear error)."""
+    try:
+        saved = torch.load(path, map_location=dev, weights_only=False)
+    except Exception as e:  # not a torch file, cut short, unreadable
+        raise DataError(f"--checkpoint {path}: not a readable fine-tuning checkpoint ({type(e).__name__}); delete it to start "
+                        "afresh, or give the checkpoint of this run") from None
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        raise DataError(f"--checkpoint {path}: not a fine-tuning checkpoint of eventllm; delete it or give another path")
+    if saved.get("version") != CHECKPOINT_VERSION:
+        raise DataError(f"--checkpoint {path}: version {saved.get('version')} of the checkpoint format, this eventllm reads "
+                        f"{CHECKPOINT_VERSION}; delete it to start afresh")
+    what = {"model": "another --model (as given, before fine-tuning)", "teacher": "another --teacher",
+            "train": "another training text (--data)", "check": "another check stream (--data, --split, --check-tokens, --seed)"}
+    for key, text in what.items():
+        if saved["origin"].get(key) != origin[key]:
+            raise ConfigError(f"--checkpoint {path} is of a run with {text}; give the same options as when it started, "
+                              "or delete it to start afresh")
+    for key, value in settings.items():
+        if saved["settings"].get(key) != value:
+            raise ConfigError(f"--checkpoint {path} is of a run with {key} = {saved['settings'].get(key)!r}, this call has "
+                              f"{value!r}; give the same options as when it started, or delete it to start afresh")
+    return saved
 
 
 def _check_request(model, target_sparsity, max_ppl_increase, steps, max_seconds, lr, batch_size, context, check_every,
