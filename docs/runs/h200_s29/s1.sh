@@ -1,6 +1,6 @@
-# H200 call S1 (session 29): stage 1, sparsity-aware fine-tuning of zoo:rwkv4-small from θ = 0 (session 28's G1 at a
-# larger batch: B windows of 512 per step, checks every CE steps on CT tokens, weight average WA); target 80%, 1% bound;
-# the bf16 model stays on the device for stage 2
+# H200 call S1 (session 29, first lease; run with FT=550): stage 1, sparsity-aware fine-tuning of zoo:rwkv4-small from θ = 0
+# (session 28 G1's command, with B, CE, CT, WA left at their defaults: 32, 100, 32768, 0.995); target 80%, 1% bound;
+# the bf16 model was kept only on the device, and was lost with the lease (next time: bring it back in every call)
 set -u
 export PYTHONPATH=$PWD EVENTLLM_CACHE=/tmp/keep/cache
 mkdir -p /tmp/keep/s1
