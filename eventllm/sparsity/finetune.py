@@ -386,6 +386,9 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
             used = step / steps if steps else 0.0
             return max(used, elapsed() / max_seconds) if max_seconds else used
 
+        def allowed(nll: float) -> bool:  # loss_dense: measured below, or read from the checkpoint
+            return max_ppl_increase is None or math.exp(nll - loss_dense) - 1.0 <= safety * max_ppl_increase
+
         saved = _read_checkpoint(checkpoint, settings, origin, dev) if checkpoint is not None and checkpoint.exists() else None
         if saved is None:
             loss_dense, natural = _check(teacher, check)
@@ -394,7 +397,7 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
             nll0, rep0 = last_check = _check(model, check)
             history = [{"step": 0, "seconds": elapsed(), "check": True, "level": plan.s0,
                         "check_mac_weighted": rep0.mac_skipped(), "ppl_increase": math.exp(nll0 - loss_dense) - 1.0,
-                        "ok": max_ppl_increase is None or math.exp(nll0 - loss_dense) - 1.0 <= safety * max_ppl_increase,
+                        "ok": allowed(nll0),
                         "theta_mean": float(np.mean([s.theta for s in sites]))}]
             # states within the bound: the start, and the best checked one since (one copy of the weights)
             kept = [_State(0, nll0, rep0, "start", model.get_thetas())] if history[0]["ok"] else []
@@ -424,9 +427,6 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
             before, t0 = saved["elapsed"], time.perf_counter()
             if progress:
                 print(f"resuming from {checkpoint}: step {step}, {before:.1f} s of the run so far")
-
-        def allowed(nll: float) -> bool:
-            return max_ppl_increase is None or math.exp(nll - loss_dense) - 1.0 <= safety * max_ppl_increase
 
         from tqdm import tqdm
 
