@@ -202,7 +202,7 @@ def cmd_evaluate(args) -> int:
     m = loaded.model
     from eventllm.models.quantize import describe
 
-    result = {"model": loaded.name, "thresholds": args.thresholds, "data": args.data, "split": args.split,
+    result = {"model": loaded.name, "thresholds": loaded.thresholds, "data": args.data, "split": args.split,
               "precision": describe(m)}
     if any(n == "ppl" for n, _ in specs):
         ids = _tokens(loaded, args.data, args.split, args.max_tokens, progress=not args.quiet)
@@ -215,7 +215,7 @@ def cmd_evaluate(args) -> int:
                            title="Projection-input sparsity, natural → thresholded"))
         sp = result["sparsity"]
         print(f"\n{loaded.name} on {args.data} [{args.split}], {result['tokens']:,} tokens")
-        print(f"perplexity {result['ppl']:.3f}" + (f" (dense {result['ppl_dense']:.3f}, {100 * result['ppl_increase']:+.2f}%)" if args.thresholds else "")
+        print(f"perplexity {result['ppl']:.3f}" + (f" (dense {result['ppl_dense']:.3f}, {100 * result['ppl_increase']:+.2f}%)" if loaded.thresholds else "")
               + (f", bits per byte {result['bits_per_byte']:.4f}" if "bits_per_byte" in result else ""))
         mw, sm = sp["mac_weighted"], sp["site_mean"]
         if sp.get("head"):
@@ -228,7 +228,7 @@ def cmd_evaluate(args) -> int:
     if tasks:
         result["tasks"] = {}
         thetas = m.get_thetas()
-        variants = [("thresholded", thetas), ("dense", 0.0)] if args.thresholds else [("dense", 0.0)]
+        variants = [("thresholded", thetas), ("dense", 0.0)] if loaded.thresholds else [("dense", 0.0)]
         rows = []
         for name, path in tasks:
             entry = {}
@@ -596,7 +596,7 @@ def cmd_build(args) -> int:
         source = "the built-in sample text"
     graph = pipeline.build(loaded.model, loaded.name, rate_tokens=ids, source=source, delta=args.delta,
                            delta_projections=args.delta_projections)
-    graph.meta["thresholds"] = args.thresholds
+    graph.meta["thresholds"] = loaded.thresholds
     rates = graph.meta["event_rates"]
     with atomic_folder(args.output) as folder:  # a complete graph folder, or the previous one
         graph.save(folder)
@@ -1027,13 +1027,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("info", help="versions and shipped models, or one model's architecture and card")
     i.add_argument("--model", help="zoo:NAME, a Hugging Face folder, a BlinkDL .pth or an eventllm .safetensors")
-    i.add_argument("--thresholds", help="a thresholds JSON file to apply")
+    i.add_argument("--thresholds", help="a thresholds JSON file to apply (none: θ = 0)")
     i.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
     i.set_defaults(func=cmd_info)
 
     e = sub.add_parser("evaluate", help="perplexity and activation sparsity (natural vs thresholded) on text")
     e.add_argument("--model", default=DEFAULT_MODEL, help="model to evaluate (default: %(default)s)")
-    e.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted: dense")
+    e.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted or none: dense")
     e.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
     e.add_argument("--data", help="text for the ppl task: a .txt file or a folder of them (e.g. ../shared/data/gutenberg)")
     e.add_argument("--tasks", default="ppl", help="comma-separated: ppl, lambada, piqa=FILE, arc=FILE, hellaswag=FILE, "
@@ -1125,7 +1125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("build", help="export a model (with thresholds) as an event-driven process graph folder")
     b.add_argument("--model", default=DEFAULT_MODEL, help="model to export (default: %(default)s)")
-    b.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted: θ = 0 (natural sparsity)")
+    b.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted or none: θ = 0 (natural sparsity)")
     b.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
     b.add_argument("--data", help="text to measure event rates on (default: a built-in sample paragraph)")
     b.add_argument("--split", default="valid", choices=["all", "train", "valid", "test"], help="part of each book (default: %(default)s)")
@@ -1180,7 +1180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="generate text (one prompt, piped prompts or an interactive session) with live energy figures")
     g.add_argument("--model", default=DEFAULT_MODEL, help="model (default: %(default)s)")
-    g.add_argument("--thresholds", help="thresholds JSON (default: the zoo model's shipped calibrated thresholds)")
+    g.add_argument("--thresholds", help="thresholds JSON (default: the zoo model's shipped calibrated thresholds; none: θ = 0, as --no-thresholds)")
     g.add_argument("--no-thresholds", action="store_true", help="run with θ = 0 (natural sparsity)")
     g.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
     g.add_argument("--backend", default="sim", choices=["sim", "torch", "lava"],

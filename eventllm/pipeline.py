@@ -28,7 +28,7 @@ def shipped_thresholds(model_spec: str) -> Path | None:
 def load(model_spec: str, thresholds: str | Path | None = None, device: str | None = None, allow_partial: bool = False,
          precision: dict | None = None):
     """The model with its tokenizer (`LoadedModel`), thresholds applied: a file, "shipped" (the zoo model's own
-    calibrated file, θ = 0 when it has none) or None / False (θ = 0). `loaded.thresholds` says which file was
+    calibrated file, θ = 0 when it has none) or None / False / "none" (θ = 0, as `--thresholds none`). `loaded.thresholds` says which file was
     applied, `loaded.missing_sites` which sites a partial file left at θ = 0.
 
     `precision` (keys weight_bits, event_bits, method, projections; `eventllm.models.quantize`) fake-quantises
@@ -40,7 +40,7 @@ def load(model_spec: str, thresholds: str | Path | None = None, device: str | No
         from eventllm.models.device import torch_device
 
         loaded.model.to(torch_device(device))
-    path = shipped_thresholds(model_spec) if thresholds == "shipped" else (thresholds or None)
+    path = shipped_thresholds(model_spec) if thresholds == "shipped" else (None if thresholds == "none" else thresholds or None)
     from eventllm.models.quantize import apply_precision
 
     apply_precision(loaded.model, resolve_precision(precision, path))

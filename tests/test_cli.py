@@ -42,6 +42,20 @@ def test_evaluate_writes_json(byte_model, tmp_path):
     assert len(result["sparsity"]["per_layer"]) == 2
 
 
+def test_evaluate_thresholds_none_is_the_dense_model(byte_model, tmp_path):
+    """`--thresholds none` means θ = 0 in evaluate as in calibrate: the same figures as leaving it out."""
+    text = tmp_path / "text.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. " * 20)
+    runs = {}
+    for name, extra in (("omitted", []), ("none", ["--thresholds", "none"])):
+        eventllm("evaluate", "--model", str(byte_model), "--data", str(text), *extra, "--json", str(tmp_path / f"{name}.json"),
+                 "-q", check=True)
+        runs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert runs["none"]["ppl"] == runs["omitted"]["ppl"] == runs["none"]["ppl_dense"]
+    assert runs["none"]["sparsity"]["thresholded"] == runs["none"]["sparsity"]["natural"]
+    assert runs["none"]["thresholds"] is None
+
+
 def test_evaluate_with_thresholds_reports_both(byte_model, tmp_path):
     from eventllm.models.checkpoints import load_checkpoint
     from eventllm.sparsity.thresholds import save_thresholds
