@@ -344,9 +344,8 @@ def _calibrate_by_finetuning(args) -> int:
     from eventllm.sparsity.thresholds import save_thresholds
 
     device = resolve_device(args.device)
-    # the start θ: a file, the zoo model's shipped ones (when it has them), or none (from the natural zeros)
-    start = {None: "shipped", "none": False}.get(args.thresholds, args.thresholds)
-    loaded = _load(args, thresholds=start)
+    # the start θ: a file, "none" (from the natural zeros) or, omitted, the zoo model's shipped ones (when it has them)
+    loaded = _load(args, thresholds="shipped" if args.thresholds is None else args.thresholds)
     m = loaded.model
     if args.head:
         m.set_head_threshold(True)
