@@ -282,7 +282,7 @@ def _calibrate_by_training(args, loaded, ids) -> int:
 
 # options of `calibrate` that only --method finetune reads
 FINETUNE_ONLY = ("output_model", "thresholds", "steps", "max_seconds", "lr", "batch_size", "check_every", "ce_weight",
-                 "weight_average", "teacher", "output_dtype", "recheck_tokens", "checkpoint", "pause_after")
+                 "weight_average", "teacher", "output_dtype", "recheck_tokens", "checkpoint", "pause_after", "no_end_raise")
 
 
 def _check_calibrate_args(args) -> None:
@@ -369,6 +369,7 @@ def _calibrate_by_finetuning(args) -> int:
         res = finetune(m, train_ids, check_ids, target_sparsity=args.target_sparsity, max_ppl_increase=args.max_ppl_increase,
                        check_tokens=args.check_tokens, safety=args.safety, seed=args.seed, device=str(device),
                        progress=not args.quiet, teacher=teacher, checkpoint=args.checkpoint, pause_after_seconds=args.pause_after,
+                       raise_end=not args.no_end_raise,
                        **{k: v for k, v in given.items() if v is not None})  # the others: finetune's defaults
     except FinetunePaused as p:
         print(f"paused at step {p.step} after {p.seconds:.1f} s of the run; saved in {p.checkpoint}. Run the same command "
@@ -383,7 +384,9 @@ def _calibrate_by_finetuning(args) -> int:
                f"; target {pct(args.target_sparsity)} not reached" if args.target_sparsity is not None else "")
     kept = ("kept the start: no fine-tuned state within the bound went further" if res.kept_step == 0 else
             f"kept the state of step {res.kept_step}" + (f", its θ scaled by {res.end_scale:.3f} to be within the bound"
-                                                         if res.end_scale < 1 else ""))
+                                                         if res.end_scale < 1 else
+                                                         f", its θ raised × {res.end_scale:.3f} within the bound"
+                                                         if res.end_scale > 1 else ""))
     print(f"\nfine-tuned {res.steps} steps ({res.tokens:,} tokens) in {res.seconds:.1f} s on {res.device}{reached}; {kept}")
     bound = ("" if res.within_bound is None else " (within the bound)" if res.within_bound else
              f" (NOT within {pct(args.safety * args.max_ppl_increase)}: no state was; try a longer run or a lower --lr)")
@@ -1109,6 +1112,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "tokens of --split beside the check stream and scale θ down until it is within SAFETY × the bound there "
                     "(the run keeps the best state that passed on the check stream, whose noise then flatters it; "
                     "needs --max-ppl-increase; default: off)")
+    ft.add_argument("--no-end-raise", action="store_const", const=True, help="keep the end state's θ as trained; by default a "
+                    "run that ends within the bound short of --target-sparsity has its θ raised by the largest common factor "
+                    "within SAFETY × the bound on the check stream (a few check runs)")
     ft.add_argument("--checkpoint", metavar="RUN.pt", help="where the run saves itself when it pauses (--pause-after); "
                     "when the file exists the run goes on from it (same model, data and options, checked): one run in "
                     "several calls, e.g. longer than a machine's per-command limit; removed when the run ends")

@@ -320,3 +320,19 @@ def test_cli_refuses_a_foreign_tokenizer_beside_the_model(tmp_path, capsys, data
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "another tokenizer" in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer.json"]
+
+
+def test_an_end_within_the_bound_short_of_the_target_has_its_theta_raised(small_rwkv, stream):
+    kw = dict(target_sparsity=0.99, max_ppl_increase=0.01, steps=20, **FAST)  # 0.99: beyond the schedule's 98%
+    plain = finetune(copy.deepcopy(small_rwkv), stream, stream, raise_end=False, **kw)
+    raised = finetune(small_rwkv, stream, stream, **kw)
+    assert plain.end_scale == 1.0 and raised.end_scale > 1.0
+    assert raised.kept_step == plain.kept_step
+    assert raised.thetas == pytest.approx({k: v * raised.end_scale for k, v in plain.thetas.items()}, rel=1e-12)
+    assert raised.within_bound and raised.ppl_increase <= 0.9 * 0.01
+    assert raised.mac_weighted > plain.mac_weighted
+    # the raised model is what the result reports: its check stream measured again
+    with SparsityMeter(small_rwkv) as meter:
+        nll = perplexity(small_rwkv, check_stream(stream, 256, 0)).nll
+    assert nll == pytest.approx(raised.loss_final, abs=1e-9)
+    assert SparsityReport.from_meter(small_rwkv, meter).mac_skipped() == pytest.approx(raised.mac_weighted, abs=1e-9)

@@ -91,7 +91,7 @@ from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport
 from eventllm.models.base import CausalLM
 from eventllm.models.device import torch_device
 from eventllm.models.threshold import ActivationThreshold, SiteObserver
-from eventllm.sparsity.calibrate import _bisect, check_stream
+from eventllm.sparsity.calibrate import _bisect, check_stream, largest_scale_within
 
 # the level the ramp heads for when only a perplexity bound is given (the bound stops it earlier)
 MAX_LEVEL = 0.98
@@ -132,7 +132,7 @@ class FinetuneResult:
     seconds_to_target: float | None
     steps_to_target: int | None
     kept_step: int  # the step whose weights and θ are the end state
-    end_scale: float  # < 1: the final θ were scaled down by this factor to be within the bound
+    end_scale: float  # < 1: the final θ were scaled down by this factor to be within the bound; > 1: raised within it
     check_tokens: int
     device: str
     settings: dict = field(default_factory=dict)
@@ -286,7 +286,7 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
              ce_weight: float = 0.0, grad_clip: float = 1.0, sample: int = 16384, ema: float = 0.3, seed: int = 0,
              weight_average: float = 0.0, device: str | None = None, teacher: CausalLM | None = None,
              progress: bool = True, checkpoint: str | Path | None = None, pause_after_seconds: float | None = None,
-             pause_after_steps: int | None = None) -> FinetuneResult:
+             pause_after_steps: int | None = None, raise_end: bool = True) -> FinetuneResult:
     """Fine-tune `model` (weights and θ, see the module docstring) on windows of `train_ids` until the MAC-weighted
     sparsity reaches `target_sparsity`, keeping the perplexity on the check stream (`check_tokens` of `check_ids`)
     within `max_ppl_increase` of the dense model's; either goal alone works too. The model's θ when called are the
@@ -296,6 +296,11 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
 
     `teacher`: the model to distil from, used as it is (eval mode, never updated, its θ as they are: 0 for a dense
     model); default: a frozen copy of `model` as given, θ = 0.
+
+    `raise_end`: an end state within the bound that falls short of `target_sparsity` (or has no target) gets its θ raised
+    by the largest common factor ≥ 1 within `safety` × `max_ppl_increase` on the check stream (`largest_scale_within`,
+    the training-free final scale's secant search; at most 6 check runs): a run whose schedule ran out of time with
+    bound to spare spends it (`end_scale` records the factor). Without a bound it does nothing.
 
     `checkpoint`: where the run saves itself when it pauses, after `pause_after_seconds` of this call or at step
     `pause_after_steps` (raising `FinetunePaused`); when that file exists, the run goes on from it instead of starting
@@ -332,7 +337,7 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
                 "max_seconds": max_seconds, "lr": lr, "warmup": warmup, "batch_size": batch_size, "context": context,
                 "ramp": ramp, "freeze": freeze, "check_every": check_every, "check_tokens": check_tokens, "safety": safety,
                 "ce_weight": ce_weight, "grad_clip": grad_clip, "sample": sample, "ema": ema, "seed": seed,
-                "weight_average": weight_average, "autocast": "bf16" if dev.type == "cuda" else None}
+                "weight_average": weight_average, "raise_end": raise_end, "autocast": "bf16" if dev.type == "cuda" else None}
 
     home = next(model.parameters()).device
     model.to(dev)
@@ -520,6 +525,12 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
         elif chosen.source == "start":
             model.load_state_dict(start_weights)
         model.set_thetas(chosen.thetas)
+        if raise_end and max_ppl_increase is not None and allowed(chosen.nll) and not _reaches(chosen.report, target_sparsity):
+            chosen = _raised(model, check, chosen, loss_dense, safety * max_ppl_increase)
+            if progress and chosen.scale > 1:
+                tqdm.write(f"the end state's θ raised × {chosen.scale:.3f} within the bound: check ppl "
+                           f"{100 * (math.exp(chosen.nll - loss_dense) - 1.0):+.2f}% vs dense, sparsity MAC-weighted "
+                           f"{100 * chosen.report.mac_skipped():.1f}%")
     finally:
         tracker.quantiles = {}
         model.eval()
@@ -656,7 +667,7 @@ class _State:
     source: str
     thetas: dict
     weights: dict | None = None
-    scale: float = 1.0  # the factor the final θ were scaled by (the back-off)
+    scale: float = 1.0  # the factor the θ were scaled by at the end (< 1: the back-off; > 1: the raise)
 
 
 def _reaches(report: SparsityReport, target: float | None) -> bool:
@@ -676,6 +687,26 @@ def _keep(kept: list[_State], state: _State, target: float | None) -> None:
     snapshots = [c for c in kept if c.source == "snapshot"]
     if not snapshots or _best([snapshots[0], state], target) is state:
         kept[:] = [c for c in kept if c.source != "snapshot"] + [state]
+
+
+def _raised(model: CausalLM, check: torch.Tensor, state: _State, loss_dense: float, limit: float) -> _State:
+    """`state` (the model holds it, within the bound) with its θ scaled up by the largest common factor f ≥ 1 whose check
+    stream stays within `limit` (the secant search of the training-free final scale, a few check runs); the model is
+    left with the raised θ. A run that ends short of its target with bound to spare spends it this way."""
+    runs: dict[float, tuple[float, SparsityReport]] = {1.0: (state.nll, state.report)}
+
+    def increase(f: float) -> float:
+        if f not in runs:
+            model.set_thetas({k: v * f for k, v in state.thetas.items()})
+            runs[f] = _check(model, check)
+        return math.exp(runs[f][0] - loss_dense) - 1.0
+
+    f = max(1.0, largest_scale_within(increase, limit, max_runs=6, cap=4.0))
+    thetas = {k: v * f for k, v in state.thetas.items()}
+    model.set_thetas(thetas)
+    if f == 1.0:
+        return state
+    return _State(state.step, *runs[f], state.source, thetas, state.weights, scale=state.scale * f)
 
 
 def _end_state(model: CausalLM, check: torch.Tensor, final: _State, kept: list[_State], allowed, target: float | None,
