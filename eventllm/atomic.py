@@ -17,6 +17,7 @@ import contextlib
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import uuid
 from pathlib import Path
@@ -73,6 +74,14 @@ def check_output(path: str | Path, folder: bool = False) -> None:
         raise OutputError(f"cannot create the folder for {path} ({parent} is a file); choose another output path")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {path} (no permission to write in {parent}); choose another output path")
+    try:  # what the permission bits do not tell (root in /proc, a read-only mount): make a file there and remove it
+        fd, probe = tempfile.mkstemp(prefix=".eventllm-probe-", dir=parent)
+    except OSError as e:
+        raise OutputError(f"cannot write {path} (a file cannot be made in {parent}: {e.strerror or e}); choose another output "
+                          "path") from None
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
 
 
 @contextlib.contextmanager

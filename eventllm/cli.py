@@ -115,13 +115,21 @@ def _load(args, thresholds=None):
 
 def _tokens(loaded, data: str, split: str, max_tokens: int | None, progress: bool = False) -> list[int]:
     from eventllm.data import cached_token_stream
-    from eventllm.errors import DataError
 
     ids = cached_token_stream(data, split, loaded.tokenizer, progress=progress)
-    ids = (ids[:max_tokens] if max_tokens else ids).astype("int64").tolist()
+    _enough_tokens(ids, max_tokens, data, split)
+    return (ids[:max_tokens] if max_tokens else ids).astype("int64").tolist()
+
+
+def _enough_tokens(ids, max_tokens: int | None, data: str, split: str) -> None:
+    """At least 2 tokens are scored text: refuse fewer, naming --max-tokens when it is what cut the text short."""
+    from eventllm.errors import DataError
+
     if len(ids) < 2:
         raise DataError(f"{data} (split {split}): fewer than 2 tokens of text; pass a larger text")
-    return ids
+    if max_tokens is not None and max_tokens < 2:
+        raise DataError(f"--max-tokens {max_tokens}: a text needs at least 2 tokens (one to read, one to predict); give "
+                        "--max-tokens 2 or more")
 
 
 def cmd_info(args) -> int:
@@ -660,13 +668,21 @@ def cmd_map(args) -> int:
             other = map_graph(graph, t, placement=base, seed=args.seed, fill=args.fill).hop_traffic()
             if other > 0:
                 print(f"events x hops vs {base} placement: {s['hop_traffic'] / other:.2f}x ({100 * (1 - s['hop_traffic'] / other):.0f}% less)")
+    png = None
+    if not args.no_heatmap and t.noc.kind != "custom":  # drawn first: a picture that cannot be written leaves no mapping
+        png = m.heatmap(Path(args.heatmap or Path(args.output).with_suffix(".png")))
     m.save(args.output)
-    print(f"wrote {args.output}")
-    if not args.no_heatmap and t.noc.kind != "custom":
-        png = Path(args.heatmap or Path(args.output).with_suffix(".png"))
-        m.heatmap(png)
-        print(f"wrote {png}")
+    print(f"wrote {args.output}" + (f" and {png}" if png else ""))
     return 0
+
+
+def _lava_blocks(args) -> None:
+    """--lava-blocks only with --backend lava (default there: hierarchical)."""
+    from eventllm.errors import ConfigError
+
+    if args.lava_blocks is not None and args.backend != "lava":
+        raise ConfigError(f"--lava-blocks {args.lava_blocks} chooses how the graph runs on lava-nc; drop it, or add --backend lava")
+    args.lava_blocks = args.lava_blocks or "hierarchical"
 
 
 def cmd_simulate(args) -> int:
@@ -683,6 +699,7 @@ def cmd_simulate(args) -> int:
         raise ConfigError(f"{given[0]} and {given[1]} both give the tokens to run; pass only one of --data, --token-ids and --prompt")
     if args.segments > 1 and args.data is None:
         raise ConfigError("--segments cuts the text of --data; drop it, or pass --data")
+    _lava_blocks(args)
     _check_outputs(args.json, folder=args.report)
     graph = ProcessGraph.load(args.graph)
     mapping = Mapping.load(args.mapping, graph)
@@ -792,7 +809,6 @@ def _simulate_text(args, graph, mapping, costs) -> int:
     """`simulate --data`: a whole text, cut into --segments (shared among torchrun ranks), on --engine."""
     from eventllm.data import cached_token_stream
     from eventllm.distributed import init_world, simulate_segments
-    from eventllm.errors import DataError
     from eventllm.tokenizer import load_tokenizer
 
     world = init_world(args.device)
@@ -800,9 +816,8 @@ def _simulate_text(args, graph, mapping, costs) -> int:
     model = _graph_model(args, graph) if engine == "trace" else None  # a wrong --model or --device before the text is read
     vocab = graph["emb"].vars["weights"].value.shape[0] if "emb" in graph.processes else 0
     ids = cached_token_stream(args.data, args.split, load_tokenizer(args.graph, vocab), progress=not args.quiet)
+    _enough_tokens(ids, args.max_tokens, args.data, args.split)
     ids = (ids[: args.max_tokens] if args.max_tokens else ids).astype("int64").tolist()
-    if len(ids) < 2:
-        raise DataError(f"{args.data} (split {args.split}): fewer than 2 tokens of text; pass a larger text")
     modes = ("thresholded", "natural", "dense") if args.compare_dense else ("thresholded",)
     runs = simulate_segments(graph, mapping, costs, ids, modes, args.segments, world, engine, model, progress=not args.quiet)
     from sim.report import settings
@@ -883,6 +898,11 @@ def cmd_generate(args) -> int:
         raise ConfigError(f"--thresholds {args.thresholds} and --no-thresholds contradict each other; drop one of them")
     if args.costs and args.backend != "sim":
         raise ConfigError(f"--costs prices the simulator's events; drop it with --backend {args.backend}, or use --backend sim")
+    if args.topology is not None and args.backend != "sim":
+        raise ConfigError(f"--topology is where the simulator maps the model; drop it with --backend {args.backend}, or use "
+                          "--backend sim")
+    args.topology = args.topology or "seneca"
+    _lava_blocks(args)
     if args.greedy and (args.temperature is not None or args.top_p is not None):
         raise ConfigError("--greedy decodes without sampling; drop --temperature and --top-p (or --greedy)")
     _check_outputs(args.json)
@@ -989,7 +1009,7 @@ class _Parser(argparse.ArgumentParser):
 
 SIMULATE_PROMPT = "It was a bright cold day in April, and the clocks were striking thirteen."
 LAVA_BLOCKS = ("with --backend lava: hierarchical (a Lava process per process of the graph, a hierarchical process per "
-               "layer) or fused (each layer one Lava process running the layer's process models: much faster) (default: %(default)s)")
+               "layer) or fused (each layer one Lava process running the layer's process models: much faster) (default: hierarchical)")
 ALLOW_PARTIAL = "accept a thresholds file that lacks some sites (they run at θ = 0, and are listed)"
 
 
@@ -1113,7 +1133,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(the run keeps the best state that passed on the check stream, whose noise then flatters it; "
                     "needs --max-ppl-increase; default: off)")
     ft.add_argument("--no-end-raise", action="store_const", const=True, help="keep the end state's θ as trained; by default a "
-                    "run that ends within the bound short of --target-sparsity has its θ raised by the largest common factor "
+                    "run that ends within the bound short of --target-sparsity has its θ raised by the largest common factor (up to 1.25) "
                     "within SAFETY × the bound on the check stream (a few check runs)")
     ft.add_argument("--checkpoint", metavar="RUN.pt", help="where the run saves itself when it pauses (--pause-after); "
                     "when the file exists the run goes on from it (same model, data and options, checked): one run in "
@@ -1177,7 +1197,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--compare-dense", action="store_true", help="also simulate θ = 0 with and without zero skipping")
     sm.add_argument("--backend", default="sim", choices=["sim", "lava"], help="lava: also run the prompt on lava-nc "
                     "(.venv-lava) and check its logits and per-port event counts against the simulator's (default: %(default)s)")
-    sm.add_argument("--lava-blocks", default="hierarchical", choices=["hierarchical", "fused"], help=LAVA_BLOCKS)
+    sm.add_argument("--lava-blocks", choices=["hierarchical", "fused"], help=LAVA_BLOCKS)
     sm.add_argument("--json", metavar="OUT", help="write the results as JSON")
     sm.add_argument("--report", metavar="DIR", help="write simulation.json and plots into DIR")
     sm.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -1190,8 +1210,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
     g.add_argument("--backend", default="sim", choices=["sim", "torch", "lava"],
                    help="event-driven simulator, torch, or the graph on lava-nc (Loihi2SimCfg, .venv-lava) (default: %(default)s)")
-    g.add_argument("--lava-blocks", default="hierarchical", choices=["hierarchical", "fused"], help=LAVA_BLOCKS)
-    g.add_argument("--topology", default="seneca", help="topology for the sim backend (default: %(default)s)")
+    g.add_argument("--lava-blocks", choices=["hierarchical", "fused"], help=LAVA_BLOCKS)
+    g.add_argument("--topology", help="topology for the sim backend (default: seneca)")
     g.add_argument("--costs", help="cost preset or TOML for the sim backend (default: the topology's preset)")
     g.add_argument("--prompt", help="one prompt; without it: an interactive session (or one prompt per line on stdin)")
     g.add_argument("--max-tokens", type=positive_int, default=64, help="tokens to generate per prompt (default: %(default)s)")

@@ -282,9 +282,10 @@ def cached_token_stream(path: str | Path, split: str, tok, cache_dir: str | Path
     total = sum(f.stat().st_size for f in files)
     parts: list[np.ndarray] = []
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"tokenising {Path(path).name}/{split}", disable=not progress) as bar:
-        piece_no = 0
+        piece_no, text_seen = 0, False
         for f, doc in zip(files, iter_documents(path, split)):
             ids: list[int] = []
+            text_seen = text_seen or any(p.strip() for p in doc)
             if unwrap:
                 doc = [unwrap_lines(p) if unwrapped_piece(piece_no + i, unwrap) else p for i, p in enumerate(doc)]
             piece_no += len(doc)
@@ -295,6 +296,9 @@ def cached_token_stream(path: str | Path, split: str, tok, cache_dir: str | Path
             parts.append(np.asarray(ids, dtype=dtype))
             bar.update(f.stat().st_size)
     out = np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+    if not text_seen:
+        what = "the files are empty or blank" if split == "all" else f"the files, or their {split} share, hold only blanks"
+        raise DataError(f"{path}: no text in split {split!r} ({what}); pass a folder or file with more text")
     if not out.size:
         raise DataError(f"{path}: no text in split {split!r}; pass a folder or file with text")
     try:

@@ -15,7 +15,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -130,8 +130,14 @@ def _check_values(raw: dict, path: Path) -> None:
         raise ConfigError(f"{path}: arch = {raw['arch']!r} is not known; choose one of {', '.join(ARCHS)}")
     if raw.get("dtype", "bf16") not in ("bf16", "fp16", "fp32"):
         raise ConfigError(f"{path}: dtype = {raw['dtype']!r} must be bf16, fp16 or fp32")
+    cfg_cls = ARCHS[raw["arch"]][1]
+    known = {f.name for f in fields(cfg_cls)} - {"vocab_size"}
+    unknown = sorted(set(raw["model"]) - known) if isinstance(raw["model"], dict) else []
+    if unknown:
+        raise ConfigError(f"{path}: [model] has an unknown key {unknown[0]!r}; a {raw['arch']} model takes "
+                          f"{', '.join(sorted(known))} (vocab_size goes at the top level)")
     try:  # the model config checks its own fields and that its weights fit
-        model_cfg = ARCHS[raw["arch"]][1](**{**raw["model"], "vocab_size": raw.get("vocab_size", 8000)})
+        model_cfg = cfg_cls(**{**raw["model"], "vocab_size": raw.get("vocab_size", 8000)})
     except TypeError as e:
         raise ConfigError(f"{path}: [model] {e}") from None
     except ConfigError as e:

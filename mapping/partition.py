@@ -108,6 +108,10 @@ def _split_dense(proc, M: int, wb: float, rates: dict[str, float]) -> tuple[str,
     return split, options[split]
 
 
+def _fill_hint(fill: float) -> str:
+    return "" if fill >= 1.0 else f" or a larger --fill (now {fill:g} of each core's memory)"
+
+
 def partition(graph: ProcessGraph, topology: Topology, fill: float = 1.0) -> list[Shard]:
     """Every process as one or more shards of at most `fill` of a core's memory, in the graph's data-flow order."""
     M, wb = int(topology.core.memory_bytes * fill), topology.core.word_bytes
@@ -159,13 +163,13 @@ def partition(graph: ProcessGraph, topology: Topology, fill: float = 1.0) -> lis
                       and _nbytes(per_head * heads // n, wb) + _nbytes(io // n + 1, wb) <= M), None)
             if n is None:
                 raise MappingError(f"{proc.name}: one attention head's key/value cache ({_nbytes(per_head, wb):,} bytes) "
-                                   f"does not fit a core's {M:,} bytes; use a topology with more memory per core")
+                                   f"does not fit a core's {M:,} bytes; use a topology with more memory per core{_fill_hint(fill)}")
             for k in range(n):
                 lo, hi = k * heads // n, (k + 1) * heads // n
                 add("heads", k, n, lo, hi, heads, 0, 0, per_head * (hi - lo) + (state - per_head * heads if k == 0 else 0), io // n)
         else:
             raise MappingError(f"{proc.name} ({proc.kind}) needs {whole:,} bytes but a {topology.name} core has {M:,}; "
-                               "use a topology with more memory per core")
+                               f"use a topology with more memory per core{_fill_hint(fill)}")
     return shards
 
 

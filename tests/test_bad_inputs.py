@@ -184,6 +184,8 @@ CASES = {
     # training configs
     "train-binary": (lambda w, t: ["train", _file(t, "c.toml", BINARY), "-o", "OUT"], "c.toml"),
     "train-unknown-key": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="colour = 1", n_layer=2)), "-o", "OUT"], "unknown key 'colour'"),
+    "train-unknown-model-key": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="", n_layer=2) + "bogus_key = 1\n"), "-o", "OUT"],
+                                "[model] has an unknown key 'bogus_key'; a rwkv4 model takes"),
     "train-missing-key": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="", n_layer=2).replace('arch = "rwkv4"\n', "")), "-o", "OUT"],
                           "missing key 'arch'"),
     "train-context-0": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="context = 0", n_layer=2)), "-o", "OUT"], "context = 0"),
@@ -293,6 +295,19 @@ CASES = {
                                                     "--json", "OUT"], "--token-ids and --prompt both give the tokens"),
     "simulate-segments-without-data": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "1,2", "--segments", "3",
                                                      "--json", "OUT"], "--segments cuts the text of --data"),
+    "simulate-empty-text": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--model", w.model, "--data", _file(t, "empty.txt", ""),
+                                          "--max-tokens", "32", "--json", "OUT", "-q"], "empty.txt: no text in split 'all'"),
+    "evaluate-blank-text": (lambda w, t: ["evaluate", "--model", w.model, "--data", _file(t, "blank.txt", " \n\n  \n"), "--json", "OUT", "-q"],
+                            "blank.txt: no text in split 'all'"),
+    "evaluate-max-tokens-1": (lambda w, t: ["evaluate", "--model", w.model, "--data", w.text, "--max-tokens", "1", "--json", "OUT", "-q"],
+                              "--max-tokens 1: a text needs at least 2 tokens"),
+    "simulate-lava-blocks-without-lava": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "1,2", "--lava-blocks", "fused",
+                                                        "--json", "OUT"], "--lava-blocks fused chooses how the graph runs on lava-nc"),
+    "generate-lava-blocks-without-lava": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--lava-blocks", "fused", "--json", "OUT"],
+                                          "add --backend lava"),
+    "generate-topology-with-torch": (lambda w, t: ["generate", "--model", w.model, "--prompt", "a", "--backend", "torch", "--topology", "bogus",
+                                                   "--json", "OUT"], "--topology is where the simulator maps the model"),
+    "map-fill-tiny": (lambda w, t: ["map", w.graph, "--fill", "1e-9", "-o", "OUT", "--no-heatmap"], "or a larger --fill"),
     # precision options that quantise nothing
     "quantize-without-bits": (lambda w, t: ["evaluate", "--model", w.model, "--data", w.text, "--quantize", "att.key", "--json", "OUT"],
                               "--quantize says how to quantise, but nothing is quantised at 16 bits"),
@@ -329,6 +344,11 @@ CASES = {
                                                    "--json", "OUT"], "text.txt is a file); choose another output path"),
     "map-heatmap-under-a-file": (lambda w, t: ["map", w.graph, "--heatmap", w.text + "/heat.png", "-o", "OUT"],
                                  "text.txt is a file); choose another output path"),
+    # where the permission bits say yes (root) but no file can be made: /proc
+    "map-heatmap-in-proc": (lambda w, t: ["map", w.graph, "--heatmap", "/proc/eventllm-none/heat.png", "-o", "OUT"],
+                            "a file cannot be made in /proc"),
+    "calibrate-output-in-proc": (lambda w, t: ["calibrate", "--model", w.model, "--data", w.text, "--tokens", "64", "-o",
+                                               "/proc/eventllm-none/thr.json"], "a file cannot be made in /proc"),
     "build-into-foreign-folder": (lambda w, t: ["build", "--model", w.model, "-o", str(_foreign(t))], "not an eventllm graph"),
     "build-into-a-file": (lambda w, t: ["build", "--model", w.model, "-o", _file(t, "afile", "keep me")], "is a file"),
 }
@@ -372,7 +392,7 @@ def run(argv: list[str], capsys) -> tuple[int, list[str], float]:
 
 # one case per file format also runs with an old output in place, which must stay byte-identical
 WITH_OLD_OUTPUT = ("thr-binary", "graph-no-arrays", "mapping-binary", "topology-10000x10000", "costs-binary", "train-binary",
-                   "hf-config-huge", "generate-top-p-0")
+                   "hf-config-huge", "generate-top-p-0", "map-heatmap-in-proc")
 
 
 @pytest.mark.parametrize("case, with_old_output", [(c, False) for c in CASES] + [(c, True) for c in WITH_OLD_OUTPUT])
@@ -449,7 +469,7 @@ def test_train_on_a_corpus_shorter_than_a_window(tmp_path, capsys):
     cfg = _file(tmp_path, "c.toml", TRAIN.format(extra="vocab_size = 300\ncontext = 16", n_layer=1))
     rc, lines, _ = run(["train", cfg, "--steps", "1", "-q", "-o", str(tmp_path / "out")], capsys)
     assert rc == 2 and len(lines) == 1, lines
-    assert "the valid split has 1 tokens, too few for windows of context = 16" in lines[0]
+    assert "c.txt: no text in split 'valid' (the files, or their valid share, hold only blanks)" in lines[0]
 
 
 def test_build_force_replaces_a_foreign_folder(w, tmp_path, capsys):
