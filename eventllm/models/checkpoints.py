@@ -44,7 +44,10 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a corrupt or unsafe file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch weights file ({first})") from None
+        if "weights only load failed" in first.lower():  # torch's advice (weights_only=False) would run the file's code
+            first = "not a plain file of tensors: it is not a torch archive, or it holds objects that eventllm does not unpickle"
+        raise CheckpointError(f"{path}: cannot be read as a PyTorch weights file ({first[:200]}); pass a BlinkDL .pth, a "
+                              ".safetensors file or a Hugging Face folder") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
