@@ -991,7 +991,10 @@ def cmd_demo(args) -> int:
     from pathlib import Path
 
     from eventllm.demo import run_demo
+    from eventllm.errors import ConfigError
 
+    if args.prompt is not None and not args.prompt.strip():
+        raise ConfigError("--prompt is empty; give some text, or leave --prompt out for the demo's own prompt")
     data = args.data
     if data is None and Path("../shared/data/pg-books").is_dir():
         data = "../shared/data/pg-books"  # the repository's layout: the shared data beside the checkout

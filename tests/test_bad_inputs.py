@@ -127,6 +127,13 @@ CASES = {
     "thr-unknown-projection": (lambda w, t: ["build", "--model", w.model, "--thresholds", _thr(w, t, lambda d: d["thresholds"][0].update({"att.gate": 1})),
                                              "-o", "OUT"], "unknown projection 'att.gate'"),
     "thr-unknown-key": (lambda w, t: ["build", "--model", w.model, "--thresholds", _thr(w, t, lambda d: d.update(extra=1)), "-o", "OUT"], "unknown key 'extra'"),
+    "thr-nan": (lambda w, t: ["build", "--model", w.model, "--thresholds", _file(t, "n.json", w.thr.read_text().replace('"att.key": 0.1', '"att.key": NaN', 1)),
+                          "-o", "OUT"], "θ must be a finite number ≥ 0, got nan; fix the value or recalibrate"),
+    "thr-version-99": (lambda w, t: ["build", "--model", w.model, "--thresholds", _thr(w, t, lambda d: d.update(version=99)), "-o", "OUT"],
+                       "reads version 1; recalibrate with this eventllm"),
+    "thr-json-list": (lambda w, t: ["build", "--model", w.model, "--thresholds", _file(t, "l.json", "[1, 2]"), "-o", "OUT"],
+                      "not an eventllm thresholds file (missing \"format\": \"eventllm-thresholds\"); pass the JSON file"),
+    "demo-empty-prompt": (lambda w, t: ["demo", "--model", w.model, "--prompt", "  ", "-o", "OUT", "-q"], "--prompt is empty"),
     "thr-projections-not-list": (lambda w, t: ["build", "--model", w.model, "--thresholds", _thr(w, t, lambda d: d.update(projections=3)), "-o", "OUT"],
                                  '"projections" must be a list'),
     # Hugging Face folders

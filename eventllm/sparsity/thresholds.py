@@ -56,9 +56,11 @@ def read_thresholds(path: str | Path) -> dict:
     path = Path(path)
     doc = read_json(path, "thresholds file", "pass the JSON file `eventllm calibrate` wrote", ThresholdError)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ThresholdError(f"{path}: not an eventllm thresholds file (missing \"format\": \"{FORMAT}\")")
+        raise ThresholdError(f"{path}: not an eventllm thresholds file (missing \"format\": \"{FORMAT}\"); pass the JSON file "
+                             "`eventllm calibrate` wrote")
     if doc.get("version") != VERSION:
-        raise ThresholdError(f"{path}: thresholds format version {doc.get('version')!r}, this eventllm reads version {VERSION}")
+        raise ThresholdError(f"{path}: thresholds format version {doc.get('version')!r}, this eventllm reads version {VERSION}; "
+                             "recalibrate with this eventllm (`eventllm calibrate`)")
     for key in ("model", "projections", "thresholds"):
         if key not in doc:
             raise ThresholdError(f"{path}: missing key {key!r}; regenerate the file with `eventllm calibrate`")
@@ -79,13 +81,14 @@ def read_thresholds(path: str | Path) -> dict:
     if "head" in doc:
         h = doc["head"]
         if not isinstance(h, (int, float)) or isinstance(h, bool) or not math.isfinite(h) or h < 0:
-            raise ThresholdError(f"{path}: head: θ must be a finite number ≥ 0, got {h!r}")
+            raise ThresholdError(f"{path}: head: θ must be a finite number ≥ 0, got {h!r}; fix the value or recalibrate")
     for i, layer in enumerate(doc["thresholds"]):
         if not isinstance(layer, dict):
             raise ThresholdError(f"{path}: layer {i} of \"thresholds\" is not an object")
         for proj, value in layer.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ThresholdError(f"{path}: layer {i} {proj}: θ must be a finite number ≥ 0, got {value!r}")
+                raise ThresholdError(f"{path}: layer {i} {proj}: θ must be a finite number ≥ 0, got {value!r}; fix the value or "
+                                      "recalibrate")
     return doc
 
 
