@@ -47,7 +47,7 @@ def read_jsonl(path: str | Path, limit: int | None = None) -> list[tuple[int, di
     if path.is_dir():
         raise DataError(f"task file {path} is a folder; give the JSONL file in it")
     if not path.is_file():
-        raise DataError(f"task file {path} not found")
+        raise DataError(f"task file {path} not found; give NAME=PATH of an existing JSONL file (one item per line)")
     rows = []
     try:
         with path.open(encoding="utf-8") as f:
@@ -68,7 +68,7 @@ def read_jsonl(path: str | Path, limit: int | None = None) -> list[tuple[int, di
     except OSError as e:
         raise DataError(f"task file {path} cannot be read ({e.strerror or e})") from None
     if not rows:
-        raise DataError(f"{path} has no items")
+        raise DataError(f"{path} has no items; a task file holds one JSON object per line (e.g. lambada_test.jsonl)")
     return rows
 
 
