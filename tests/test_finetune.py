@@ -15,7 +15,7 @@ from eventllm.evaluate.perplexity import perplexity
 from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport
 from eventllm.models.threshold import ActivationThreshold
 from eventllm.sparsity.calibrate import check_stream
-from eventllm.sparsity.finetune import FinetunePaused, Schedule, SiteTracker, WeightAverage, finetune
+from eventllm.sparsity.finetune import FinetunePaused, Schedule, SiteTracker, WeightAverage, _check, _end_state, _State, finetune
 
 FAST = dict(batch_size=4, context=32, check_every=10, check_tokens=256, progress=False)
 
@@ -336,3 +336,23 @@ def test_an_end_within_the_bound_short_of_the_target_has_its_theta_raised(small_
         nll = perplexity(small_rwkv, check_stream(stream, 256, 0)).nll
     assert nll == pytest.approx(raised.loss_final, abs=1e-9)
     assert SparsityReport.from_meter(small_rwkv, meter).mac_skipped() == pytest.approx(raised.mac_weighted, abs=1e-9)
+
+
+def test_a_final_state_above_the_bound_is_offered_with_its_theta_scaled_down(small_rwkv, stream):
+    check = check_stream(stream, 256, 0)
+    small_rwkv.set_thetas(0.0)
+    dense, _ = _check(small_rwkv, check)
+    small_rwkv.set_thetas(3.0)
+    thetas = small_rwkv.get_thetas()
+    nll, rep = _check(small_rwkv, check)
+
+    def allowed(x: float) -> bool:
+        return math.exp(x - dense) - 1.0 <= 0.01
+
+    assert not allowed(nll)
+    chosen = _end_state(small_rwkv, check, _State(5, nll, rep, "final", thetas), [], allowed, 0.99, True)
+    assert chosen.source == "final" and 0 < chosen.scale < 1 and allowed(chosen.nll)
+    assert chosen.thetas == {k: v * chosen.scale for k, v in thetas.items()}
+    assert small_rwkv.get_thetas() == thetas  # the model is left at the final θ; the caller sets the chosen ones
+    small_rwkv.set_thetas(chosen.thetas)
+    assert _check(small_rwkv, check)[0] == chosen.nll  # the state's figures are its θ's check run

@@ -526,7 +526,7 @@ def finetune(model: CausalLM, train_ids, check_ids, *, target_sparsity: float | 
             model.load_state_dict(start_weights)
         model.set_thetas(chosen.thetas)
         if raise_end and max_ppl_increase is not None and allowed(chosen.nll) and not _reaches(chosen.report, target_sparsity):
-            chosen = _raised(model, check, chosen, loss_dense, safety * max_ppl_increase)
+            chosen = _raised(model, check, chosen, allowed)
             if progress and chosen.scale > 1:
                 tqdm.write(f"the end state's θ raised × {chosen.scale:.3f} within the bound: check ppl "
                            f"{100 * (math.exp(chosen.nll - loss_dense) - 1.0):+.2f}% vs dense, sparsity MAC-weighted "
@@ -692,21 +692,28 @@ def _keep(kept: list[_State], state: _State, target: float | None) -> None:
 RAISE_MAX = 1.25  # the end raise looks for its factor in [1, RAISE_MAX]
 
 
-def _raised(model: CausalLM, check: torch.Tensor, state: _State, loss_dense: float, limit: float) -> _State:
-    """`state` (the model holds it, within the bound) with its θ scaled up by the largest common factor f in
-    [1, RAISE_MAX] whose check stream stays within `limit`, bisected in 6 check runs (f to 0.4%); the model is left
-    with the raised θ. Bisection, not the training-free final scale's secant search: a fine-tuned state's increase
-    is often below 0 at θ × 1 and then climbs steeply (session 34's run: −0.18% at × 1, +0.65% at × 1.02, +1.86% at
-    × 1.05 on its check stream), which the secant's power law c·s^p does not follow."""
-    runs: dict[float, tuple[float, SparsityReport]] = {1.0: (state.nll, state.report)}
+def _largest_scale(model: CausalLM, check: torch.Tensor, thetas: dict, lo: float, hi: float, allowed,
+                   runs: dict | None = None) -> tuple[float, dict]:
+    """The largest factor f in [lo, hi] (bisected in 6 check runs, ok(lo) assumed) at which θ × f keeps the check
+    stream `allowed`, and every check run made: {f: (nll, report)} (`runs`: those known already)."""
+    runs = dict(runs or {})
 
-    def within(f: float) -> bool:
+    def ok(f: float) -> bool:
         if f not in runs:
-            model.set_thetas({k: v * f for k, v in state.thetas.items()})
+            model.set_thetas({k: v * f for k, v in thetas.items()})
             runs[f] = _check(model, check)
-        return math.exp(runs[f][0] - loss_dense) - 1.0 <= limit
+        return allowed(runs[f][0])
 
-    f, _ = _bisect(within, 1.0, RAISE_MAX, steps=6)
+    return _bisect(ok, lo, hi, steps=6)[0], runs
+
+
+def _raised(model: CausalLM, check: torch.Tensor, state: _State, allowed) -> _State:
+    """`state` (the model holds it, within the bound) with its θ scaled up by the largest common factor f in
+    [1, RAISE_MAX] whose check stream stays `allowed` (f to 0.4%); the model is left with the raised θ. Bisection, not
+    the training-free final scale's secant search: a fine-tuned state's increase is often below 0 at θ × 1 and then
+    climbs steeply (session 34's run: −0.18% at × 1, +0.65% at × 1.02, +1.86% at × 1.05 on its check stream), which
+    the secant's power law c·s^p does not follow."""
+    f, runs = _largest_scale(model, check, state.thetas, 1.0, RAISE_MAX, allowed, {1.0: (state.nll, state.report)})
     thetas = {k: v * f for k, v in state.thetas.items()}
     model.set_thetas(thetas)
     if f == 1.0:
@@ -725,14 +732,8 @@ def _end_state(model: CausalLM, check: torch.Tensor, final: _State, kept: list[_
     if allowed(final.nll):
         states.append(final)
     elif not any(_reaches(c.report, target) for c in states):
-        def scaled_ok(f: float) -> bool:
-            model.set_thetas({k: v * f for k, v in final.thetas.items()})
-            return allowed(_check(model, check)[0])
-
-        f, _ = _bisect(scaled_ok, 0.0, 1.0, steps=6)
-        if f > 0:
-            thetas = {k: v * f for k, v in final.thetas.items()}
-            model.set_thetas(thetas)
-            states.append(_State(final.step, *_check(model, check), "final", thetas, scale=f))
+        f, runs = _largest_scale(model, check, final.thetas, 0.0, 1.0, allowed)
+        if f > 0:  # its check run is the bisection's
+            states.append(_State(final.step, *runs[f], "final", {k: v * f for k, v in final.thetas.items()}, scale=f))
         model.set_thetas(final.thetas)
     return _best(states, target) if states else final

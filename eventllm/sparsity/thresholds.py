@@ -79,17 +79,18 @@ def read_thresholds(path: str | Path) -> dict:
     if "scores" in doc and doc["scores"] not in CausalLM.SCORES:
         raise ThresholdError(f"{path}: scores must be one of {', '.join(CausalLM.SCORES)}, got {doc['scores']!r}")
     if "head" in doc:
-        h = doc["head"]
-        if not isinstance(h, (int, float)) or isinstance(h, bool) or not math.isfinite(h) or h < 0:
-            raise ThresholdError(f"{path}: head: θ must be a finite number ≥ 0, got {h!r}; fix the value or recalibrate")
+        _check_theta(path, "head", doc["head"])
     for i, layer in enumerate(doc["thresholds"]):
         if not isinstance(layer, dict):
             raise ThresholdError(f"{path}: layer {i} of \"thresholds\" is not an object")
         for proj, value in layer.items():
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ThresholdError(f"{path}: layer {i} {proj}: θ must be a finite number ≥ 0, got {value!r}; fix the value or "
-                                      "recalibrate")
+            _check_theta(path, f"layer {i} {proj}", value)
     return doc
+
+
+def _check_theta(path: Path, where: str, value) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        raise ThresholdError(f"{path}: {where}: θ must be a finite number ≥ 0, got {value!r}; fix the value or recalibrate")
 
 
 def apply_thresholds(model: CausalLM, path: str | Path, allow_partial: bool = False) -> dict:
