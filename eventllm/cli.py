@@ -691,7 +691,7 @@ def cmd_simulate(args) -> int:
     from eventllm.errors import ConfigError
     from eventllm.process.graph import ProcessGraph
     from mapping import Mapping
-    from sim.costs import load_costs
+    from sim.costs import load_costs, topology_note
     from sim.report import simulate
 
     given = [f for f, v in (("--data", args.data), ("--token-ids", args.token_ids), ("--prompt", args.prompt)) if v is not None]
@@ -704,6 +704,8 @@ def cmd_simulate(args) -> int:
     graph = ProcessGraph.load(args.graph)
     mapping = Mapping.load(args.mapping, graph)
     costs = load_costs(args.costs or mapping.topology.name)
+    if topology_note(costs, mapping.topology.name):
+        print(topology_note(costs, mapping.topology.name), file=sys.stderr)
     if args.backend == "lava" and graph.delta_sites():
         raise ConfigError("delta events are not bridged to Lava yet; drop --backend lava, or build the graph without --delta")
     if args.data:
@@ -916,6 +918,11 @@ def cmd_generate(args) -> int:
     session = Session(backend, loaded.tokenizer, sampling, args.max_tokens,
                       stop_at_blank_line=not args.prompt)
     where = f" on {backend.mapping.topology.name} ({backend.mapping.cores_used} cores)" if args.backend == "sim" else ""
+    if args.backend == "sim":
+        from sim.costs import topology_note
+
+        if topology_note(backend.costs, backend.mapping.topology.name):
+            print(topology_note(backend.costs, backend.mapping.topology.name), file=sys.stderr)
     if args.backend == "lava":
         where = f" (lava-nc Loihi2SimCfg, {args.lava_blocks} blocks, {backend.client.hold} steps per token)"
     print(f"{loaded.name}, thresholds: {thresholds or 'none (θ = 0)'}, backend: {args.backend}{where}", file=sys.stderr)

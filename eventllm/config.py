@@ -9,19 +9,25 @@ from pathlib import Path
 from eventllm.errors import ConfigError, EventLLMError
 
 
-def read_toml(path: str | Path, what: str, error: type[EventLLMError] = ConfigError) -> dict:
-    """The parsed content of a TOML file; a missing, unreadable or malformed file raises `error` naming it."""
+def read_toml(path: str | Path, what: str, error: type[EventLLMError] = ConfigError, fix: str | None = None) -> dict:
+    """The parsed content of a TOML file; a missing, folder, unreadable or malformed file raises `error` naming it
+    and saying `fix` (default: pass the TOML file itself)."""
     import tomllib  # Python 3.11+; the graph package also runs in the Lava environment (3.10), which reads no TOML
 
     path = Path(path)
+    fix = fix or f"pass the {what} (a .toml file)"
     try:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise error(f"{path}: no such {what}") from None
+        raise error(f"{path}: no such {what}; {fix}") from None
+    except IsADirectoryError:
+        raise error(f"{path} is a folder, not a {what}; {fix}") from None
     except tomllib.TOMLDecodeError as e:
         raise error(f"{path} is not valid TOML ({e}); fix the file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise error(f"cannot read {what} {path} ({e})") from None
+    except UnicodeDecodeError as e:
+        raise error(f"{path} is not a text file ({e.reason}); {fix}") from None
+    except OSError as e:
+        raise error(f"cannot read {what} {path} ({e.strerror or e}); {fix}") from None
 
 
 def read_json(path: str | Path, what: str, fix: str, error: type[EventLLMError] = ConfigError):

@@ -56,3 +56,12 @@ def load_costs(spec: str) -> CostModel:
                 raise ConfigError(f"{path}: [{label}] {k} = {v!r} must be a non-negative number")
     return CostModel(data.get("name", path.stem), data.get("topology", data.get("name", path.stem)),
                      {k: float(energy[k]) for k in ENERGY_KEYS}, {k: float(cycles[k]) for k in TIME_KEYS}, str(path))
+
+
+def topology_note(costs: CostModel, topology: str) -> str:
+    """A line saying that `costs` were made for another topology than the mapping's (a what-if a user may want,
+    but not to make unawares: the events of a `topology` mapping priced at another chip's costs); "" if they match."""
+    if costs.topology == topology:
+        return ""
+    return (f"note: cost table {costs.name!r} is for topology {costs.topology!r}, the mapping is onto {topology!r}: its events "
+            f"are priced at {costs.name}'s costs (map onto {costs.topology!r}, or drop --costs, to price {topology!r} as itself)")

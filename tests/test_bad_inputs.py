@@ -194,6 +194,7 @@ CASES = {
     "costs-unknown-preset": (lambda w, t: ["simulate", w.graph, "--mapping", w.mapping, "--costs", "nope", "--token-ids", "1", "--json", "OUT"], "unknown cost preset"),
     # training configs
     "train-binary": (lambda w, t: ["train", _file(t, "c.toml", BINARY), "-o", "OUT"], "c.toml"),
+    "train-folder": (lambda w, t: ["train", str(t), "-o", "OUT"], "is a folder, not a config file; pass the config file (a .toml file)"),
     "train-unknown-key": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="colour = 1", n_layer=2)), "-o", "OUT"], "unknown key 'colour'"),
     "train-unknown-model-key": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="", n_layer=2) + "bogus_key = 1\n"), "-o", "OUT"],
                                 "[model] has an unknown key 'bogus_key'; a rwkv4 model takes"),
@@ -543,3 +544,23 @@ def test_sigint_during_calibrate_leaves_thresholds_intact(tmp_path):
     assert "Traceback" not in err and err.strip().splitlines()[-1] == "eventllm calibrate: interrupted"
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["thr.json"]
+
+
+def test_train_on_a_valid_share_shorter_than_a_window(tmp_path, capsys):
+    _file(tmp_path, "c.txt", "The quick brown fox jumps over the lazy dog.\n\n" * 60)  # short paragraphs: a few in valid
+    cfg = _file(tmp_path, "c.toml", TRAIN.format(extra="vocab_size = 300\ncontext = 256", n_layer=1))
+    rc, lines, _ = run(["train", cfg, "--steps", "1", "-q", "-o", str(tmp_path / "out")], capsys)
+    assert rc == 2 and len(lines) == 1, lines
+    assert "c.txt: the valid split has" in lines[0] and "too few for windows of context = 256" in lines[0]
+
+
+def test_costs_of_another_topology_are_named(w, tmp_path, capsys):
+    """Loihi 2 costs on a SENECA mapping is a what-if the simulator runs, but says so (the JSON names both)."""
+    rc = main(["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "1,2", "--costs", "loihi2", "-q", "--json", str(tmp_path / "s.json")])
+    out = capsys.readouterr()
+    assert rc == 0
+    assert "cost table 'loihi2' is for topology 'loihi2', the mapping is onto 'seneca'" in out.err
+    doc = json.loads((tmp_path / "s.json").read_text())
+    assert (doc["costs"], doc["topology"]) == ("loihi2", "seneca")
+    assert main(["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "1,2", "-q"]) == 0
+    assert "note:" not in capsys.readouterr().err

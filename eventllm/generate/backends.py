@@ -55,11 +55,11 @@ class SimBackend:
         from sim.report import MODE_OVERRIDES
 
         hw = prepare(model, model_name, topology, costs)
-        self.graph, self.mapping, cost_model = hw.graph, hw.mapping, hw.costs
-        self.sim = Simulator(self.graph, self.mapping, cost_model, event_driven=True)
+        self.graph, self.mapping, self.costs = hw.graph, hw.mapping, hw.costs
+        self.sim = Simulator(self.graph, self.mapping, self.costs, event_driven=True)
         # the dense shadow on the same graph: same tokens, θ = 0, every entry processed (its counts do not
         # depend on the values)
-        self.dense = Simulator(self.graph, self.mapping, cost_model, event_driven=False, overrides=MODE_OVERRIDES)
+        self.dense = Simulator(self.graph, self.mapping, self.costs, event_driven=False, overrides=MODE_OVERRIDES)
 
     def reset(self) -> None:
         self.sim.reset()
