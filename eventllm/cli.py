@@ -298,6 +298,8 @@ def _check_calibrate_args(args) -> None:
     from eventllm.errors import ConfigError
 
     flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+    if args.grad_tokens is not None and args.scores != "gradient":
+        raise ConfigError("--grad-tokens sets the data of --scores gradient; drop it, or pass --scores gradient")
     if args.method != "finetune":
         given = [n for n in FINETUNE_ONLY if getattr(args, n) is not None]
         if given:
@@ -317,7 +319,7 @@ def _check_calibrate_args(args) -> None:
         raise ConfigError(f"-o and --output-model are the same file ({args.output}); give the thresholds JSON another name")
     if args.target_sparsity is None and args.max_ppl_increase is None:
         raise ConfigError("--method finetune needs a goal: --target-sparsity S (MAC-weighted), --max-ppl-increase B, or both")
-    refused = [("--loss-inc", args.loss_inc is not None), ("--scores wina", args.scores != "magnitude"),
+    refused = [("--loss-inc", args.loss_inc is not None), (f"--scores {args.scores}", args.scores != "magnitude"),
                ("--weight-bits", args.weight_bits is not None), ("--event-bits", args.event_bits is not None),
                ("--quant-method", args.quant_method is not None), ("--quantize", args.quantize is not None)]
     for name, given in refused:
@@ -555,7 +557,7 @@ def cmd_calibrate(args) -> int:
     res = calibrate(loaded.model, ids, max_ppl_increase=args.max_ppl_increase, target_sparsity=args.target_sparsity,
                     loss_inc=args.loss_inc, tokens=args.tokens, context=args.context, step=args.step, seed=args.seed,
                     check_tokens=args.check_tokens, safety=args.safety, progress=not args.quiet, scores=args.scores,
-                    search=args.search, levels=args.levels)
+                    search=args.search, levels=args.levels, grad_tokens=args.grad_tokens or 8192)
     m = loaded.model
     greedy = res.search == "greedy"  # its kept fractions are the calibration tokens', on a finer grid
     rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g} ({res.keeps[(i, p)]:.{2 if greedy else 1}f})" for p in m.PROJECTIONS]
@@ -796,10 +798,13 @@ def _graph_model(args, graph):
     from eventllm.models.quantize import apply_precision
 
     apply_precision(model, graph.meta.get("precision"))  # the masks of the low-bit model the graph holds
-    if any("score_theta" in q.attrs for q in graph if q.kind == "threshold"):
-        # the graph's per-neuron thresholds θ / ‖W[:, i]‖, from the weights it holds (after quantising), on the CPU
-        # as `build` computed them (distributed.simulate_segments checks the vectors are the graph's)
-        model.set_scores("wina")
+    from eventllm.masks import site_key
+    vectors = {site_key(graph, q): q.vars["theta"].value for q in graph if q.kind == "threshold" and "score_theta" in q.attrs}
+    if vectors:
+        # the graph's per-neuron thresholds as they are (whatever scores made them), bit for bit
+        # (distributed.simulate_segments checks the vectors are the graph's)
+        model.set_theta_vectors(vectors, {site_key(graph, q): q.attrs["score_theta"] for q in graph
+                                          if q.kind == "threshold" and "score_theta" in q.attrs})
     if args.device:
         from eventllm.models.device import torch_device
 
@@ -1115,8 +1120,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--levels", type=at_least_two, default=20, help="with --search greedy: zero fractions priced per site, "
                    "steps of 1/LEVELS of its non-zero inputs (default: %(default)s)")
     c.add_argument("--seed", type=seed, default=0, help="seed of the calibration windows (default: %(default)s)")
-    c.add_argument("--scores", default="magnitude", choices=["magnitude", "wina"], help="magnitude: one θ per site (the "
-                   "paper's); wina: per-neuron thresholds θ_i = θ / ‖W[:, i]‖, inputs ranked by |x_i|·‖W[:, i]‖ (default: %(default)s)")
+    c.add_argument("--scores", default="magnitude", choices=["magnitude", "wina", "gradient"], help="magnitude: one θ per "
+                   "site (the paper's); per-neuron thresholds θ_i = θ / g_i, inputs ranked by |x_i|·g_i: wina g_i = ‖W[:, i]‖; "
+                   "gradient g_i = √E[(∂loss/∂x_i)²] measured on --grad-tokens of the data (default: %(default)s)")
+    c.add_argument("--grad-tokens", type=positive_int, help="with --scores gradient: calibration tokens the per-neuron "
+                   "scales are measured on, in windows of --context (default: 8192)")
     c.add_argument("--head", action="store_true", help="also calibrate a threshold before the output head (which the paper "
                    "leaves dense); the file then turns it on wherever it is applied (RWKV)")
     _precision_args(c)

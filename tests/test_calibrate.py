@@ -122,3 +122,38 @@ def test_final_scale_search_widens_when_the_increase_is_not_measurable():
     # thresholds that help at first (negative increase), then cost: the search must still find the crossing
     s = largest_scale_within(lambda s: -0.001 if s < 2 else 0.001 * (s - 1.5) ** 3, 0.009, max_runs=8)
     assert 0.001 * (s - 1.5) ** 3 <= 0.009 and s > 3.3
+
+
+def test_cli_gradient_scores_write_per_neuron_thresholds_that_build_and_evaluate(tmp_path, capsys):
+    """`calibrate --scores gradient`: the file carries "scores": "gradient" and each site's measured scales (mean 1,
+    not all equal); `evaluate` applies them (sparser than natural) and `build` puts a θ vector in every Threshold."""
+    import json
+
+    from eventllm.cli import main
+    from eventllm.models import RWKV, RWKVConfig
+    from eventllm.models.checkpoints import save_eventllm
+    from eventllm.process.graph import ProcessGraph
+
+    text = tmp_path / "text.txt"
+    text.write_text("A short calibration text about ships, whales and the sea; the captain looked at the sky. " * 300)
+    model = save_eventllm(RWKV(RWKVConfig(vocab_size=256, d_model=32, n_layer=2, d_ffn=64)).randomize(seed=5),
+                          tmp_path / "model.safetensors")
+    thr, out = tmp_path / "thr.json", tmp_path / "ev.json"
+    assert main(["calibrate", "--model", str(model), "--data", str(text), "--split", "all", "--max-ppl-increase", "0.01",
+                 "--scores", "gradient", "--grad-tokens", "1024", "--tokens", "256", "--context", "64",
+                 "--check-tokens", "1024", "-o", str(thr), "-q"]) == 0
+    doc = json.loads(thr.read_text())
+    assert doc["scores"] == "gradient" and doc["meta"]["scores"] == "gradient"
+    sizes = {"att.key": 32, "att.value": 32, "att.receptance": 32, "att.output": 32, "ffn.key": 32, "ffn.receptance": 32,
+             "ffn.value": 64}
+    for layer in doc["channel_scales"]:
+        assert {p: len(g) for p, g in layer.items()} == sizes
+        for g in layer.values():
+            assert sum(g) / len(g) == pytest.approx(1.0, rel=1e-4) and max(g) > min(g)
+    assert main(["evaluate", "--model", str(model), "--thresholds", str(thr), "--data", str(text), "--split", "all",
+                 "--max-tokens", "1024", "--json", str(out), "-q"]) == 0
+    r = json.loads(out.read_text())
+    assert r["sparsity"]["mac_weighted"]["thresholded"] > r["sparsity"]["mac_weighted"]["natural"]
+    assert main(["build", "--model", str(model), "--thresholds", str(thr), "--tokens", "4", "-o", str(tmp_path / "g")]) == 0
+    graph = ProcessGraph.load(tmp_path / "g")
+    assert all(q.vars["theta"].value.shape == (q.attrs["n"],) for q in graph if q.kind == "threshold")

@@ -227,13 +227,16 @@ np.savez({str(tmp_path / 'lava.npz')!r}, fixed=np.array(fixed), paths=np.array(l
 
 
 @needs_lava
-def test_per_neuron_thresholds_on_lava_equal_the_executor(tmp_path):
-    """WINA per-neuron thresholds (a θ vector per site) on lava-nc: logits within 1e-4 and every port's events equal."""
+@pytest.mark.parametrize("kind", ["wina", "gradient"])
+def test_per_neuron_thresholds_on_lava_equal_the_executor(kind, tmp_path):
+    """Per-neuron thresholds (a θ vector per site; WINA's, or the calibrated gradient scales) on lava-nc: logits within
+    1e-4 and every port's events equal."""
+    from tests.test_thresholds import _per_neuron
+
     loaded = load_model("zoo:rwkv4-tiny")
     model = loaded.model.eval()
     apply_thresholds(model, ROOT / "eventllm" / "zoo" / "rwkv4-tiny" / "thresholds.json")
-    model.set_scores("wina")
-    model.set_thetas({k: v * float(model.site(*k).channel_scale.mean()) for k, v in model.get_thetas().items()})
+    _per_neuron(model, kind)
     graph = build_graph(model)
     assert graph["L0.att.key.threshold"].vars["theta"].value.ndim == 1
     tokens = loaded.tokenizer.encode(SAMPLE_TEXT)[:8]

@@ -133,10 +133,29 @@ def test_shipped_thresholds_are_complete():
         assert apply_thresholds(model, f)["missing"] == []
 
 
-def test_per_neuron_thresholds_torch_executor_and_simulator_agree_over_64_tokens(tmp_path):
-    """WINA-style per-neuron θ_i = θ / ‖W[:, i]‖ on zoo:rwkv4-tiny: the graph's Threshold holds the θ vector; the
-    executor's and the simulator's logits equal torch's within 1e-4 over 64 tokens and every site's events are
-    torch's exactly; the thresholds file carries the scores and rebuilds the very same vectors."""
+def _per_neuron(model, kind: str) -> None:
+    """Per-neuron θ of `kind` on a model holding the shipped θ: wina's θ times each site's mean column norm (about
+    the shipped sparsity); gradient scales measured on 4,096 tokens of a book (mean 1 per site: θ as shipped)."""
+    if kind == "wina":
+        model.set_scores("wina")
+        model.set_thetas({k: v * float(model.site(*k).channel_scale.mean()) for k, v in model.get_thetas().items()})
+        return
+    from eventllm.models.registry import load_model
+    from eventllm.sparsity.calibrate import calibration_batch
+    from eventllm.sparsity.scores import gradient_scales
+    from tests.conftest import DATA
+
+    text = DATA / "gutenberg" / "moby_dick.txt"
+    ids = load_model("zoo:rwkv4-tiny").tokenizer.encode(text.read_text()[:60000])
+    model.set_scores("gradient", gradient_scales(model, calibration_batch(ids, 4096, 128, 0)))
+
+
+@pytest.mark.parametrize("kind", ["wina", "gradient"])
+def test_per_neuron_thresholds_torch_executor_and_simulator_agree_over_64_tokens(kind, tmp_path):
+    """Per-neuron θ_i = θ / g_i on zoo:rwkv4-tiny (g: WINA's ‖W[:, i]‖, or the calibrated gradient scales): the graph's
+    Threshold holds the θ vector; the executor's and the simulator's logits equal torch's within 1e-4 over 64 tokens
+    and every site's events are torch's exactly; the thresholds file carries the scores (and the measured scales)
+    and rebuilds the very same vectors."""
     import numpy as np
     import torch
 
@@ -150,12 +169,14 @@ def test_per_neuron_thresholds_torch_executor_and_simulator_agree_over_64_tokens
 
     model = load_model("zoo:rwkv4-tiny").model.eval()
     apply_thresholds(model, SHIPPED_THRESHOLDS)
-    model.set_scores("wina")
+    _per_neuron(model, kind)
     site = model.site(0, "ffn.key")
-    g = torch.linalg.vector_norm(model.blocks[0].ffn.key.weight.float(), dim=0)
-    torch.testing.assert_close(site.channel_scale, g.detach(), rtol=1e-5, atol=0)  # ‖W[:, i]‖, summed in another order
-    # θ as a score bound: the shipped θ times each site's mean column norm (about the shipped sparsity)
-    model.set_thetas({k: v * float(model.site(*k).channel_scale.mean()) for k, v in model.get_thetas().items()})
+    if kind == "wina":
+        g = torch.linalg.vector_norm(model.blocks[0].ffn.key.weight.float(), dim=0)
+        torch.testing.assert_close(site.channel_scale, g.detach(), rtol=1e-5, atol=0)  # ‖W[:, i]‖, summed in another order
+    else:
+        assert float(site.channel_scale.mean()) == pytest.approx(1.0, rel=1e-5)
+        assert float(site.channel_scale.std()) > 0.05  # the inputs are told apart
     graph = build_graph(model)
     t = graph["L0.ffn.key.threshold"]
     assert t.vars["theta"].value.shape == (t.attrs["n"],)
@@ -173,12 +194,49 @@ def test_per_neuron_thresholds_torch_executor_and_simulator_agree_over_64_tokens
     assert sim.port_events() == ex.counts.per_port
     # the file: scores recorded, vectors rebuilt bit for bit
     save_thresholds(model, tmp_path / "w.json", "zoo:rwkv4-tiny")
-    assert read_thresholds(tmp_path / "w.json")["scores"] == "wina"
+    doc = read_thresholds(tmp_path / "w.json")
+    assert doc["scores"] == kind and ("channel_scales" in doc) == (kind == "gradient")
     again = load_model("zoo:rwkv4-tiny").model.eval()
     apply_thresholds(again, tmp_path / "w.json")
-    np.testing.assert_array_equal(build_graph(again)["L0.ffn.key.threshold"].vars["theta"].value, t.vars["theta"].value)
+    rebuilt = build_graph(again)
+    for q in graph:
+        if q.kind == "threshold":
+            np.testing.assert_array_equal(rebuilt[q.name].vars["theta"].value, q.vars["theta"].value)
     apply_thresholds(again, SHIPPED_THRESHOLDS)  # a file without scores: one θ per site again
     assert again.scores == "magnitude" and build_graph(again)["L0.ffn.key.threshold"].vars["theta"].value.shape == ()
+
+
+def test_gradient_scales_are_the_loss_gradient_at_each_input(small_rwkv):
+    """gradient_scales = √mean((∂CE/∂x)²) / its site mean, against the gradient taken at a zero offset added to each
+    site's input (a leaf tensor: autograd's own gradient, not an intermediate's)."""
+    import torch
+    import torch.nn.functional as F
+
+    from eventllm.sparsity.scores import gradient_scales
+
+    batch = torch.randint(0, small_rwkv.config.vocab_size, (3, 17), generator=torch.Generator().manual_seed(1))
+    small_rwkv.set_thetas(0.05)
+    got = gradient_scales(small_rwkv, batch, micro_batch=2)
+    assert small_rwkv.get_thetas()[(0, "att.key")] == 0.05 and small_rwkv.scores == "magnitude"  # restored
+    small_rwkv.set_thetas(0.0)
+    offsets, originals = {}, {}
+    for s in small_rwkv.threshold_sites():
+        originals[s] = s.forward
+
+        def shifted(x, s=s):
+            offsets[(s.layer, s.projection)] = d = torch.zeros_like(x, requires_grad=True)
+            return x + d
+        s.forward = shifted
+    try:
+        logits, _ = small_rwkv(batch[:, :-1])
+        F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum").backward()
+    finally:
+        for s, f in originals.items():
+            s.forward = f
+    assert set(got) == set(offsets)
+    for k, d in offsets.items():
+        g = d.grad.reshape(-1, d.shape[-1]).double().square().mean(0).sqrt()
+        torch.testing.assert_close(got[k], (g / g.mean()).float(), rtol=1e-4, atol=1e-7)
 
 
 def test_bad_scores_are_clear_errors(tmp_path, small_rwkv):
@@ -186,22 +244,50 @@ def test_bad_scores_are_clear_errors(tmp_path, small_rwkv):
 
     from eventllm.errors import ConfigError, GraphError, ThresholdError
     from eventllm.process.library import Threshold
-    from eventllm.sparsity.thresholds import read_thresholds, save_thresholds
+    from eventllm.sparsity.thresholds import apply_thresholds, read_thresholds, save_thresholds
 
     with pytest.raises(ConfigError, match="unknown scores 'l2'"):
         small_rwkv.set_scores("l2")
     save_thresholds(small_rwkv, tmp_path / "t.json", "small")
     doc = json.loads((tmp_path / "t.json").read_text())
     (tmp_path / "t.json").write_text(json.dumps(doc | {"scores": "l2"}))
-    with pytest.raises(ThresholdError, match="scores must be one of magnitude, wina"):
+    with pytest.raises(ThresholdError, match="scores must be one of magnitude, wina, gradient"):
         read_thresholds(tmp_path / "t.json")
+    with pytest.raises(ConfigError, match="need their per-neuron scales"):
+        small_rwkv.set_scores("gradient")
+    with pytest.raises(ConfigError, match="take none"):
+        small_rwkv.set_scores("wina", {})
+    small_rwkv.set_scores("wina")
+    ones = {k: [1.0] * len(v) for k, v in small_rwkv.theta_vectors().items()}
+    small_rwkv.set_scores("gradient", ones)  # g = 1: the magnitude ranking
+    with pytest.raises(ConfigError, match=r"per-neuron scales for 20 sites, the model has 21 \(none for layer 0 att.key\)"):
+        small_rwkv.set_scores("gradient", dict(list(ones.items())[1:]))
+    with pytest.raises(ConfigError, match="layer 0 att.key: per-neuron scales must be"):
+        small_rwkv.set_scores("gradient", ones | {(0, "att.key"): [1.0, -1.0]})
+    save_thresholds(small_rwkv, tmp_path / "g.json", "small")
+    doc = json.loads((tmp_path / "g.json").read_text())
+    for edit, message in [(lambda d: d.pop("channel_scales"), "go with \"scores\": \"gradient\""),
+                          (lambda d: d.pop("scores"), "go with \"scores\": \"gradient\""),
+                          (lambda d: d["channel_scales"][0].update({"att.key": [0.0]}), "channel_scales layer 0 att.key: must be"),
+                          (lambda d: d.update(channel_scales={}), "one object per layer")]:
+        bad = json.loads(json.dumps(doc))
+        edit(bad)
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(ThresholdError, match=message):
+            read_thresholds(tmp_path / "bad.json")
+    bad = json.loads(json.dumps(doc))
+    bad["channel_scales"][0]["att.key"] = bad["channel_scales"][0]["att.key"][:3]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    with pytest.raises(ThresholdError, match="bad.json: layer 0 att.key: per-neuron scales must be"):
+        apply_thresholds(small_rwkv, tmp_path / "bad.json")
     with pytest.raises(GraphError, match="one per input"):
         Threshold("t", n=4, theta=[0.1, 0.2])
     with pytest.raises(GraphError, match="score bound"):
         Threshold("t", n=2, theta=[0.1, 0.2])
 
 
-def test_the_trace_engine_follows_a_per_neuron_graph(tmp_path):
+@pytest.mark.parametrize("kind", ["wina", "gradient"])
+def test_the_trace_engine_follows_a_per_neuron_graph(kind, tmp_path):
     """A graph with per-neuron θ simulated over text by the trace engine (masks from the torch model, which takes
     the graph's θ vectors and is checked to hold them bit for bit) counts what the message engine counts, to the
     rounding of torch's sequence mode at θ."""
@@ -218,8 +304,7 @@ def test_the_trace_engine_follows_a_per_neuron_graph(tmp_path):
         pytest.skip(f"shared data not found at {text}")
     model = load_model("zoo:rwkv4-tiny").model.eval()
     apply_thresholds(model, SHIPPED_THRESHOLDS)
-    model.set_scores("wina")
-    model.set_thetas({k: v * float(model.site(*k).channel_scale.mean()) for k, v in model.get_thetas().items()})
+    _per_neuron(model, kind)
     save_thresholds(model, tmp_path / "w.json", "zoo:rwkv4-tiny")
     g, m = tmp_path / "g", tmp_path / "m.json"
     assert main(["build", "--model", "zoo:rwkv4-tiny", "--thresholds", str(tmp_path / "w.json"), "--tokens", "8", "-o", str(g)]) == 0

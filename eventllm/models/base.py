@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -95,33 +96,72 @@ class CausalLM(nn.Module):
                 return s
         raise KeyError(f"no threshold site layer {layer} projection {projection!r}")
 
-    scores = "magnitude"  # how a site ranks its inputs: "magnitude" (θ for every input) or "wina" (per-neuron θ)
-    SCORES = ("magnitude", "wina")
+    scores = "magnitude"  # how a site ranks its inputs: "magnitude" (θ for every input), "wina" or "gradient"
+    SCORES = ("magnitude", "wina", "gradient")
 
-    def set_scores(self, kind: str = "magnitude") -> None:
-        """"wina": per-neuron thresholds θ_i = θ / ‖W[:, i]‖ at every site (the weight-aware score |x_i|·‖W[:, i]‖ of
-        WINA, W the projection the site feeds; several projections: the norm over all their rows); "magnitude":
-        one θ for all inputs (the paper's). θ itself keeps its meaning per site: the bound on the score."""
+    def set_scores(self, kind: str = "magnitude", scales: dict | None = None) -> None:
+        """Per-neuron thresholds θ_i = θ / g_i at every site, input i passing where its score |x_i|·g_i > θ:
+        "wina": g_i = ‖W[:, i]‖ (WINA's weight-aware score, W the projection the site feeds; several projections:
+        the norm over all their rows), from the weights; "gradient": g from calibration data, the loss's
+        sensitivity to each input (`eventllm.sparsity.scores.gradient_scales`), given as `scales` {(layer,
+        projection): vector}; "magnitude": one θ for all inputs (the paper's). θ keeps its meaning per site: the
+        bound on the score."""
+        from eventllm.errors import ConfigError
+
         if kind not in self.SCORES:
-            from eventllm.errors import ConfigError
-
             raise ConfigError(f"unknown scores {kind!r}; use one of {', '.join(self.SCORES)}")
+        if (kind == "gradient") != (scales is not None):
+            raise ConfigError("scores 'gradient' need their per-neuron scales (calibrate --scores gradient measures them); "
+                              "the other kinds take none")
+        sites = [m for m in self.modules() if isinstance(m, ActivationThreshold)]
+        active = {id(s) for s in self.threshold_sites()}
+        if kind == "gradient":
+            keys = {(s.layer, s.projection) for s in self.threshold_sites()}
+            if set(scales) != keys:
+                absent = sorted(keys - set(scales), key=str)[:3]
+                raise ConfigError(f"per-neuron scales for {len(scales)} sites, the model has {len(keys)}"
+                                  + (f" (none for {', '.join(f'layer {i} {p}' for i, p in absent)})" if absent else ""))
         linears = self.projection_linears()
-        for s in (m for m in self.modules() if isinstance(m, ActivationThreshold)):
+        device = next(self.parameters()).device
+        for s in sites:
+            key = (None, s.projection) if s.projection == self.HEAD_SITE else (s.layer, s.projection)
             if kind == "magnitude":
                 s.channel_scale = None
-                continue
-            key = (None, s.projection) if s.projection == self.HEAD_SITE else (s.layer, s.projection)
-            with torch.no_grad():
-                sq = sum(lin.weight.detach().float().square().sum(0) for lin in linears[key])
-                # an all-zero column: its input changes nothing; the smallest positive norm keeps θ_i finite
-                s.channel_scale = sq.sqrt().clamp_min(torch.finfo(torch.float32).tiny)
+            elif kind == "gradient":
+                if id(s) not in active:  # the head's site while it is off
+                    s.channel_scale = None
+                    continue
+                g = torch.as_tensor(scales[(s.layer, s.projection)], dtype=torch.float32).flatten()
+                n = linears[key][0].in_features
+                if g.numel() != n or not bool(torch.isfinite(g).all()) or bool((g <= 0).any()):
+                    raise ConfigError(f"layer {s.layer} {s.projection}: per-neuron scales must be {n} finite numbers > 0 "
+                                      f"(got {g.numel()}, smallest {float(g.min()) if g.numel() else 'none'}); "
+                                      "recalibrate with --scores gradient")
+                s.channel_scale = g.to(device)
+            else:
+                with torch.no_grad():
+                    sq = sum(lin.weight.detach().float().square().sum(0) for lin in linears[key])
+                    # an all-zero column: its input changes nothing; the smallest positive norm keeps θ_i finite
+                    s.channel_scale = sq.sqrt().clamp_min(torch.finfo(torch.float32).tiny)
         self.scores = kind
+
+    def channel_scales(self) -> dict:
+        """g of every site that has per-neuron thresholds (float32 tensors), by (layer, projection)."""
+        return {(s.layer, s.projection): s.channel_scale for s in self.threshold_sites() if s.channel_scale is not None}
 
     def theta_vectors(self) -> dict:
         """The per-neuron bounds θ / g (numpy float32, what |x| is compared with) of the sites that have them."""
         return {(s.layer, s.projection): s.theta_bound().cpu().numpy() for s in self.threshold_sites()
                 if s.channel_scale is not None}
+
+    def set_theta_vectors(self, vectors: dict, thetas: dict) -> None:
+        """Give the sites named in `vectors` the per-neuron bounds of a process graph bit for bit: θ from `thetas`
+        and g such that θ / g (in float32) is the vector (the trace engine's masks must be the graph's events)."""
+        for key, vec in vectors.items():
+            s = self.site(*key)
+            s.theta = float(thetas[key])
+            s.channel_scale = _scale_for_bound(s.theta, torch.as_tensor(np.asarray(vec, dtype=np.float32)))
+        self.scores = "graph"  # bounds taken from a graph (not saved as a thresholds file)
 
     def get_thetas(self) -> dict[tuple[int, str], float]:
         return {(s.layer, s.projection): s.theta for s in self.threshold_sites()}
@@ -177,3 +217,21 @@ class CausalLM(nn.Module):
             step = max(1, t.numel() // 4096)
             h.update(t[::step].numpy().tobytes())
         return h.hexdigest()[:16]
+
+
+def _scale_for_bound(theta: float, bound: torch.Tensor) -> torch.Tensor:
+    """A float32 g with float32(θ) / g == bound exactly (g = θ / bound, moved by an ulp where rounding missed)."""
+    t = torch.tensor(theta, dtype=torch.float32)
+    if theta == 0.0:
+        if bool((bound != 0).any()):
+            raise ValueError("a per-neuron bound > 0 at θ = 0")
+        return torch.ones_like(bound)
+    g = (t / bound).clamp_min(torch.finfo(torch.float32).tiny)
+    for _ in range(8):
+        got = t / g
+        if bool((got == bound).all()):
+            return g
+        # θ / g decreases in g: a bound too high needs a larger g, one too low a smaller g
+        g = torch.where(got > bound, torch.nextafter(g, torch.tensor(float("inf"))),
+                        torch.where(got < bound, torch.nextafter(g, torch.tensor(0.0)), g))
+    raise ValueError("no float32 scale gives these per-neuron bounds")

@@ -43,6 +43,7 @@ from eventllm.evaluate.perplexity import perplexity
 from eventllm.models.base import CausalLM
 from eventllm.evaluate.sparsity_stats import SparsityMeter, SparsityReport
 from eventllm.sparsity.allocate import allocate
+from eventllm.sparsity.scores import gradient_scales
 
 
 @dataclass
@@ -287,11 +288,13 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
               loss_inc: float | None = None, tokens: int = 2048, context: int = 256, step: str = "linear", start_k: float = 1.0,
               k_num: int = 8, seed: int = 0, check_tokens: int = 32768, safety: float = 0.9,
               progress: bool = True, reuse_prefix: bool = True, scores: str = "magnitude", search: str = "paper",
-              levels: int = 20, scale_search: str = "secant") -> CalibrationResult:
+              levels: int = 20, scale_search: str = "secant", grad_tokens: int = 8192) -> CalibrationResult:
     """Find one θ per projection per layer from calibration tokens `ids`; the model is left with them set.
 
     `scores` = "wina" searches per-neuron thresholds θ_i = θ / ‖W[:, i]‖: the Top-K ranks each site's inputs by
-    |x_i|·‖W[:, i]‖ and θ bounds that score (`CausalLM.set_scores`); "magnitude" is the paper's.
+    |x_i|·‖W[:, i]‖ and θ bounds that score (`CausalLM.set_scores`); "gradient" the same with g_i measured on
+    `grad_tokens` tokens of `ids` (windows of `context`): the loss's sensitivity to each input
+    (`eventllm.sparsity.scores.gradient_scales`); "magnitude" is the paper's.
 
     `reuse_prefix` runs each search trial from the cached residual stream entering the searched layer
     (models that offer `residual_before`/`logits_from`, i.e. RWKV); the result is the same either way.
@@ -325,9 +328,17 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
         raise ConfigError(f"unknown search {search!r}; use one of {', '.join(SEARCHES)}")
     t0 = time.perf_counter()
     model.eval()
-    model.set_scores(scores)
     context = min(context, getattr(model.config, "max_positions", context))
-    batch = calibration_batch(ids, tokens, context, seed).to(next(model.parameters()).device)
+    device = next(model.parameters()).device
+    if scores == "gradient":
+        if grad_tokens < context:
+            raise ConfigError(f"--grad-tokens {grad_tokens} is less than one window of --context {context}; pass more")
+        model.set_scores("magnitude")
+        scales = gradient_scales(model, calibration_batch(ids, grad_tokens, context, seed + 2).to(device), progress=progress)
+        model.set_scores("gradient", scales)
+    else:
+        model.set_scores(scores)
+    batch = calibration_batch(ids, tokens, context, seed).to(device)
     model.set_thetas(0.0)
     loss_dense = batch_loss(model, batch)
     n_sites = len(model.threshold_sites())

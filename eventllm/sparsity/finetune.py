@@ -614,7 +614,7 @@ def _check_request(model, target_sparsity, max_ppl_increase, steps, max_seconds,
             raise ConfigError(f"{name} = {value!r}: give {want}")
     if model.scores != "magnitude":
         raise ConfigError("fine-tuning schedules one θ per site; start from a thresholds file without per-neuron scores "
-                          "(not --scores wina)")
+                          "(not --scores wina or gradient)")
     if getattr(model, "quantization", None):
         raise ConfigError("fine-tuning runs at full precision, this model is fake-quantised (the start thresholds file was "
                           "calibrated at fewer bits?); start from a 16-bit thresholds file, quantise afterwards")

@@ -6,8 +6,12 @@
      "thresholds": [{"att.key": 0.12, …}, …],        one object per layer
      "head": 0.3,                                     optional: θ before the output head (`calibrate --head`);
                                                       a file that has it turns that site on wherever it is applied
-     "scores": "wina",                                optional: per-neuron thresholds θ_i = θ / ‖W[:, i]‖ (θ bounds
-                                                      the score |x_i|·‖W[:, i]‖); absent: one θ per site
+     "scores": "wina",                                optional: per-neuron thresholds θ_i = θ / g_i (θ bounds the
+                                                      score |x_i|·g_i): "wina" g_i = ‖W[:, i]‖ (from the weights),
+                                                      "gradient" g measured on data (then "channel_scales");
+                                                      absent: one θ per site
+     "channel_scales": [{"att.key": [g_0, …], …}, …], with "scores": "gradient" only: g of every site, one object
+                                                      per layer as "thresholds" (the head's, if any, under "head")
      "meta": {…}}                                     how they were made (free form)
 """
 
@@ -17,9 +21,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
+
 from eventllm.atomic import write_text
 from eventllm.config import read_json
-from eventllm.errors import ThresholdError
+from eventllm.errors import ConfigError, ThresholdError
 from eventllm.models.base import CausalLM
 
 FORMAT = "eventllm-thresholds"
@@ -38,9 +44,22 @@ def thresholds_to_json(model: CausalLM, model_name: str, meta: dict | None = Non
     }
     if model.head_threshold:
         doc["head"] = thetas[(model.n_layer, model.HEAD_SITE)]
+    if model.scores == "graph":
+        raise ThresholdError("this model's per-neuron bounds were taken from a process graph; save the thresholds file of "
+                             "the model it was built from")
     if model.scores != "magnitude":
         doc["scores"] = model.scores
+    if model.scores == "gradient":
+        scales = {k: _short_floats(g) for k, g in model.channel_scales().items()}
+        doc["channel_scales"] = [{p: scales[(i, p)] for p in model.PROJECTIONS} for i in range(model.n_layer)]
+        if model.head_threshold:
+            doc["channel_scales"].append({model.HEAD_SITE: scales[(model.n_layer, model.HEAD_SITE)]})
     return doc | {"meta": meta or {}}
+
+
+def _short_floats(g) -> list[float]:
+    """A float32 vector as the shortest decimals that read back as the same float32 values (g is exact in the file)."""
+    return [float(str(v)) for v in np.asarray(g.detach().cpu(), dtype=np.float32)]
 
 
 def save_thresholds(model: CausalLM, path: str | Path, model_name: str, meta: dict | None = None) -> Path:
@@ -48,7 +67,7 @@ def save_thresholds(model: CausalLM, path: str | Path, model_name: str, meta: di
     return write_text(path, json.dumps(thresholds_to_json(model, model_name, meta), indent=2) + "\n")
 
 
-_KEYS = {"format", "version", "model", "projections", "thresholds", "head", "scores", "meta"}
+_KEYS = {"format", "version", "model", "projections", "thresholds", "head", "scores", "channel_scales", "meta"}
 
 
 def read_thresholds(path: str | Path) -> dict:
@@ -85,6 +104,19 @@ def read_thresholds(path: str | Path) -> dict:
             raise ThresholdError(f"{path}: layer {i} of \"thresholds\" is not an object")
         for proj, value in layer.items():
             _check_theta(path, f"layer {i} {proj}", value)
+    if ("channel_scales" in doc) != (doc.get("scores") == "gradient"):
+        raise ThresholdError(f"{path}: \"channel_scales\" go with \"scores\": \"gradient\" (and it needs them); recalibrate "
+                             "with --scores gradient, or drop the key")
+    if "channel_scales" in doc:
+        scales = doc["channel_scales"]
+        if not isinstance(scales, list) or not all(isinstance(layer, dict) for layer in scales):
+            raise ThresholdError(f"{path}: \"channel_scales\" must be a list with one object per layer; recalibrate")
+        for i, layer in enumerate(scales):
+            for proj, g in layer.items():
+                if (not isinstance(g, list) or not g
+                        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in g)):
+                    raise ThresholdError(f"{path}: channel_scales layer {i} {proj}: must be a list of finite numbers > 0; "
+                                         "recalibrate with --scores gradient")
     return doc
 
 
@@ -122,12 +154,27 @@ def apply_thresholds(model: CausalLM, path: str | Path, allow_partial: bool = Fa
         sites = ", ".join(f"layer {i} {p}" for i, p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise ThresholdError(f"{path}: no θ for {sites}; recalibrate, or pass --allow-partial to run those sites at θ = 0")
     model.set_head_threshold("head" in doc)
-    model.set_scores(doc.get("scores", "magnitude"))
+    if doc.get("scores") == "gradient":
+        scales = {(i, proj): g for i, layer in enumerate(doc["channel_scales"]) for proj, g in layer.items()}
+        for s in model.threshold_sites():  # a site a partial file leaves at θ = 0: its g changes nothing
+            if (s.layer, s.projection) in missing:
+                scales.setdefault((s.layer, s.projection), [1.0] * _inputs(model, s))
+        try:
+            model.set_scores("gradient", scales)
+        except ConfigError as e:
+            raise ThresholdError(f"{path}: {e}") from None
+    else:
+        model.set_scores(doc.get("scores", "magnitude"))
     if "head" in doc:
         thetas[(model.n_layer, model.HEAD_SITE)] = float(doc["head"])
     model.set_thetas(0.0)
     model.set_thetas(thetas)
     return doc | {"missing": missing}
+
+
+def _inputs(model: CausalLM, site) -> int:
+    key = (None, site.projection) if site.projection == model.HEAD_SITE else (site.layer, site.projection)
+    return model.projection_linears()[key][0].in_features
 
 
 def describe_missing(missing: list[tuple[int, str]]) -> str:
