@@ -64,7 +64,13 @@ def _short_floats(g) -> list[float]:
 
 def save_thresholds(model: CausalLM, path: str | Path, model_name: str, meta: dict | None = None) -> Path:
     """Write the thresholds file at once (an interrupted write leaves the previous file as it was)."""
-    return write_text(path, json.dumps(thresholds_to_json(model, model_name, meta), indent=2) + "\n")
+    doc = thresholds_to_json(model, model_name, meta)
+    scales = doc.pop("channel_scales", None)
+    text = json.dumps(doc, indent=2)
+    if scales is not None:  # one line per site (not per number): g is data, not for reading
+        layers = ",\n".join("    {" + ", ".join(f'"{p}": {json.dumps(g)}' for p, g in layer.items()) + "}" for layer in scales)
+        text = text[: text.rindex("\n}")] + ',\n  "channel_scales": [\n' + layers + "\n  ]\n}"
+    return write_text(path, text + "\n")
 
 
 _KEYS = {"format", "version", "model", "projections", "thresholds", "head", "scores", "channel_scales", "meta"}
