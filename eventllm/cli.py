@@ -706,8 +706,8 @@ def cmd_simulate(args) -> int:
     graph = ProcessGraph.load(args.graph)
     mapping = Mapping.load(args.mapping, graph)
     costs = load_costs(args.costs or mapping.topology.name)
-    if topology_note(costs, mapping.topology.name):
-        print(topology_note(costs, mapping.topology.name), file=sys.stderr)
+    if note := topology_note(costs, mapping.topology.name):
+        print(note, file=sys.stderr)
     if args.backend == "lava" and graph.delta_sites():
         raise ConfigError("delta events are not bridged to Lava yet; drop --backend lava, or build the graph without --delta")
     if args.data:
@@ -798,7 +798,9 @@ def _graph_model(args, graph):
     from eventllm.models.quantize import apply_precision
 
     apply_precision(model, graph.meta.get("precision"))  # the masks of the low-bit model the graph holds
-    from eventllm.masks import site_key
+    from eventllm.masks import check_model_matches, site_key
+
+    check_model_matches(model, graph)  # before its sites are looked up
     vectors = {site_key(graph, q): q.vars["theta"].value for q in graph if q.kind == "threshold" and "score_theta" in q.attrs}
     if vectors:
         # the graph's per-neuron thresholds as they are (whatever scores made them), bit for bit
@@ -926,8 +928,8 @@ def cmd_generate(args) -> int:
     if args.backend == "sim":
         from sim.costs import topology_note
 
-        if topology_note(backend.costs, backend.mapping.topology.name):
-            print(topology_note(backend.costs, backend.mapping.topology.name), file=sys.stderr)
+        if note := topology_note(backend.costs, backend.mapping.topology.name):
+            print(note, file=sys.stderr)
     if args.backend == "lava":
         where = f" (lava-nc Loihi2SimCfg, {args.lava_blocks} blocks, {backend.client.hold} steps per token)"
     print(f"{loaded.name}, thresholds: {thresholds or 'none (θ = 0)'}, backend: {args.backend}{where}", file=sys.stderr)

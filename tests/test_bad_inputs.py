@@ -571,3 +571,26 @@ def test_costs_of_another_topology_are_named(w, tmp_path, capsys):
     assert (doc["costs"], doc["topology"]) == ("loihi2", "seneca")
     assert main(["simulate", w.graph, "--mapping", w.mapping, "--token-ids", "1,2", "-q"]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_a_per_neuron_graph_traced_with_another_model_is_one_line(w, tmp_path, capsys):
+    """The trace engine takes a per-neuron graph's θ vectors into --model: another model (other layers) is refused
+    before its sites are looked up, and a hand-edited graph whose θ vector no score bound gives is named."""
+    from eventllm.models import RWKV, RWKVConfig
+    from eventllm.models.checkpoints import save_eventllm
+    from eventllm.process.graph import ProcessGraph
+
+    thr = _thr(w, tmp_path, lambda d: d.update(scores="wina"))
+    g = tmp_path / "g"
+    assert main(["build", "--model", w.model, "--thresholds", thr, "--tokens", "4", "-o", str(g)]) == 0
+    other = save_eventllm(RWKV(RWKVConfig(vocab_size=256, d_model=32, n_layer=1, d_ffn=64)).randomize(seed=6),
+                          tmp_path / "other" / "model.safetensors")
+    capsys.readouterr()
+    for model, message in [(str(other), "pass the graph's model with --model"), (w.model, "do not fit this model's site")]:
+        if model == w.model:  # a hand edit: θ vector > 0 under a score bound of 0, which no θ / g gives
+            graph = ProcessGraph.load(g)
+            graph["L0.att.key.threshold"].attrs["score_theta"] = 0.0
+            graph.save(g)
+        rc, lines, _ = run(["simulate", str(g), "--mapping", w.mapping, "--data", w.text, "--split", "all", "--model", model,
+                            "--engine", "trace", "-q"], capsys)
+        assert rc == 2 and len(lines) == 1 and message in lines[0], lines

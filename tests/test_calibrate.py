@@ -143,7 +143,7 @@ def test_cli_gradient_scores_write_per_neuron_thresholds_that_build_and_evaluate
                  "--scores", "gradient", "--grad-tokens", "1024", "--tokens", "256", "--context", "64",
                  "--check-tokens", "1024", "-o", str(thr), "-q"]) == 0
     doc = json.loads(thr.read_text())
-    assert doc["scores"] == "gradient" and doc["meta"]["scores"] == "gradient"
+    assert doc["scores"] == "gradient" and doc["meta"]["scores"] == "gradient" and doc["meta"]["grad_tokens"] == 1024
     sizes = {"att.key": 32, "att.value": 32, "att.receptance": 32, "att.output": 32, "ffn.key": 32, "ffn.receptance": 32,
              "ffn.value": 64}
     for layer in doc["channel_scales"]:

@@ -146,6 +146,8 @@ def _per_neuron(model, kind: str) -> None:
     from tests.conftest import DATA
 
     text = DATA / "gutenberg" / "moby_dick.txt"
+    if not text.exists():
+        pytest.skip(f"shared data not found at {text}")
     ids = load_model("zoo:rwkv4-tiny").tokenizer.encode(text.read_text()[:60000])
     model.set_scores("gradient", gradient_scales(model, calibration_batch(ids, 4096, 128, 0)))
 
@@ -206,37 +208,88 @@ def test_per_neuron_thresholds_torch_executor_and_simulator_agree_over_64_tokens
     assert again.scores == "magnitude" and build_graph(again)["L0.ffn.key.threshold"].vars["theta"].value.shape == ()
 
 
-def test_gradient_scales_are_the_loss_gradient_at_each_input(small_rwkv):
+@pytest.mark.parametrize("fixture", ["small_rwkv", "small_opt"])
+def test_gradient_scales_are_the_loss_gradient_at_each_input(fixture, request):
     """gradient_scales = √mean((∂CE/∂x)²) / its site mean, against the gradient taken at a zero offset added to each
-    site's input (a leaf tensor: autograd's own gradient, not an intermediate's)."""
+    site's input (a leaf tensor: autograd's own gradient, not an intermediate's); on OPT the fused q/k/v site's
+    gradient is that of all three projections. The model is measured dense, at full-precision events, and every
+    site's θ, per-neuron scales and event bits, the scores kind, the weights' requires_grad and the mode come back."""
     import torch
     import torch.nn.functional as F
 
     from eventllm.sparsity.scores import gradient_scales
 
-    batch = torch.randint(0, small_rwkv.config.vocab_size, (3, 17), generator=torch.Generator().manual_seed(1))
-    small_rwkv.set_thetas(0.05)
-    got = gradient_scales(small_rwkv, batch, micro_batch=2)
-    assert small_rwkv.get_thetas()[(0, "att.key")] == 0.05 and small_rwkv.scores == "magnitude"  # restored
-    small_rwkv.set_thetas(0.0)
-    offsets, originals = {}, {}
-    for s in small_rwkv.threshold_sites():
-        originals[s] = s.forward
-
-        def shifted(x, s=s):
-            offsets[(s.layer, s.projection)] = d = torch.zeros_like(x, requires_grad=True)
-            return x + d
-        s.forward = shifted
+    model = request.getfixturevalue(fixture)
+    batch = torch.randint(0, model.config.vocab_size, (3, 17), generator=torch.Generator().manual_seed(1))
+    model.set_scores("wina")
+    model.set_thetas(0.05)
+    sites = model.threshold_sites()
+    for s in sites:
+        s.event_bits = 8  # low-bit events round each site's output: measured as if they did not
+    before = {(s.layer, s.projection): (s.theta, s.channel_scale.clone(), s.event_bits) for s in sites}
+    next(model.parameters()).requires_grad_(False)
+    flags = [p.requires_grad for p in model.parameters()]
+    got = gradient_scales(model, batch, micro_batch=2)
+    assert model.scores == "wina" and not model.training and [p.requires_grad for p in model.parameters()] == flags
+    for s in sites:
+        theta, scale, bits = before[(s.layer, s.projection)]
+        assert s.theta == theta and s.event_bits == bits and torch.equal(s.channel_scale, scale)
+    model.set_scores("magnitude")
+    model.set_thetas(0.0)
+    for s in sites:
+        s.event_bits = None
+    offsets, seen = {}, {}
+    for s in sites:
+        def shifted(x, s=s):  # one offset per input tensor: OPT's q, k and v read the same x through one site
+            key = (s.layer, s.projection)
+            if seen.get(key) is not x:
+                seen[key], offsets[key] = x, torch.zeros_like(x, requires_grad=True)
+            return x + offsets[key]
+        s.forward = s.apply = shifted  # instance attributes, dropped below
     try:
-        logits, _ = small_rwkv(batch[:, :-1])
+        logits, _ = model(batch[:, :-1])
         F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1), reduction="sum").backward()
     finally:
-        for s, f in originals.items():
-            s.forward = f
+        for s in sites:
+            del s.forward, s.apply
     assert set(got) == set(offsets)
     for k, d in offsets.items():
         g = d.grad.reshape(-1, d.shape[-1]).double().square().mean(0).sqrt()
         torch.testing.assert_close(got[k], (g / g.mean()).float(), rtol=1e-4, atol=1e-7)
+
+
+def test_a_partial_gradient_file_with_a_head_keeps_each_site_its_scales(small_rwkv, tmp_path):
+    """--allow-partial on a gradient-scores file with a head site: the head's scales stay the head's (they are named,
+    not placed by position), the missing layer runs at θ = 0."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from eventllm.errors import ThresholdError
+    from eventllm.sparsity.thresholds import apply_thresholds, read_thresholds, save_thresholds
+
+    small_rwkv.set_head_threshold(True)
+    small_rwkv.set_scores("wina")
+    scales = {k: torch.rand(len(v), generator=torch.Generator().manual_seed(len(k[1]) + 7 * k[0])) + 0.5
+              for k, v in small_rwkv.theta_vectors().items()}
+    small_rwkv.set_scores("gradient", scales)
+    small_rwkv.set_thetas(0.1)
+    save_thresholds(small_rwkv, tmp_path / "g.json", "small")
+    doc = json.loads((tmp_path / "g.json").read_text())
+    del doc["thresholds"][-1], doc["channel_scales"][-2]  # the last layer goes; the head's object stays last
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    again = type(small_rwkv)(small_rwkv.config)
+    again.load_state_dict(small_rwkv.state_dict())
+    assert apply_thresholds(again, tmp_path / "p.json", allow_partial=True)["missing"]
+    head = (small_rwkv.n_layer, "head")
+    np.testing.assert_array_equal(again.channel_scales()[head].numpy(), scales[head].numpy())
+    assert again.site(small_rwkv.n_layer - 1, "ffn.key").theta == 0.0
+    del doc["channel_scales"][-1]
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    with pytest.raises(ThresholdError, match=r"\"channel_scales\" has 2 objects, \"thresholds\" 2 layers and a head \(so 3\)"):
+        read_thresholds(tmp_path / "p.json")
+
 
 
 def test_bad_scores_are_clear_errors(tmp_path, small_rwkv):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict
 from typing import Any
 
@@ -119,25 +120,30 @@ class CausalLM(nn.Module):
             keys = {(s.layer, s.projection) for s in self.threshold_sites()}
             if set(scales) != keys:
                 absent = sorted(keys - set(scales), key=str)[:3]
+                extra = sorted(set(scales) - keys, key=str)[:3]
+                names = lambda ks: ", ".join(f"layer {i} {p}" for i, p in ks)  # noqa: E731
                 raise ConfigError(f"per-neuron scales for {len(scales)} sites, the model has {len(keys)}"
-                                  + (f" (none for {', '.join(f'layer {i} {p}' for i, p in absent)})" if absent else ""))
+                                  + (f" (none for {names(absent)})" if absent else "")
+                                  + (f" (no such site: {names(extra)})" if extra else "") + "; recalibrate with --scores gradient")
         linears = self.projection_linears()
         device = next(self.parameters()).device
-        for s in sites:
-            key = (None, s.projection) if s.projection == self.HEAD_SITE else (s.layer, s.projection)
-            if kind == "magnitude":
-                s.channel_scale = None
-            elif kind == "gradient":
-                if id(s) not in active:  # the head's site while it is off
-                    s.channel_scale = None
-                    continue
+        given = {}
+        for s in sites:  # every vector checked before any site changes
+            if kind == "gradient" and id(s) in active:
+                key = (None, s.projection) if s.projection == self.HEAD_SITE else (s.layer, s.projection)
                 g = torch.as_tensor(scales[(s.layer, s.projection)], dtype=torch.float32).flatten()
                 n = linears[key][0].in_features
                 if g.numel() != n or not bool(torch.isfinite(g).all()) or bool((g <= 0).any()):
                     raise ConfigError(f"layer {s.layer} {s.projection}: per-neuron scales must be {n} finite numbers > 0 "
                                       f"(got {g.numel()}, smallest {float(g.min()) if g.numel() else 'none'}); "
                                       "recalibrate with --scores gradient")
-                s.channel_scale = g.to(device)
+                given[id(s)] = g.to(device)
+        for s in sites:
+            key = (None, s.projection) if s.projection == self.HEAD_SITE else (s.layer, s.projection)
+            if kind == "magnitude":
+                s.channel_scale = None
+            elif kind == "gradient":
+                s.channel_scale = given.get(id(s))  # None: the head's site while it is off
             else:
                 with torch.no_grad():
                     sq = sum(lin.weight.detach().float().square().sum(0) for lin in linears[key])
@@ -157,10 +163,20 @@ class CausalLM(nn.Module):
     def set_theta_vectors(self, vectors: dict, thetas: dict) -> None:
         """Give the sites named in `vectors` the per-neuron bounds of a process graph bit for bit: θ from `thetas`
         and g such that θ / g (in float32) is the vector (the trace engine's masks must be the graph's events)."""
+        from eventllm.errors import GraphError
+
+        linears = self.projection_linears()
         for key, vec in vectors.items():
             s = self.site(*key)
-            s.theta = float(thetas[key])
-            s.channel_scale = _scale_for_bound(s.theta, torch.as_tensor(np.asarray(vec, dtype=np.float32)))
+            bound = torch.as_tensor(np.asarray(vec, dtype=np.float32)).flatten()
+            n = linears[(None, s.projection) if s.projection == self.HEAD_SITE else key][0].in_features
+            g = _scale_for_bound(float(thetas[key]), bound) if bound.numel() == n else None
+            if g is None:
+                why = (f"{bound.numel()} values for the model's {n} inputs" if bound.numel() != n
+                       else f"no θ / g with its score bound {thetas[key]} gives them")
+                raise GraphError(f"layer {key[0]} {key[1]}: the graph's per-neuron θ do not fit this model's site ({why}); "
+                                 "rebuild the graph with `eventllm build`, or pass the model it was built from")
+            s.theta, s.channel_scale = float(thetas[key]), g
         self.scores = "graph"  # bounds taken from a graph (not saved as a thresholds file)
 
     def get_thetas(self) -> dict[tuple[int, str], float]:
@@ -219,13 +235,14 @@ class CausalLM(nn.Module):
         return h.hexdigest()[:16]
 
 
-def _scale_for_bound(theta: float, bound: torch.Tensor) -> torch.Tensor:
-    """A float32 g with float32(θ) / g == bound exactly (g = θ / bound, moved by an ulp where rounding missed)."""
+def _scale_for_bound(theta: float, bound: torch.Tensor) -> torch.Tensor | None:
+    """A float32 g with float32(θ) / g == bound exactly (g = θ / bound, moved by an ulp where rounding missed); None
+    where none exists (bounds that no θ / g gives: a bound > 0 at θ = 0, a negative or NaN one)."""
     t = torch.tensor(theta, dtype=torch.float32)
+    if bool(torch.isnan(bound).any()) or bool((bound < 0).any()) or not math.isfinite(theta) or theta < 0:
+        return None
     if theta == 0.0:
-        if bool((bound != 0).any()):
-            raise ValueError("a per-neuron bound > 0 at θ = 0")
-        return torch.ones_like(bound)
+        return None if bool((bound != 0).any()) else torch.ones_like(bound)
     g = (t / bound).clamp_min(torch.finfo(torch.float32).tiny)
     for _ in range(8):
         got = t / g
@@ -234,4 +251,4 @@ def _scale_for_bound(theta: float, bound: torch.Tensor) -> torch.Tensor:
         # θ / g decreases in g: a bound too high needs a larger g, one too low a smaller g
         g = torch.where(got > bound, torch.nextafter(g, torch.tensor(float("inf"))),
                         torch.where(got < bound, torch.nextafter(g, torch.tensor(0.0)), g))
-    raise ValueError("no float32 scale gives these per-neuron bounds")
+    return None

@@ -65,6 +65,7 @@ class CalibrationResult:
     scores: str = "magnitude"  # how the sites ranked their inputs (see CausalLM.set_scores)
     natural_mac_weighted: float = 0.0  # the same, θ = 0
     search: str = "paper"  # which search set the θ before the final scale: SEARCHES
+    grad_tokens: int = 0  # scores "gradient": tokens the per-neuron scales were measured on (windows seeded seed + 2)
 
     @property
     def ppl_increase(self) -> float:
@@ -73,7 +74,7 @@ class CalibrationResult:
     def meta(self) -> dict:
         return {
             "method": METHODS[self.search], "search": self.search,
-            "scores": self.scores,
+            "scores": self.scores, **({"grad_tokens": self.grad_tokens} if self.scores == "gradient" else {}),
             "loss_inc": self.loss_inc, "scale": self.scale, "calibration_tokens": self.tokens, "check_tokens": self.check_tokens,
             "loss_dense": self.loss_dense, "loss_thresholded": self.loss_final,
             "ppl_increase_on_calibration": self.ppl_increase, "sparsity_on_calibration": self.sparsity,
@@ -333,8 +334,8 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
     if scores == "gradient":
         if grad_tokens < context:
             raise ConfigError(f"--grad-tokens {grad_tokens} is less than one window of --context {context}; pass more")
-        model.set_scores("magnitude")
-        scales = gradient_scales(model, calibration_batch(ids, grad_tokens, context, seed + 2).to(device), progress=progress)
+        grad_batch = calibration_batch(ids, grad_tokens, context, seed + 2)
+        scales = gradient_scales(model, grad_batch.to(device), progress=progress)
         model.set_scores("gradient", scales)
     else:
         model.set_scores(scores)
@@ -411,6 +412,7 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
         sparsity=sparsity, natural_sparsity=natural, scale=scale, loss_inc=loss_inc, evaluations=evaluations,
         seconds=time.perf_counter() - t0, tokens=int(batch[:, 1:].numel()), check_tokens=int(check.numel() - 1), history=history,
         mac_weighted=report.mac_skipped(), natural_mac_weighted=natural_report.mac_skipped(), scores=scores, search=search,
+        grad_tokens=int(grad_batch[:, 1:].numel()) if scores == "gradient" else 0,
     )
 
 

@@ -33,8 +33,9 @@ class _InputGrads(SiteObserver):
 
 
 def gradient_scales(model: CausalLM, batch: torch.Tensor, micro_batch: int | None = None, progress: bool = False) -> dict:
-    """g_i = √mean((∂CE/∂x_i)²) / its site mean at every threshold site of `model` (dense: θ = 0, magnitude scores
-    while measuring; the model's θ and scores are restored), from windows `batch` [B, T + 1] of token ids.
+    """g_i = √mean((∂CE/∂x_i)²) / its site mean at every threshold site of `model` (dense while measuring: θ = 0, no
+    per-neuron scales, events at full precision — rounding them to low-bit events would stop the gradient; each site's
+    state is restored after), from windows `batch` [B, T + 1] of token ids.
     The cross-entropy is summed over tokens, so each gradient is one token's own sensitivity. `micro_batch` windows
     go through each backward pass (default: about 512 tokens' worth; memory grows with it, speed hardly)."""
     from tqdm import tqdm
@@ -42,11 +43,11 @@ def gradient_scales(model: CausalLM, batch: torch.Tensor, micro_batch: int | Non
     if batch.ndim != 2 or batch.shape[1] < 2:
         raise DataError(f"gradient scales need windows of at least 2 tokens, got a batch of shape {tuple(batch.shape)}")
     micro_batch = micro_batch or max(1, 512 // (batch.shape[1] - 1))
-    kind, scales, thetas = model.scores, model.channel_scales(), model.get_thetas()
-    was_training = model.training
+    kind, was_training = model.scores, model.training
+    sites = {s: (s.theta, s.channel_scale, s.event_bits) for s in model.threshold_sites()}
     model.eval()
-    model.set_scores("magnitude")
-    model.set_thetas(0.0)
+    for s in sites:
+        s.theta, s.channel_scale, s.event_bits = 0.0, None, None
     params = [p for p in model.parameters()]
     grad_flags = [p.requires_grad for p in params]
     sq: dict[tuple[int, str], torch.Tensor] = {}
@@ -72,11 +73,9 @@ def gradient_scales(model: CausalLM, batch: torch.Tensor, micro_batch: int | Non
         for p, flag in zip(params, grad_flags):
             p.requires_grad_(flag)
         model.train(was_training)
-        if kind == "gradient":
-            model.set_scores(kind, scales)
-        elif kind in CausalLM.SCORES:
-            model.set_scores(kind)
-        model.set_thetas(thetas)
+        for s, (theta, scale, bits) in sites.items():
+            s.theta, s.channel_scale, s.event_bits = theta, scale, bits
+        model.scores = kind
     out = {}
     for k, v in sq.items():
         g = (v / count).sqrt()

@@ -117,6 +117,10 @@ def read_thresholds(path: str | Path) -> dict:
         scales = doc["channel_scales"]
         if not isinstance(scales, list) or not all(isinstance(layer, dict) for layer in scales):
             raise ThresholdError(f"{path}: \"channel_scales\" must be a list with one object per layer; recalibrate")
+        want = len(doc["thresholds"]) + ("head" in doc)
+        if len(scales) != want:
+            raise ThresholdError(f"{path}: \"channel_scales\" has {len(scales)} objects, \"thresholds\" {len(doc['thresholds'])} layers"
+                                 + (" and a head" if "head" in doc else "") + f" (so {want}); recalibrate with --scores gradient")
         for i, layer in enumerate(scales):
             for proj, g in layer.items():
                 if (not isinstance(g, list) or not g
@@ -161,7 +165,8 @@ def apply_thresholds(model: CausalLM, path: str | Path, allow_partial: bool = Fa
         raise ThresholdError(f"{path}: no θ for {sites}; recalibrate, or pass --allow-partial to run those sites at θ = 0")
     model.set_head_threshold("head" in doc)
     if doc.get("scores") == "gradient":
-        scales = {(i, proj): g for i, layer in enumerate(doc["channel_scales"]) for proj, g in layer.items()}
+        scales = {(model.n_layer if proj == model.HEAD_SITE else i, proj): g
+                  for i, layer in enumerate(doc["channel_scales"]) for proj, g in layer.items()}
         for s in model.threshold_sites():  # a site a partial file leaves at θ = 0: its g changes nothing
             if (s.layer, s.projection) in missing:
                 scales.setdefault((s.layer, s.projection), [1.0] * _inputs(model, s))
