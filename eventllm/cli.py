@@ -557,7 +557,7 @@ def cmd_calibrate(args) -> int:
     res = calibrate(loaded.model, ids, max_ppl_increase=args.max_ppl_increase, target_sparsity=args.target_sparsity,
                     loss_inc=args.loss_inc, tokens=args.tokens, context=args.context, step=args.step, seed=args.seed,
                     check_tokens=args.check_tokens, safety=args.safety, progress=not args.quiet, scores=args.scores,
-                    search=args.search, levels=args.levels, grad_tokens=args.grad_tokens or 8192)
+                    search=args.search, levels=args.levels, **({"grad_tokens": args.grad_tokens} if args.grad_tokens else {}))
     m = loaded.model
     greedy = res.search == "greedy"  # its kept fractions are the calibration tokens', on a finer grid
     rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g} ({res.keeps[(i, p)]:.{2 if greedy else 1}f})" for p in m.PROJECTIONS]
@@ -801,12 +801,12 @@ def _graph_model(args, graph):
     from eventllm.masks import check_model_matches, site_key
 
     check_model_matches(model, graph)  # before its sites are looked up
-    vectors = {site_key(graph, q): q.vars["theta"].value for q in graph if q.kind == "threshold" and "score_theta" in q.attrs}
-    if vectors:
+    per_neuron = [q for q in graph if q.kind == "threshold" and "score_theta" in q.attrs]
+    if per_neuron:
         # the graph's per-neuron thresholds as they are (whatever scores made them), bit for bit
         # (distributed.simulate_segments checks the vectors are the graph's)
-        model.set_theta_vectors(vectors, {site_key(graph, q): q.attrs["score_theta"] for q in graph
-                                          if q.kind == "threshold" and "score_theta" in q.attrs})
+        model.set_theta_vectors({site_key(graph, q): q.vars["theta"].value for q in per_neuron},
+                                {site_key(graph, q): q.attrs["score_theta"] for q in per_neuron})
     if args.device:
         from eventllm.models.device import torch_device
 

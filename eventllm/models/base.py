@@ -125,31 +125,33 @@ class CausalLM(nn.Module):
                 raise ConfigError(f"per-neuron scales for {len(scales)} sites, the model has {len(keys)}"
                                   + (f" (none for {names(absent)})" if absent else "")
                                   + (f" (no such site: {names(extra)})" if extra else "") + "; recalibrate with --scores gradient")
-        linears = self.projection_linears()
         device = next(self.parameters()).device
         given = {}
         for s in sites:  # every vector checked before any site changes
             if kind == "gradient" and id(s) in active:
-                key = (None, s.projection) if s.projection == self.HEAD_SITE else (s.layer, s.projection)
                 g = torch.as_tensor(scales[(s.layer, s.projection)], dtype=torch.float32).flatten()
-                n = linears[key][0].in_features
+                n = self.site_linears(s)[0].in_features
                 if g.numel() != n or not bool(torch.isfinite(g).all()) or bool((g <= 0).any()):
                     raise ConfigError(f"layer {s.layer} {s.projection}: per-neuron scales must be {n} finite numbers > 0 "
                                       f"(got {g.numel()}, smallest {float(g.min()) if g.numel() else 'none'}); "
                                       "recalibrate with --scores gradient")
                 given[id(s)] = g.to(device)
         for s in sites:
-            key = (None, s.projection) if s.projection == self.HEAD_SITE else (s.layer, s.projection)
             if kind == "magnitude":
                 s.channel_scale = None
             elif kind == "gradient":
                 s.channel_scale = given.get(id(s))  # None: the head's site while it is off
             else:
                 with torch.no_grad():
-                    sq = sum(lin.weight.detach().float().square().sum(0) for lin in linears[key])
+                    sq = sum(lin.weight.detach().float().square().sum(0) for lin in self.site_linears(s))
                     # an all-zero column: its input changes nothing; the smallest positive norm keeps θ_i finite
                     s.channel_scale = sq.sqrt().clamp_min(torch.finfo(torch.float32).tiny)
         self.scores = kind
+
+    def site_linears(self, site: ActivationThreshold) -> list[nn.Linear]:
+        """The projection(s) `site` feeds (`projection_linears` keys the head's by layer None)."""
+        key = (None, site.projection) if site.projection == self.HEAD_SITE else (site.layer, site.projection)
+        return self.projection_linears()[key]
 
     def channel_scales(self) -> dict:
         """g of every site that has per-neuron thresholds (float32 tensors), by (layer, projection)."""
@@ -165,11 +167,10 @@ class CausalLM(nn.Module):
         and g such that θ / g (in float32) is the vector (the trace engine's masks must be the graph's events)."""
         from eventllm.errors import GraphError
 
-        linears = self.projection_linears()
         for key, vec in vectors.items():
             s = self.site(*key)
             bound = torch.as_tensor(np.asarray(vec, dtype=np.float32)).flatten()
-            n = linears[(None, s.projection) if s.projection == self.HEAD_SITE else key][0].in_features
+            n = self.site_linears(s)[0].in_features
             g = _scale_for_bound(float(thetas[key]), bound) if bound.numel() == n else None
             if g is None:
                 why = (f"{bound.numel()} values for the model's {n} inputs" if bound.numel() != n

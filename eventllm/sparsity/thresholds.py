@@ -169,7 +169,7 @@ def apply_thresholds(model: CausalLM, path: str | Path, allow_partial: bool = Fa
                   for i, layer in enumerate(doc["channel_scales"]) for proj, g in layer.items()}
         for s in model.threshold_sites():  # a site a partial file leaves at θ = 0: its g changes nothing
             if (s.layer, s.projection) in missing:
-                scales.setdefault((s.layer, s.projection), [1.0] * _inputs(model, s))
+                scales.setdefault((s.layer, s.projection), [1.0] * model.site_linears(s)[0].in_features)
         try:
             model.set_scores("gradient", scales)
         except ConfigError as e:
@@ -181,11 +181,6 @@ def apply_thresholds(model: CausalLM, path: str | Path, allow_partial: bool = Fa
     model.set_thetas(0.0)
     model.set_thetas(thetas)
     return doc | {"missing": missing}
-
-
-def _inputs(model: CausalLM, site) -> int:
-    key = (None, site.projection) if site.projection == model.HEAD_SITE else (site.layer, site.projection)
-    return model.projection_linears()[key][0].in_features
 
 
 def describe_missing(missing: list[tuple[int, str]]) -> str:
