@@ -81,6 +81,10 @@ def _projection_list(text: str) -> list[str]:
     return names
 
 
+def _stop_text(text: str) -> str:
+    return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def loss_ratio(text: str) -> float:
     return _number(text, float, lambda v: v >= 1, "a ratio ≥ 1, e.g. 1.001")
 
@@ -176,7 +180,7 @@ def _task_specs(tasks: str, task_data: str) -> list[tuple[str, str | None]]:
     from pathlib import Path
 
     from eventllm.errors import ConfigError
-    from eventllm.evaluate.tasks import DEFAULT_FILES, TASKS
+    from eventllm.evaluate.tasks import DEFAULT_FILES, TASKS, default_task_file
 
     out = []
     for spec in [t.strip() for t in tasks.split(",") if t.strip()]:
@@ -186,7 +190,7 @@ def _task_specs(tasks: str, task_data: str) -> list[tuple[str, str | None]]:
         if name not in ("ppl",) and not path:
             if name not in DEFAULT_FILES:
                 raise ConfigError(f"task {name} needs its JSONL file: --tasks {name}=PATH (none ships with eventllm)")
-            path = str(Path(task_data) / DEFAULT_FILES[name])
+            path = str(default_task_file(name, task_data))
         out.append((name, path or None))
     if not out:
         raise ConfigError("--tasks is empty; e.g. --tasks ppl,lambada")
@@ -201,8 +205,11 @@ def cmd_evaluate(args) -> int:
 
     specs = _task_specs(args.tasks, args.task_data)
     _check_outputs(args.json)
-    if any(n == "ppl" for n, _ in specs) and not args.data:
-        raise ConfigError("the ppl task needs text: pass --data (e.g. ../shared/data/gutenberg), or drop ppl from --tasks")
+    if args.data is None:  # the pg-books test split shipped inside the package
+        from eventllm.data import HELDOUT_TEXT
+
+        args.data, args.split = str(HELDOUT_TEXT), args.split or "test"
+    args.split = args.split or "all"
     from eventllm.distributed import evaluate_segments, init_world
 
     world = init_world(args.device)  # torchrun: join the process group before the model goes to its GPU
@@ -219,12 +226,17 @@ def cmd_evaluate(args) -> int:
             result |= evaluate_segments(m, ids, args.segments, world, progress=not args.quiet, byte_lengths=byte_lengths)
         else:
             result |= evaluate_stream(m, ids, progress=not args.quiet, byte_lengths=byte_lengths)
+        if args.reference:
+            result |= _evaluate_reference(args, ids, world, result)
         print(format_table(["layer", *m.PROJECTIONS], sparsity_table(result, m.PROJECTIONS),
                            title="Projection-input sparsity, natural → thresholded"))
         sp = result["sparsity"]
         print(f"\n{loaded.name} on {args.data} [{args.split}], {result['tokens']:,} tokens")
         print(f"perplexity {result['ppl']:.3f}" + (f" (dense {result['ppl_dense']:.3f}, {100 * result['ppl_increase']:+.2f}%)" if loaded.thresholds else "")
               + (f", bits per byte {result['bits_per_byte']:.4f}" if "bits_per_byte" in result else ""))
+        if args.reference:
+            print(f"against the reference {result['reference']} (dense, θ = 0) on the same tokens: perplexity "
+                  f"{result['ppl_reference']:.3f} → {result['ppl']:.3f}, {100 * result['ppl_increase_reference']:+.2f}%")
         mw, sm = sp["mac_weighted"], sp["site_mean"]
         if sp.get("head"):
             print(f"head site (θ before the output head): natural {pct(sp['head']['natural'])}, thresholded {pct(sp['head']['thresholded'])}")
@@ -253,6 +265,30 @@ def cmd_evaluate(args) -> int:
         _write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
+
+
+def _evaluate_reference(args, ids, world, result: dict) -> dict:
+    """The reference model (dense, θ = 0, as trained) on the same tokens: its perplexity and the increase against it."""
+    import numpy as np
+
+    from eventllm.distributed import evaluate_segments
+    from eventllm.errors import ConfigError
+    from eventllm.evaluate.language_model import evaluate_stream
+
+    ref = _load(argparse.Namespace(**(vars(args) | {"model": args.reference, "weight_bits": None, "event_bits": None,
+                                                     "quant_method": None, "quantize": None})), thresholds=False)
+    if not np.array_equal(np.asarray(_tokens(ref, args.data, args.split, args.max_tokens)), np.asarray(ids)):
+        raise ConfigError(f"--reference {args.reference} reads the text with another tokenizer than {result['model']}; "
+                          "give a reference with the same tokenizer (the model it was fine-tuned from)")
+    byte_lengths = ref.tokenizer.token_bytes() if hasattr(ref.tokenizer, "token_bytes") else None
+    if args.segments > 1 or world.size > 1:
+        r = evaluate_segments(ref.model, ids, args.segments, world, progress=not args.quiet, byte_lengths=byte_lengths)
+    else:
+        r = evaluate_stream(ref.model, ids, progress=not args.quiet, byte_lengths=byte_lengths)
+    out = {"reference": ref.name, "ppl_reference": r["ppl"], "ppl_increase_reference": result["ppl"] / r["ppl"] - 1.0}
+    if "bits_per_byte" in r:
+        out["bits_per_byte_reference"] = r["bits_per_byte"]
+    return out
 
 
 def _device_name(model) -> str:
@@ -919,11 +955,13 @@ def cmd_generate(args) -> int:
     loaded = _load(args, thresholds=False if args.no_thresholds else (args.thresholds or "shipped"))
     thresholds = loaded.thresholds
     backend = make_backend(args.backend, loaded.model, args.topology, args.costs, loaded.name, args.lava_blocks)
-    # one prompt: continue it for --max-tokens; a conversation: a reply ends at a blank line
     sampling = Sampling.greedy() if args.greedy else Sampling(DEFAULT_TEMPERATURE if args.temperature is None else args.temperature,
                                                               DEFAULT_TOP_P if args.top_p is None else args.top_p, args.seed)
-    session = Session(backend, loaded.tokenizer, sampling, args.max_tokens,
-                      stop_at_blank_line=not args.prompt)
+    # --max-tokens tokens per prompt, ending early only at the end-of-text token (and --stop); the interactive session
+    # ends a reply at a blank line unless --stop says otherwise
+    interactive = not args.prompt and sys.stdin.isatty()
+    stop = args.stop if args.stop is not None else ("\n\n" if interactive else None)
+    session = Session(backend, loaded.tokenizer, sampling, args.max_tokens, stop=stop)
     where = f" on {backend.mapping.topology.name} ({backend.mapping.cores_used} cores)" if args.backend == "sim" else ""
     if args.backend == "sim":
         from sim.costs import topology_note
@@ -1002,18 +1040,14 @@ def cmd_generate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from pathlib import Path
-
     from eventllm.demo import run_demo
     from eventllm.errors import ConfigError
 
-    if args.prompt is not None and not args.prompt.strip():
+    if not args.prompt.strip():
         raise ConfigError("--prompt is empty; give some text, or leave --prompt out for the demo's own prompt")
-    data = args.data
-    if data is None and Path("../shared/data/pg-books").is_dir():
-        data = "../shared/data/pg-books"  # the repository's layout: the shared data beside the checkout
-    run_demo(args.model, args.output, data, args.calibrate, args.prompt, args.eval_tokens, args.max_tokens, progress=not args.quiet,
-             seed=args.seed)
+    _check_outputs(folder=args.output)
+    run_demo(args.output, args.model, args.baseline, args.data, args.tokens, args.prompt, args.max_tokens,
+             progress=not args.quiet, seed=args.seed)
     return 0
 
 
@@ -1052,13 +1086,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    d = sub.add_parser("demo", help="the whole pipeline on the shipped default model, with a report folder")
-    d.add_argument("--model", default=DEFAULT_MODEL, help="model (default: %(default)s)")
-    d.add_argument("--data", help="text for perplexity (default: ../shared/data/gutenberg when present)")
-    d.add_argument("--calibrate", action="store_true", help="calibrate thresholds now instead of using the shipped ones")
-    d.add_argument("--prompt", default="The captain looked at the sea and said", help="prompt to simulate and continue")
-    d.add_argument("--eval-tokens", type=positive_int, default=16384, help="held-out tokens for perplexity (default: %(default)s)")
-    d.add_argument("--max-tokens", type=positive_int, default=96, help="tokens to generate (default: %(default)s)")
+    from eventllm.demo import BASELINE_MODEL, DEFAULT_PROMPT, SPARSE_MODEL
+
+    d = sub.add_parser("demo", help="the shipped sparse model against dense, natural and the paper's method on held-out text "
+                       "(sparsity, perplexity, energy, latency, cores on SENECA), then text it writes on the simulator")
+    d.add_argument("--model", default=SPARSE_MODEL, help="the sparse model, run with its shipped thresholds and precision "
+                   "(default: %(default)s)")
+    d.add_argument("--baseline", default=BASELINE_MODEL, help="the dense model it was made from; its shipped thresholds are "
+                   "the paper's method (default: %(default)s)")
+    d.add_argument("--data", help="held-out text (its test split; docs/DATA.md); default: the pg-books test split shipped "
+                   "inside the package")
+    d.add_argument("--tokens", type=positive_int, default=4096, help="held-out tokens every row is measured on (default: "
+                   "%(default)s)")
+    d.add_argument("--prompt", default=DEFAULT_PROMPT, help="prompt the sparse model continues (default: %(default)r)")
+    d.add_argument("--max-tokens", type=positive_int, default=64, help="tokens to generate (default: %(default)s)")
     d.add_argument("--seed", type=seed, default=1, help="sampling seed of the generated continuation (default: %(default)s)")
     d.add_argument("-o", "--output", default="out/demo", help="report folder (default: %(default)s)")
     d.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -1073,13 +1114,18 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="perplexity and activation sparsity (natural vs thresholded) on text")
     e.add_argument("--model", default=DEFAULT_MODEL, help="model to evaluate (default: %(default)s)")
     e.add_argument("--thresholds", help="thresholds JSON (from `eventllm calibrate`); omitted or none: dense")
+    e.add_argument("--reference", metavar="MODEL", help="also evaluate MODEL dense (θ = 0, full precision) on the same tokens and "
+                   "report the perplexity increase against it (e.g. zoo:rwkv4-small for a model fine-tuned from it)")
     e.add_argument("--allow-partial", action="store_true", help=ALLOW_PARTIAL)
-    e.add_argument("--data", help="text for the ppl task: a .txt file or a folder of them (e.g. ../shared/data/gutenberg)")
+    e.add_argument("--data", help="text for the ppl task: a .txt(.xz) file or a folder of them (e.g. ../shared/data/pg-books; "
+                   "docs/DATA.md); default: the pg-books test split shipped inside the package")
     e.add_argument("--tasks", default="ppl", help="comma-separated: ppl, lambada, piqa=FILE, arc=FILE, hellaswag=FILE, "
                    "winogrande=FILE (default: %(default)s)")
-    e.add_argument("--task-data", default="../shared/data", help="where lambada's default file lies (default: %(default)s)")
+    e.add_argument("--task-data", metavar="DIR", help="a data folder laid out as docs/DATA.md says, where lambada's file lies "
+                   "(lambada/lambada_test.jsonl); default: the copy shipped inside the package")
     e.add_argument("--limit", type=positive_int, help="score only the first N items of each task")
-    e.add_argument("--split", default="all", choices=["all", "train", "valid", "test"], help="part of each book (default: %(default)s)")
+    e.add_argument("--split", choices=["all", "train", "valid", "test"], help="part of each book (default: all; test for the "
+                   "shipped text)")
     e.add_argument("--max-tokens", type=positive_int, help="evaluate only the first N tokens")
     e.add_argument("--segments", type=positive_int, default=1, help="cut the text into N contiguous segments, each from a fresh "
                    "state, merged token-weighted; under torchrun the ranks share them (default: %(default)s)")
@@ -1095,6 +1141,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "through snnTorch surrogate gradients, the model frozen. --method finetune: the weights fine-tuned with "
                        "scheduled θ, distilled from the dense model (KL on the logits), θ raised until --target-sparsity "
                        "(MAC-weighted) within --max-ppl-increase; writes the model (--output-model) and its thresholds (-o).")
+    c.add_argument("--config", metavar="RECIPE.toml", help="options from a recipe file (keys: these options without the "
+                   "dashes, e.g. examples/zoo/rwkv4-small-sparse.toml); options given here override it")
     c.add_argument("--model", default=DEFAULT_MODEL, help="model to calibrate (default: %(default)s)")
     c.add_argument("--data", required=True, help="calibration text: a .txt file or a folder of them")
     c.add_argument("--split", default="valid", choices=["all", "train", "valid", "test"],
@@ -1234,7 +1282,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--topology", help="topology for the sim backend (default: seneca)")
     g.add_argument("--costs", help="cost preset or TOML for the sim backend (default: the topology's preset)")
     g.add_argument("--prompt", help="one prompt; without it: an interactive session (or one prompt per line on stdin)")
-    g.add_argument("--max-tokens", type=positive_int, default=64, help="tokens to generate per prompt (default: %(default)s)")
+    g.add_argument("--max-tokens", type=positive_int, default=64, help="tokens to generate per prompt; a reply ends earlier only "
+                   "at the end-of-text token or --stop (default: %(default)s)")
+    g.add_argument("--stop", type=_stop_text, metavar="TEXT", help="end a reply where TEXT appears in it (\\n and \\t are "
+                   "line break and tab; '' : never). Default: a blank line in the interactive session, none for --prompt and "
+                   "prompts piped on standard input")
     g.add_argument("--temperature", type=non_negative_float, help=f"sampling temperature; 0 for greedy decoding (default: {DEFAULT_TEMPERATURE})")
     g.add_argument("--top-p", type=probability, help=f"nucleus sampling mass (default: {DEFAULT_TOP_P})")
     g.add_argument("--greedy", action="store_true", help="greedy decoding (same as --temperature 0)")
@@ -1256,10 +1308,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _config_argv(parser: argparse.ArgumentParser, command: str, path: str) -> list[str]:
+    """A recipe file's settings as command-line options of `command` (keys are its long options without the dashes),
+    so that argparse validates them as it validates the command line, which comes after them and wins."""
+    from eventllm.config import read_toml
+    from eventllm.errors import ConfigError
+
+    sub = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    known = {s for a in sub._actions for s in a.option_strings if s.startswith("--")} - {"--config", "--help"}
+    argv: list[str] = []
+    for key, value in read_toml(path, "recipe").items():
+        opt = "--" + key.replace("_", "-")
+        if opt not in known or isinstance(value, (dict, list)):
+            raise ConfigError(f"{path}: {key!r} is not an option of `eventllm {command}`; the keys are its long options "
+                              f"without the dashes (see `eventllm {command} --help`)")
+        if value is True:
+            argv.append(opt)
+        elif value is not False:
+            argv += [opt, str(value)]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        if getattr(args, "config", None):
+            try:
+                recipe = _config_argv(parser, args.command, args.config)
+            except EventLLMError as e:
+                print(f"eventllm {args.command}: error: {e}", file=sys.stderr)
+                return 2
+            rest = argv[argv.index(args.command) + 1:]
+            args = parser.parse_args([args.command, *recipe, *rest])
     except KeyboardInterrupt:
         print("eventllm: interrupted", file=sys.stderr)
         return 130

@@ -36,6 +36,12 @@ SAMPLE_TEXT = (
     "he sat down by the fire and asked for a glass of wine and the news of the last ten years."
 )
 
+# Held-out text shipped inside the package (eventllm/heldout/SOURCES.md; docs/DATA.md): the pg-books test split, which
+# the demo and `evaluate` read when no --data is given, and LAMBADA's test set.
+HELDOUT_DIR = Path(__file__).resolve().parent / "heldout"
+HELDOUT_TEXT = HELDOUT_DIR / "pg-books"
+DATA_DOC = "docs/DATA.md"  # where a user learns what each corpus is and how to assemble a --data folder
+
 SPLITS = ("all", "train", "valid", "test")
 SPLIT_FRACTIONS = {"train": (0.0, 0.90), "valid": (0.90, 0.95), "test": (0.95, 1.0)}
 TEXT_SUFFIXES = (".txt", ".txt.xz", ".txt.gz")
@@ -163,7 +169,7 @@ def text_files(path: str | Path) -> list[Path]:
     """The text files named by `path` (a file, or a folder searched recursively), sorted."""
     path = Path(path)
     if not path.exists():
-        raise DataError(f"{path}: no such file or folder of text")
+        raise DataError(f"{path}: no such file or folder of text; {DATA_DOC} says what each corpus is and where to get it")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and is_text_file(p))
     if not files:
         raise DataError(f"{path}: the folder holds no .txt, .txt.xz or .txt.gz files")

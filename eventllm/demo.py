@@ -1,8 +1,16 @@
-"""`eventllm demo`: the whole method on the shipped default model, end to end, with a report folder.
+"""`eventllm demo`: what eventllm achieves, in one table, then the sparse model writing text on the simulator.
 
-    thresholds (shipped, or calibrated now) → perplexity and sparsity on held-out text → process graph →
-    mapping onto the SENECA preset → simulation of a prompt (dense / natural / thresholded) → a generated
-    continuation on the simulator backend.
+Four configurations on the same held-out tokens (by default the first 4,096 tokens of the pg-books test split that
+ships inside the package), each simulated on SENECA-like cores by the trace engine:
+
+    dense 16-bit     the baseline model (zoo:rwkv4-small), θ = 0, every activation sent and multiplied
+    natural          the same, zeros skipped (only the squared ReLU's outputs are naturally zero)
+    paper's method   the same model with its shipped training-free θ (the paper's search at a 1% bound)
+    eventllm sparse  the sparse model (zoo:rwkv4-small-sparse): fine-tuned with θ at every site, head included,
+                     at the precision it ships with (its thresholds file says which)
+
+with the MAC-weighted sparsity, the perplexity on those tokens, energy and latency per token, both as ratios to
+dense, and the cores each needs. Then the sparse model continues a prompt on the simulator backend.
 """
 
 from __future__ import annotations
@@ -14,6 +22,9 @@ from pathlib import Path
 from eventllm.report import format_table, pct
 
 DEFAULT_PROMPT = "The captain looked at the sea and said"
+SPARSE_MODEL = "zoo:rwkv4-small-sparse"
+BASELINE_MODEL = "zoo:rwkv4-small"
+RATE_TOKENS = 512  # tokens the mapper's expected traffic is measured on
 
 
 def _step(title: str) -> float:
@@ -21,128 +32,114 @@ def _step(title: str) -> float:
     return time.perf_counter()
 
 
-def run_demo(model_spec: str, output: str | Path, data: str | None, calibrate: bool, prompt: str, eval_tokens: int | None,
-             max_tokens: int, progress: bool = True, seed: int = 1) -> dict:
+def run_demo(output: str | Path, model_spec: str = SPARSE_MODEL, baseline: str = BASELINE_MODEL, data: str | None = None,
+             tokens: int = 4096, prompt: str = DEFAULT_PROMPT, max_tokens: int = 64, progress: bool = True,
+             seed: int = 1) -> dict:
     """Run the demo; its report files appear in `output` together at the end (an interrupted demo leaves the old ones)."""
     from eventllm.atomic import atomic_folder
 
     with atomic_folder(output, merge=True) as out:
-        report = _demo(model_spec, out, Path(output), data, calibrate, prompt, eval_tokens, max_tokens, progress, seed)
-    print(f"\ndone in {report['seconds']:.0f} s; report in {output}/ (demo.json, simulation.json, graph/, mapping.json, *.png)")
+        report = _demo(out, model_spec, baseline, data, tokens, prompt, max_tokens, progress, seed)
+    print(f"\ndone in {report['seconds']:.0f} s; report in {output}/ (demo.json, table.txt, graph/, mapping.json, *.png)")
     return report
 
 
-def _demo(model_spec: str, out: Path, final: Path, data: str | None, calibrate: bool, prompt: str, eval_tokens: int | None,
-          max_tokens: int, progress: bool, seed: int) -> dict:
+def _config_rows(base_ev: dict, base_runs: dict, sparse_ev: dict, sparse_runs: dict) -> list[dict]:
+    """The four rows of the table, as data (each run's figures per token)."""
+    mw_b, mw_s = base_ev["sparsity"]["mac_weighted"], sparse_ev["sparsity"]["mac_weighted"]
+    rows = [("dense 16-bit", 0.0, base_ev["ppl_dense"], base_runs["dense"]),
+            ("natural (zeros skipped)", mw_b["natural"], base_ev["ppl_dense"], base_runs["natural"]),
+            ("paper's method (training-free θ)", mw_b["thresholded"], base_ev["ppl"], base_runs["thresholded"]),
+            ("eventllm sparse", mw_s["thresholded"], sparse_ev["ppl"], sparse_runs["thresholded"])]
+    dense = base_runs["dense"]
+    return [{"config": name, "sparsity_mac_weighted": sp, "ppl": ppl, "energy_per_token_j": r["energy_per_token_j"],
+             "latency_per_token_s": r["latency_per_token_s"], "cores": r["cores_used"],
+             "energy_ratio": dense["energy_per_token_j"] / r["energy_per_token_j"],
+             "latency_ratio": dense["latency_per_token_s"] / r["latency_per_token_s"]} for name, sp, ppl, r in rows]
+
+
+def format_rows(rows: list[dict], ppl_reference: float) -> str:
+    table = [[r["config"], pct(r["sparsity_mac_weighted"]), f"{r['ppl']:.2f}", f"{100 * (r['ppl'] / ppl_reference - 1):+.2f}%",
+              f"{r['energy_per_token_j'] * 1e6:.1f}", f"{r['latency_per_token_s'] * 1e6:.0f}", f"{r['energy_ratio']:.2f}x",
+              f"{r['latency_ratio']:.2f}x", str(r["cores"])] for r in rows]
+    return format_table(["configuration", "sparsity (MAC-w.)", "perplexity", "vs dense", "µJ/token", "µs/token",
+                         "energy ÷", "latency ÷", "cores"], table)
+
+
+def _measure(spec: str, thresholds, ids: list[int], modes: tuple[str, ...], out: Path | None, progress: bool):
+    """One model's perplexity and sparsity on `ids`, and its simulated energy and latency over them (trace engine)."""
     from eventllm import pipeline
     from eventllm.evaluate.language_model import evaluate_stream
+
+    loaded = pipeline.load(spec, thresholds)
+    model = loaded.model.eval()
+    ev = evaluate_stream(model, ids, progress=progress, byte_lengths=loaded.tokenizer.token_bytes())
+    hw = pipeline.prepare(model, loaded.name, "seneca", rate_tokens=ids[:RATE_TOKENS])
+    runs = pipeline.trace(hw, model, ids, modes, progress=progress)
+    if out is not None:
+        hw.graph.save(out / "graph")
+        hw.mapping.save(out / "mapping.json")
+        hw.mapping.heatmap(out / "mapping.png")
+    return loaded, ev, hw, runs
+
+
+def _demo(out: Path, model_spec: str, baseline: str, data: str | None, n_tokens: int, prompt: str, max_tokens: int,
+          progress: bool, seed: int) -> dict:
+    from eventllm.data import HELDOUT_TEXT, cached_token_stream
+    from eventllm.errors import ConfigError
     from eventllm.generate.backends import SimBackend
     from eventllm.generate.sampling import Sampling
     from eventllm.generate.session import Session
-    from eventllm.models.registry import ZOO_DIR, load_model
-    from eventllm.sparsity.thresholds import apply_thresholds, save_thresholds
-    from mapping import map_graph
-    from sim.report import plots, public, results_json
+    from eventllm.models.registry import load_model
 
-    report: dict = {"model": model_spec, "steps": {}}
     t0 = time.perf_counter()
+    source = data or str(HELDOUT_TEXT)
+    report: dict = {"model": model_spec, "baseline": baseline, "data": source, "split": "test", "steps": {}}
 
-    t = _step(f"1. model and thresholds ({model_spec})")
-    loaded = load_model(model_spec)
-    model = loaded.model.eval()
-    shipped = pipeline.shipped_thresholds(model_spec)
-    if calibrate or shipped is None:
-        from eventllm.data import cached_token_stream
-        from eventllm.errors import DataError
-        from eventllm.sparsity.calibrate import calibrate as run_calibration
+    t = _step(f"1. {baseline}: dense, natural and the paper's training-free θ")
+    tok = load_model(baseline).tokenizer
+    ids = cached_token_stream(source, "test", tok, progress=progress)[:n_tokens].astype("int64").tolist()
+    if len(ids) < 2:
+        raise ConfigError(f"{source} [test] gives {len(ids)} tokens; the demo needs at least 2 (pass --data with more text)")
+    base, base_ev, _, base_runs = _measure(baseline, "shipped", ids, ("thresholded", "natural", "dense"), None, progress)
+    print(f"{len(ids):,} tokens of {source} [test]; thresholds {base.thresholds}")
+    report["steps"]["baseline_s"] = time.perf_counter() - t
 
-        if data is None:
-            raise DataError("calibration needs text: pass --data (e.g. ../shared/data/pg-books)")
-        ids = cached_token_stream(data, "valid", loaded.tokenizer, progress=progress).astype("int64").tolist()
-        res = run_calibration(model, ids, max_ppl_increase=0.01, progress=progress)
-        thresholds = out / "thresholds.json"
-        save_thresholds(model, thresholds, loaded.name, meta=res.meta())
-        print(f"calibrated in {res.seconds:.0f} s: sparsity {pct(res.natural_sparsity)} → {pct(res.sparsity)} on the calibration text")
-    else:
-        thresholds = shipped
-        print(f"using the shipped calibrated thresholds {thresholds.relative_to(ZOO_DIR.parent.parent)} "
-              "(made by `eventllm calibrate … --max-ppl-increase 0.01`; pass --calibrate to redo it)")
-    apply_thresholds(model, thresholds)
-    report["thresholds"] = str(final / thresholds.name if thresholds.parent == out else thresholds)
-    report["steps"]["thresholds_s"] = time.perf_counter() - t
+    t = _step(f"2. {model_spec}: fine-tuned for sparsity, with its shipped thresholds and precision")
+    sparse, sparse_ev, hw, sparse_runs = _measure(model_spec, None, ids, ("thresholded",), out, progress)
+    if sparse.tokenizer.encode(prompt) != tok.encode(prompt):
+        raise ConfigError(f"{model_spec} and {baseline} use other tokenizers; compare a model with the one it was fine-tuned from")
+    from eventllm.models.quantize import describe
 
-    t = _step("2. perplexity and activation sparsity on held-out text")
-    if data:
-        from eventllm.data import cached_token_stream
+    precision = describe(sparse.model)
+    print(f"thresholds {sparse.thresholds}; weights {precision['weight_bits']}-bit, events {precision['event_bits']}-bit")
+    report["steps"]["sparse_s"] = time.perf_counter() - t
 
-        ids = cached_token_stream(data, "test", loaded.tokenizer, progress=progress)[: eval_tokens or None].astype("int64").tolist()
-        ev = evaluate_stream(model, ids, progress=progress, byte_lengths=loaded.tokenizer.token_bytes())
-        sp = ev["sparsity"]
-        print(f"{len(ids):,} tokens of {data} [test]: perplexity {ev['ppl_dense']:.2f} → {ev['ppl']:.2f} "
-              f"({100 * ev['ppl_increase']:+.2f}%), bits per byte {ev['bits_per_byte_dense']:.3f} → {ev['bits_per_byte']:.3f}, "
-              f"sparsity (MAC-weighted) {pct(sp['mac_weighted']['natural'])} → {pct(sp['mac_weighted']['thresholded'])} "
-              f"({sp['mac_weighted']['ratio']:.2f}x natural; mean over sites {pct(sp['natural'])} → {pct(sp['thresholded'])})")
-        report["evaluation"] = {k: ev[k] for k in ("tokens", "ppl", "ppl_dense", "ppl_increase", "bits_per_byte", "bits_per_byte_dense")} | {
-            "sparsity_natural": sp["natural"], "sparsity_thresholded": sp["thresholded"],
-            "sparsity_mac_weighted_natural": sp["mac_weighted"]["natural"], "sparsity_mac_weighted_thresholded": sp["mac_weighted"]["thresholded"]}
-    else:
-        print("skipped: no --data given (pass --data ../shared/data/pg-books to measure perplexity)")
-    report["steps"]["evaluate_s"] = time.perf_counter() - t
+    rows = _config_rows(base_ev, base_runs, sparse_ev, sparse_runs)
+    table = format_rows(rows, base_ev["ppl_dense"])
+    title = (f"{len(ids):,} held-out tokens (pg-books test), SENECA-like cores (trace engine); ratios and perplexity "
+             "change against dense 16-bit")
+    print(f"\n{title}\n{table}")
+    (out / "table.txt").write_text(f"{title}\n{table}\n")
+    report |= {"tokens": len(ids), "rows": rows, "precision": precision, "sparse_thresholds": sparse.thresholds,
+               "baseline_thresholds": base.thresholds}
+    from eventllm import pipeline
 
-    t = _step("3. event-driven process graph")
-    graph = pipeline.build(model, loaded.name, rate_tokens=loaded.tokenizer.encode(prompt), source="the prompt")
-    graph.save(out / "graph")
-    dense = graph.dense_synops_per_token()
-    measured = sum(graph.meta["event_rates"]["synops"].values())
-    print(f"{len(graph)} processes, {len(graph.connections())} connections, {graph.n_parameters():,} parameters; "
-          f"synaptic ops per token: dense {dense:,}, event-driven {measured:,.0f} ({dense / measured:.2f}x fewer); wrote {final / 'graph'}")
-    report["graph"] = {"processes": len(graph), "parameters": graph.n_parameters(), "dense_synops": dense, "event_synops": measured}
-    report["steps"]["build_s"] = time.perf_counter() - t
-
-    t = _step("4. mapping onto SENECA-like cores")
-    hw = pipeline.place(graph, "seneca")
-    mapping = hw.mapping
-    seq = map_graph(graph, mapping.topology, placement="sequential").hop_traffic()
-    s = mapping.summary()
-    mapping.save(out / "mapping.json")
-    mapping.heatmap(out / "mapping.png")
-    print(f"{mapping.topology.note}; {s['cores_used']} cores, {s['shards']} shards, {s['param_bytes'] / 2**20:.1f} MiB of "
-          f"weights at {mapping.topology.core.word_bits} bits; events x hops {s['hop_traffic']:,.0f} per token"
-          + (f" ({100 * (1 - s['hop_traffic'] / seq):.0f}% below sequential placement)" if seq > 0 else "")
-          + "; wrote mapping.json, mapping.png")
-    report["mapping"] = {k: s[k] for k in ("cores", "cores_used", "shards", "hop_traffic", "max_link_load")} | {"sequential_hop_traffic": seq}
-    report["steps"]["map_s"] = time.perf_counter() - t
-
-    t = _step(f"5. simulation of the prompt {prompt!r}")
-    tokens = loaded.tokenizer.encode(prompt)
-    runs = pipeline.simulate(hw, tokens, ("thresholded", "natural", "dense"), progress=progress)
-    sim_json = results_json(runs, {"model": loaded.name, "topology": "seneca", "costs": "seneca", "prompt": prompt})
-    (out / "simulation.json").write_text(json.dumps(sim_json, indent=1) + "\n")
-    rows = [[m, pct(runs[m]["activation_sparsity"]), f"{runs[m]['energy_per_token_j'] * 1e6:.2f}",
-             f"{runs[m]['latency_per_token_s'] * 1e6:.1f}", f"{runs[m]['synaptic_ops_per_token'] / 1e6:.2f}",
-             f"{runs[m]['energy_per_token_j'] / runs['thresholded']['energy_per_token_j']:.2f}x"] for m in ("dense", "natural", "thresholded")]
-    print(format_table(["run", "sparsity", "µJ/token", "µs/token", "Msynops/token", "energy ÷ thresholded"], rows))
-    written = plots(runs, mapping, out, loaded.name)
-    print("wrote simulation.json, " + ", ".join(p.name for p in written))
-    report["simulation"] = {m: {k: v for k, v in public(runs[m]).items() if k in ("energy_per_token_j", "latency_per_token_s",
-                                                                                  "activation_sparsity", "synaptic_ops_per_token")}
-                            for m in runs}
-    report["steps"]["simulate_s"] = time.perf_counter() - t
+    written = pipeline.plots(sparse_runs, hw, out, sparse.name)
 
     sampling = Sampling(seed=seed)
-    t = _step(f"6. text generation on the simulator (nucleus sampling: temperature {sampling.temperature}, top-p {sampling.top_p}, seed {seed})")
-    backend = SimBackend(model, "seneca", model_name=loaded.name)
-    session = Session(backend, loaded.tokenizer, sampling, max_tokens, stop_at_blank_line=False)
+    t = _step(f"3. {model_spec} writes on the simulator (nucleus sampling: temperature {sampling.temperature}, "
+              f"top-p {sampling.top_p}, seed {seed})")
+    session = Session(SimBackend(sparse.model, "seneca", model_name=sparse.name), sparse.tokenizer, sampling, max_tokens)
     print(prompt, end="", flush=True)
     for piece in session.reply(prompt):
         print(piece, end="", flush=True)
     print()
     summary = session.summary()
-    print(f"{summary['generated_tokens']} tokens at {summary['tokens_per_s']:.0f} tokens/s (simulated); "
-          f"{summary['energy_per_token_j'] * 1e6:.2f} µJ and {summary['latency_per_token_s'] * 1e6:.0f} µs per token on SENECA; "
-          f"dense ÷ sparse: energy {summary['energy_ratio']:.2f}x, latency {summary['latency_ratio']:.2f}x; "
-          f"repeated 4-grams {pct(summary['repeated_4gram_share'])}")
-    report["generation"] = summary | {"text": prompt + session.turns[-1].reply}
+    print(f"{summary['generated_tokens']} tokens; {summary['energy_per_token_j'] * 1e6:.1f} µJ and "
+          f"{summary['latency_per_token_s'] * 1e6:.0f} µs per token on SENECA; repeated 4-grams "
+          f"{pct(summary['repeated_4gram_share'])}; wrote table.txt, graph/, mapping.json, " + ", ".join(p.name for p in written))
+    report["generation"] = summary | {"prompt": prompt, "text": prompt + session.turns[-1].reply}
     report["steps"]["generate_s"] = time.perf_counter() - t
     report["seconds"] = time.perf_counter() - t0
     (out / "demo.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -25,11 +25,20 @@ def shipped_thresholds(model_spec: str) -> Path | None:
     return None
 
 
-def load(model_spec: str, thresholds: str | Path | None = None, device: str | None = None, allow_partial: bool = False,
+def thresholds_built_in(model_spec: str) -> bool:
+    """Whether a zoo model's thresholds are part of it (a model fine-tuned with them: its card says so), so that it
+    runs with them unless told otherwise."""
+    from eventllm.models.registry import zoo_card
+
+    return model_spec.startswith("zoo:") and bool((zoo_card(model_spec[4:]) or {}).get("thresholds_built_in"))
+
+
+def load(model_spec: str, thresholds: str | Path | None | bool = None, device: str | None = None, allow_partial: bool = False,
          precision: dict | None = None):
     """The model with its tokenizer (`LoadedModel`), thresholds applied: a file, "shipped" (the zoo model's own
-    calibrated file, θ = 0 when it has none) or None / False / "none" (θ = 0, as `--thresholds none`). `loaded.thresholds` says which file was
-    applied, `loaded.missing_sites` which sites a partial file left at θ = 0.
+    calibrated file, θ = 0 when it has none), False / "none" (θ = 0, as `--thresholds none`) or None: the model's
+    default (its shipped file for a zoo model whose thresholds are built in, zoo:rwkv4-small-sparse; else θ = 0).
+    `loaded.thresholds` says which file was applied, `loaded.missing_sites` which sites a partial file left at θ = 0.
 
     `precision` (keys weight_bits, event_bits, method, projections; `eventllm.models.quantize`) fake-quantises
     the model first; without it, the precision a thresholds file was calibrated at (its meta) is used."""
@@ -40,6 +49,8 @@ def load(model_spec: str, thresholds: str | Path | None = None, device: str | No
         from eventllm.models.device import torch_device
 
         loaded.model.to(torch_device(device))
+    if thresholds is None and thresholds_built_in(model_spec):
+        thresholds = "shipped"
     path = shipped_thresholds(model_spec) if thresholds == "shipped" else (None if thresholds == "none" else thresholds or None)
     from eventllm.models.quantize import apply_precision
 
@@ -136,3 +147,21 @@ def simulate(hw: Hardware, tokens: list[int], modes=("thresholded",), progress: 
     if not tokens:
         raise ConfigError("nothing to simulate: pass at least one token")
     return run(hw.graph, hw.mapping, hw.costs, list(tokens), tuple(modes), progress=progress)
+
+
+def trace(hw: Hardware, model, ids: list[int], modes=("thresholded",), segments: int = 1, progress: bool = False) -> dict[str, dict]:
+    """The trace engine over `ids` (the same counters as `simulate`, from the event masks of `model`, the torch model
+    `hw.graph` was built from, many tokens at once), one summary per mode."""
+    from eventllm.distributed import World, simulate_segments
+
+    if not ids:
+        raise ConfigError("nothing to simulate: pass at least one token")
+    return simulate_segments(hw.graph, hw.mapping, hw.costs, list(ids), tuple(modes), segments, World(), "trace", model,
+                             progress=progress)
+
+
+def plots(runs: dict[str, dict], hw: Hardware, folder: str | Path, title: str) -> list[Path]:
+    """The simulation report's plots of `runs` on `hw` (energy breakdown, layer latency, core activity) in `folder`."""
+    from sim.report import plots as draw
+
+    return draw(runs, hw.mapping, folder, title)

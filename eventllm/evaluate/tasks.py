@@ -14,6 +14,7 @@ filled in, and the shared rest of the sentence is the continuation that is score
 from __future__ import annotations
 
 import json
+import lzma
 import math
 import re
 from dataclasses import dataclass
@@ -26,7 +27,17 @@ from eventllm.errors import DataError
 from eventllm.models.base import CausalLM
 from eventllm.tokenizer import Tokenizer
 
-DEFAULT_FILES = {"lambada": "lambada/lambada_test.jsonl"}  # under ../shared/data
+DEFAULT_FILES = {"lambada": "lambada/lambada_test.jsonl"}  # under a data folder laid out as ../shared/data
+
+
+def default_task_file(name: str, task_data: str | Path | None) -> Path:
+    """Where task `name`'s file lies: under `task_data` when given, else the copy shipped inside the package
+    (eventllm/heldout, xz-compressed)."""
+    from eventllm.data import HELDOUT_DIR
+
+    if task_data is not None:
+        return Path(task_data) / DEFAULT_FILES[name]
+    return HELDOUT_DIR / (DEFAULT_FILES[name] + ".xz")
 TASKS = ("lambada", "piqa", "arc", "hellaswag", "winogrande")
 
 
@@ -50,7 +61,7 @@ def read_jsonl(path: str | Path, limit: int | None = None) -> list[tuple[int, di
         raise DataError(f"task file {path} not found; give NAME=PATH of an existing JSONL file (one item per line)")
     rows = []
     try:
-        with path.open(encoding="utf-8") as f:
+        with (lzma.open(path, "rt", encoding="utf-8") if path.suffix == ".xz" else path.open(encoding="utf-8")) as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -63,7 +74,7 @@ def read_jsonl(path: str | Path, limit: int | None = None) -> list[tuple[int, di
                 rows.append((n, obj))
                 if limit and len(rows) >= limit:
                     break
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, lzma.LZMAError):
         raise DataError(f"{path}: not UTF-8 text; a task file is JSON lines in UTF-8") from None
     except OSError as e:
         raise DataError(f"task file {path} cannot be read ({e.strerror or e})") from None

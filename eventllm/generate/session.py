@@ -34,9 +34,9 @@ class Session:
     """
 
     def __init__(self, backend, tokenizer: Tokenizer, sampling: Sampling = Sampling(), max_tokens: int = 64,
-                 stop_at_blank_line: bool = True):
+                 stop: str | None = None):
         self.backend, self.tok, self.sampling, self.max_tokens = backend, tokenizer, sampling, max_tokens
-        self.stop_at_blank_line = stop_at_blank_line
+        self.stop = stop or None  # a reply also ends where this text appears in it (after its leading line breaks)
         self.generator = torch.Generator().manual_seed(sampling.seed)
         self.stats: list[TokenStats] = []
         self.turns: list[Turn] = []
@@ -52,7 +52,7 @@ class Session:
 
     def reply(self, prompt: str, on_token: Callable[[TokenStats], None] | None = None) -> Iterator[str]:
         """Feed `prompt`, then yield the reply's text piece by piece (one token each) until max_tokens, the
-        end-of-text token or a blank line."""
+        end-of-text token or, when the session has a stop text, that text."""
         ids = self.tok.encode(prompt)
         if not ids and self.logits is None:
             return
@@ -73,7 +73,7 @@ class Session:
             text = self.tok.decode(turn.reply_ids)
             piece, text_so_far = text[len(text_so_far):], text
             yield piece
-            if self.stop_at_blank_line and "\n\n" in text.lstrip("\n"):
+            if self.stop is not None and self.stop in text.lstrip("\n"):
                 break
         turn.reply = self.tok.decode(turn.reply_ids)
 
