@@ -162,3 +162,33 @@ def test_a_share_of_pieces_is_unwrapped_evenly(share):
     assert abs(sum(picks) / 1000 - share) <= 0.005
     for start in range(0, 1000, 50):  # every run of 50 pieces holds close to the share, not a block of one kind
         assert abs(sum(picks[start:start + 50]) / 50 - share) <= 0.06
+
+
+def test_the_held_out_text_shipped_in_the_package_is_the_published_one():
+    import hashlib
+    import lzma
+
+    from eventllm.data import HELDOUT_DIR
+
+    sha = lambda b: hashlib.sha256(b).hexdigest()  # noqa: E731
+    assert sha((HELDOUT_DIR / "pg-books" / "test.txt.xz").read_bytes()) == \
+        "9a91ed3a1118648b467960beb71d6a0f126e31413da3be1eb30977e5ff4a28ca"
+    lambada = (HELDOUT_DIR / "lambada" / "lambada_test.jsonl.xz").read_bytes()
+    assert sha(lambada) == "b781750cea211f37d9ec62ee5900a55a756209a4902fcd42c054e97fb33b02ae"
+    assert sha(lzma.decompress(lambada)) == "4aa8d02cd17c719165fc8a7887fddd641f43fcafa4b1c806ca8abc31fabdb226"
+    for digest in ("9a91ed3a1118648b467960beb71d6a0f126e31413da3be1eb30977e5ff4a28ca",
+                   "b781750cea211f37d9ec62ee5900a55a756209a4902fcd42c054e97fb33b02ae"):
+        assert digest in (HELDOUT_DIR / "SOURCES.md").read_text()
+
+
+def test_evaluate_reads_the_shipped_test_split_and_lambada_without_a_data_folder(tmp_path, capsys, monkeypatch):
+    import json
+
+    from eventllm.cli import main
+
+    monkeypatch.chdir(tmp_path)  # no ../shared/data beside it
+    assert main(["evaluate", "--model", "zoo:rwkv4-tiny", "--max-tokens", "256", "--tasks", "ppl,lambada", "--limit", "3",
+                 "--json", "e.json", "-q"]) == 0
+    r = json.loads((tmp_path / "e.json").read_text())
+    assert r["split"] == "test" and r["data"].endswith("heldout/pg-books") and r["tokens"] == 255
+    assert r["tasks"]["lambada"]["file"].endswith("lambada_test.jsonl.xz") and r["tasks"]["lambada"]["dense"]["n"] == 3

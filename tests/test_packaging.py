@@ -31,3 +31,9 @@ def test_a_wheel_installed_into_a_fresh_venv_maps_and_simulates(tmp_path):
     r = run("simulate", "graph", "--mapping", "mapping.json", "--max-tokens", "4", "--json", "sim.json", "-q")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "sim.json").exists()
+    # the demo from a folder with no data beside it: the held-out text ships inside the package
+    r = run("demo", "--model", "zoo:rwkv4-tiny", "--baseline", "zoo:rwkv4-tiny", "--tokens", "128", "--max-tokens", "4",
+            "-o", "demo", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "paper's method" in r.stdout and (tmp_path / "demo" / "demo.json").exists()
+    assert not (tmp_path.parent / "shared").exists()
