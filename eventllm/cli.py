@@ -772,9 +772,9 @@ def cmd_simulate(args) -> int:
         raise ConfigError("the prompt gives no tokens; pass a non-empty --prompt")
     modes = ("thresholded", "natural", "dense") if args.compare_dense else ("thresholded",)
     if args.engine == "trace":
-        from eventllm.distributed import World, simulate_segments
+        from eventllm.pipeline import simulate_segments
 
-        runs = simulate_segments(graph, mapping, costs, tokens, modes, 1, World(), "trace", _graph_model(args, graph),
+        runs = simulate_segments(graph, mapping, costs, tokens, modes, 1, None, "trace", _graph_model(args, graph),
                                  progress=not args.quiet)
     else:
         runs = simulate(graph, mapping, costs, tokens, modes, progress=not args.quiet)
@@ -840,7 +840,7 @@ def _graph_model(args, graph):
     per_neuron = [q for q in graph if q.kind == "threshold" and "score_theta" in q.attrs]
     if per_neuron:
         # the graph's per-neuron thresholds as they are (whatever scores made them), bit for bit
-        # (distributed.simulate_segments checks the vectors are the graph's)
+        # (pipeline.simulate_segments checks the vectors are the graph's)
         model.set_theta_vectors({site_key(graph, q): q.vars["theta"].value for q in per_neuron},
                                 {site_key(graph, q): q.attrs["score_theta"] for q in per_neuron})
     if args.device:
@@ -853,7 +853,8 @@ def _graph_model(args, graph):
 def _simulate_text(args, graph, mapping, costs) -> int:
     """`simulate --data`: a whole text, cut into --segments (shared among torchrun ranks), on --engine."""
     from eventllm.data import cached_token_stream
-    from eventllm.distributed import init_world, simulate_segments
+    from eventllm.distributed import init_world
+    from eventllm.pipeline import simulate_segments
     from eventllm.tokenizer import load_tokenizer
 
     world = init_world(args.device)
@@ -1141,7 +1142,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "through snnTorch surrogate gradients, the model frozen. --method finetune: the weights fine-tuned with "
                        "scheduled θ, distilled from the dense model (KL on the logits), θ raised until --target-sparsity "
                        "(MAC-weighted) within --max-ppl-increase; writes the model (--output-model) and its thresholds (-o).")
-    c.add_argument("--config", metavar="RECIPE.toml", help="options from a recipe file (keys: these options without the "
+    c.add_argument("--config", dest="recipe", metavar="RECIPE.toml", help="options from a recipe file (keys: these options without the "
                    "dashes, e.g. examples/zoo/rwkv4-small-sparse.toml); options given here override it")
     c.add_argument("--model", default=DEFAULT_MODEL, help="model to calibrate (default: %(default)s)")
     c.add_argument("--data", required=True, help="calibration text: a .txt file or a folder of them")
@@ -1334,9 +1335,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        if getattr(args, "config", None):
+        if getattr(args, "recipe", None):
             try:
-                recipe = _config_argv(parser, args.command, args.config)
+                recipe = _config_argv(parser, args.command, args.recipe)
             except EventLLMError as e:
                 print(f"eventllm {args.command}: error: {e}", file=sys.stderr)
                 return 2

@@ -6,9 +6,8 @@ torch.distributed with gloo on CPU, NCCL on GPUs) rank r takes the r-th contiguo
 every rank receives all the segments' results, merged in segment order — so the figures equal the one-process
 run with the same --segments. Only rank 0 prints and writes files (`is_main_process`).
 
->>> bounds = segment_bounds(10, 3)
->>> bounds
-[(0, 3), (3, 6), (6, 10)]
+The simulator's segments are cut and spread the same way (`eventllm.pipeline.simulate_segments`, which takes a
+`World`).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 
-from eventllm.errors import ConfigError, DataError
+from eventllm.pipeline import segment_bounds
 
 
 @dataclass
@@ -91,16 +90,6 @@ def end_rank(code: int) -> None:
     os._exit(code)
 
 
-def segment_bounds(n: int, segments: int) -> list[tuple[int, int]]:
-    """`segments` contiguous [start, end) ranges covering n tokens, as equal as can be."""
-    if segments < 1:
-        raise ConfigError(f"--segments must be at least 1, got {segments}")
-    if n < 2 * segments:
-        raise DataError(f"{n} tokens cannot be cut into {segments} segments of at least 2 tokens; pass fewer --segments")
-    edges = [n * i // segments for i in range(segments + 1)]
-    return list(zip(edges[:-1], edges[1:]))
-
-
 # --- perplexity ------------------------------------------------------------------------------------------
 def evaluate_segments(model, ids: list[int], segments: int, world: World, progress: bool = False, byte_lengths=None) -> dict:
     """`evaluate_stream` of each segment (from a fresh state), merged: perplexities through their mean
@@ -149,61 +138,3 @@ def merge_evaluations(parts: list[dict]) -> dict:
     sp = out["sparsity"]
     sp["ratio"] = sp["thresholded"] / sp["natural"] if sp["natural"] else None
     return out | {"segments": len(parts)}
-
-
-# --- simulation ------------------------------------------------------------------------------------------
-def simulate_segments(graph, mapping, costs, ids: list[int], modes, segments: int, world: World, engine: str = "trace",
-                      model=None, chunk: int = 256, progress: bool = False) -> dict[str, dict]:
-    """`sim.report.simulate` over a long text: each segment from a fresh state, on the trace engine (event
-    masks from `model`, the torch model the graph was built from) or the message engine; summaries per mode."""
-    from sim.engine import Simulator
-    from sim.report import MODE_OVERRIDES, run_setup, summarize
-    from sim.trace import TraceEngine, merge_results
-
-    bounds = segment_bounds(len(ids), segments)
-    limit = min((p.attrs["max_positions"] for p in graph if p.kind == "attention"), default=None)
-    if limit is not None and max(b - a for a, b in bounds) > limit:
-        need = math.ceil(len(ids) / limit)
-        raise ConfigError(f"the model sees at most {limit} positions and a segment has {max(b - a for a, b in bounds)} tokens; "
-                          f"pass --segments {need} or more")
-    if engine == "trace":
-        from eventllm.masks import check_model_matches, check_thresholds_match, graph_thetas, run_trace
-
-        if model is None:
-            raise ConfigError("the trace engine needs the torch model the graph was built from")
-        check_model_matches(model, graph)
-        saved = model.get_thetas()
-    elif engine != "message":
-        raise ConfigError(f"unknown engine {engine!r}; use trace or message")
-    runs = {}
-    try:
-        for mode in modes:
-            # one graph for every mode: θ = 0 of the natural and dense runs is a run option
-            cls = TraceEngine if engine == "trace" else Simulator
-            g, m = run_setup(graph, mapping, mode)  # a low-bit graph's dense baseline: the 16-bit model
-            sim = cls(g, m, costs, event_driven=(mode != "dense"),
-                      overrides=None if mode == "thresholded" else MODE_OVERRIDES)
-            if engine == "trace":
-                model.set_thetas(graph_thetas(graph) if mode == "thresholded" else 0.0)
-                if mode == "thresholded":
-                    check_thresholds_match(model, graph)
-            results = []
-            for i in world.mine(segments):
-                a, b = bounds[i]
-                sim.reset()
-                desc = f"{engine} ({mode}) {i + 1}/{segments}"
-                if engine == "trace":
-                    run_trace(sim, model, ids[a:b], chunk, progress, desc)
-                else:
-                    from tqdm import tqdm
-
-                    for t in tqdm(ids[a:b], desc=desc, unit="tok", disable=not progress, leave=False):
-                        sim.step(int(t))
-                    sim.result.logits = []
-                results.append(sim.result)
-            sim.result = merge_results([r for part in world.gather(results) for r in part])
-            runs[mode] = summarize(sim)
-    finally:
-        if engine == "trace":
-            model.set_thetas(saved)
-    return runs

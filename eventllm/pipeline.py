@@ -9,10 +9,11 @@ all go through these functions.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from eventllm.errors import ConfigError
+from eventllm.errors import ConfigError, DataError
 
 
 def shipped_thresholds(model_spec: str) -> Path | None:
@@ -152,11 +153,9 @@ def simulate(hw: Hardware, tokens: list[int], modes=("thresholded",), progress: 
 def trace(hw: Hardware, model, ids: list[int], modes=("thresholded",), segments: int = 1, progress: bool = False) -> dict[str, dict]:
     """The trace engine over `ids` (the same counters as `simulate`, from the event masks of `model`, the torch model
     `hw.graph` was built from, many tokens at once), one summary per mode."""
-    from eventllm.distributed import World, simulate_segments
-
     if not ids:
         raise ConfigError("nothing to simulate: pass at least one token")
-    return simulate_segments(hw.graph, hw.mapping, hw.costs, list(ids), tuple(modes), segments, World(), "trace", model,
+    return simulate_segments(hw.graph, hw.mapping, hw.costs, list(ids), tuple(modes), segments, None, "trace", model,
                              progress=progress)
 
 
@@ -165,3 +164,81 @@ def plots(runs: dict[str, dict], hw: Hardware, folder: str | Path, title: str) -
     from sim.report import plots as draw
 
     return draw(runs, hw.mapping, folder, title)
+
+
+class _OneProcess:
+    """The world of a single process: it runs every segment and gathers only its own results."""
+
+    def mine(self, segments: int) -> range:
+        return range(segments)
+
+    def gather(self, obj) -> list:
+        return [obj]
+
+
+def segment_bounds(n: int, segments: int) -> list[tuple[int, int]]:
+    """`segments` contiguous [start, end) ranges covering n tokens, as equal as can be."""
+    if segments < 1:
+        raise ConfigError(f"--segments must be at least 1, got {segments}")
+    if n < 2 * segments:
+        raise DataError(f"{n} tokens cannot be cut into {segments} segments of at least 2 tokens; pass fewer --segments")
+    edges = [n * i // segments for i in range(segments + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def simulate_segments(graph, mapping, costs, ids: list[int], modes, segments: int = 1, world=None, engine: str = "trace",
+                      model=None, chunk: int = 256, progress: bool = False) -> dict[str, dict]:
+    """`sim.report.simulate` over a long text: each segment from a fresh state, on the trace engine (event
+    masks from `model`, the torch model the graph was built from) or the message engine; summaries per mode."""
+    from sim.engine import Simulator
+    from sim.report import MODE_OVERRIDES, run_setup, summarize
+    from sim.trace import TraceEngine, merge_results
+
+    world = world or _OneProcess()  # under torchrun the ranks share the segments (eventllm.distributed.World)
+    bounds = segment_bounds(len(ids), segments)
+    limit = min((p.attrs["max_positions"] for p in graph if p.kind == "attention"), default=None)
+    if limit is not None and max(b - a for a, b in bounds) > limit:
+        need = math.ceil(len(ids) / limit)
+        raise ConfigError(f"the model sees at most {limit} positions and a segment has {max(b - a for a, b in bounds)} tokens; "
+                          f"pass --segments {need} or more")
+    if engine == "trace":
+        from eventllm.masks import check_model_matches, check_thresholds_match, graph_thetas, run_trace
+
+        if model is None:
+            raise ConfigError("the trace engine needs the torch model the graph was built from")
+        check_model_matches(model, graph)
+        saved = model.get_thetas()
+    elif engine != "message":
+        raise ConfigError(f"unknown engine {engine!r}; use trace or message")
+    runs = {}
+    try:
+        for mode in modes:
+            # one graph for every mode: θ = 0 of the natural and dense runs is a run option
+            cls = TraceEngine if engine == "trace" else Simulator
+            g, m = run_setup(graph, mapping, mode)  # a low-bit graph's dense baseline: the 16-bit model
+            sim = cls(g, m, costs, event_driven=(mode != "dense"),
+                      overrides=None if mode == "thresholded" else MODE_OVERRIDES)
+            if engine == "trace":
+                model.set_thetas(graph_thetas(graph) if mode == "thresholded" else 0.0)
+                if mode == "thresholded":
+                    check_thresholds_match(model, graph)
+            results = []
+            for i in world.mine(segments):
+                a, b = bounds[i]
+                sim.reset()
+                desc = f"{engine} ({mode}) {i + 1}/{segments}"
+                if engine == "trace":
+                    run_trace(sim, model, ids[a:b], chunk, progress, desc)
+                else:
+                    from tqdm import tqdm
+
+                    for t in tqdm(ids[a:b], desc=desc, unit="tok", disable=not progress, leave=False):
+                        sim.step(int(t))
+                    sim.result.logits = []
+                results.append(sim.result)
+            sim.result = merge_results([r for part in world.gather(results) for r in part])
+            runs[mode] = summarize(sim)
+    finally:
+        if engine == "trace":
+            model.set_thetas(saved)
+    return runs
