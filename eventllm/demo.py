@@ -125,7 +125,7 @@ def _demo(out: Path, model_spec: str, baseline: str, data: str | None, n_tokens:
                "baseline_thresholds": base.thresholds}
     from eventllm import pipeline
 
-    written = pipeline.plots(sparse_runs, hw, out, sparse.name)
+    written = pipeline.plots(sparse_runs, hw.mapping, out, sparse.name)
 
     sampling = Sampling(seed=seed)
     t = _step(f"3. {model_spec} writes on the simulator (nucleus sampling: temperature {sampling.temperature}, "

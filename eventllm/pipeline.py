@@ -159,11 +159,71 @@ def trace(hw: Hardware, model, ids: list[int], modes=("thresholded",), segments:
                              progress=progress)
 
 
-def plots(runs: dict[str, dict], hw: Hardware, folder: str | Path, title: str) -> list[Path]:
-    """The simulation report's plots of `runs` on `hw` (energy breakdown, layer latency, core activity) in `folder`."""
+# --- the door for the rooms above: mapping/ and sim/ as the command line and the backends use them -----------
+def plots(runs: dict[str, dict], mapping, folder: str | Path, title: str) -> list[Path]:
+    """The simulation report's plots of `runs` on `mapping` (energy breakdown, layer latency, core activity) in `folder`."""
     from sim.report import plots as draw
 
-    return draw(runs, hw.mapping, folder, title)
+    return draw(runs, mapping, folder, title)
+
+
+def map_graph(graph, topology, placement: str = "bisection", seed: int = 0, fill: float = 1.0):
+    """`mapping.map_graph`: shards, cores and routes of `graph` on `topology` (a name, PRESET:ROWSxCOLS, a TOML file or a
+    `Topology`)."""
+    from mapping import map_graph as run
+
+    return run(graph, topology, placement=placement, seed=seed, fill=fill)
+
+
+def load_mapping(path: str | Path, graph):
+    """A mapping file written by `eventllm map`, checked against `graph`."""
+    from mapping import Mapping
+
+    return Mapping.load(path, graph)
+
+
+def load_costs(name: str):
+    """A cost table: a preset name or a TOML file."""
+    from sim.costs import load_costs as read
+
+    return read(name)
+
+
+def topology_note(costs, topology: str) -> str | None:
+    """A line saying that `costs` were made for another topology than `topology` (None when they match)."""
+    from sim.costs import topology_note as note
+
+    return note(costs, topology)
+
+
+def run_modes(graph, mapping, costs, tokens: list[int], modes, progress: bool = False) -> dict[str, dict]:
+    """The message engine over `tokens` in each mode, one summary per mode (`simulate` on loose parts)."""
+    from sim.report import simulate as run
+
+    return run(graph, mapping, costs, list(tokens), tuple(modes), progress=progress)
+
+
+def settings(graph) -> dict:
+    """What a simulated configuration is made of: weight and event bits, the head threshold, delta events."""
+    from sim.report import settings as of
+
+    return of(graph)
+
+
+def results_json(runs: dict[str, dict], info: dict) -> dict:
+    """The JSON of a simulation: the thresholded run at top level, the others as blocks, with ratios."""
+    from sim.report import results_json as to_json
+
+    return to_json(runs, info)
+
+
+def simulator(hw: Hardware, dense: bool = False):
+    """A message-engine simulator of `hw` that owns its run state, token by token: event-driven, or `dense` (θ = 0 and
+    every entry processed, whatever its value: the baseline's counts)."""
+    from sim.engine import Simulator
+    from sim.report import MODE_OVERRIDES
+
+    return Simulator(hw.graph, hw.mapping, hw.costs, event_driven=not dense, overrides=MODE_OVERRIDES if dense else None)
 
 
 class _OneProcess:

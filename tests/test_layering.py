@@ -64,6 +64,39 @@ def test_rooms_import_only_rooms_before_them():
     assert not bad, "imports against the data-flow order:\n" + "\n".join(bad)
 
 
+# The rooms above the pipeline reach the mapper and the simulator only through it (eventllm/pipeline.py).
+ABOVE_THE_DOOR = ("eventllm.distributed", "eventllm.generate", "eventllm.demo", "eventllm.cli")
+BEHIND_THE_DOOR = ("mapping", "sim")
+
+
+def door_violations(paths) -> list[str]:
+    bad = []
+    for path in paths:
+        for line, target in imports_of(path):
+            if target.split(".")[0] in BEHIND_THE_DOOR:
+                bad.append(f"{path}:{line}: imports {target}; go through eventllm.pipeline")
+    return bad
+
+
+def rooms_above_the_door() -> list[Path]:
+    return [p for p in sorted((ROOT / "eventllm").rglob("*.py"))
+            if any(module_name(p) == r or module_name(p).startswith(r + ".") for r in ABOVE_THE_DOOR)]
+
+
+def test_only_the_pipeline_opens_the_door_to_mapping_and_sim():
+    paths = rooms_above_the_door()
+    assert {module_name(p).split(".")[1] for p in paths} >= {"distributed", "generate", "demo", "cli"}
+    bad = door_violations(paths)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_door_check_sees_a_direct_import(tmp_path):
+    f = tmp_path / "backend.py"
+    f.write_text("def run():\n    from sim.engine import Simulator\n    from eventllm.pipeline import simulator\n")
+    assert door_violations([f]) == [f"{f}:2: imports sim.engine; go through eventllm.pipeline",
+                                    f"{f}:2: imports sim.engine.Simulator; go through eventllm.pipeline"]
+
+
 def test_the_check_sees_a_backward_import(tmp_path):
     # the checker itself: a models module importing the simulator is flagged
     assert room_of("sim.engine") > room_of("eventllm.models.rwkv")

@@ -50,16 +50,14 @@ class SimBackend:
     name = "sim"
 
     def __init__(self, model: CausalLM, topology: str = "seneca", costs: str | None = None, model_name: str | None = None):
-        from eventllm.pipeline import prepare
-        from sim.engine import Simulator
-        from sim.report import MODE_OVERRIDES
+        from eventllm.pipeline import prepare, simulator
 
         hw = prepare(model, model_name, topology, costs)
         self.graph, self.mapping, self.costs = hw.graph, hw.mapping, hw.costs
-        self.sim = Simulator(self.graph, self.mapping, self.costs, event_driven=True)
+        self.sim = simulator(hw)
         # the dense shadow on the same graph: same tokens, θ = 0, every entry processed (its counts do not
         # depend on the values)
-        self.dense = Simulator(self.graph, self.mapping, self.costs, event_driven=False, overrides=MODE_OVERRIDES)
+        self.dense = simulator(hw, dense=True)
 
     def reset(self) -> None:
         self.sim.reset()
