@@ -6,8 +6,8 @@ ships inside the package), each simulated on SENECA-like cores by the trace engi
     dense 16-bit     the baseline model (zoo:rwkv4-small), θ = 0, every activation sent and multiplied
     natural          the same, zeros skipped (only the squared ReLU's outputs are naturally zero)
     paper's method   the same model with its shipped training-free θ (the paper's search at a 1% bound)
-    eventllm sparse  the sparse model (zoo:rwkv4-small-sparse): fine-tuned with θ at every site, head included,
-                     at the precision it ships with (its thresholds file says which)
+    eventllm         the best configuration shipped for the model (`pipeline.best_thresholds`: θ with the head site
+                     and the precision it was calibrated at), or a model and thresholds file given
 
 with the MAC-weighted sparsity, the perplexity on those tokens, energy and latency per token, both as ratios to
 dense, and the cores each needs. Then the sparse model continues a prompt on the simulator backend.
@@ -22,7 +22,7 @@ from pathlib import Path
 from eventllm.report import format_table, pct
 
 DEFAULT_PROMPT = "The captain looked at the sea and said"
-SPARSE_MODEL = "zoo:rwkv4-small-sparse"
+SPARSE_MODEL = "zoo:rwkv4-small"
 BASELINE_MODEL = "zoo:rwkv4-small"
 RATE_TOKENS = 512  # tokens the mapper's expected traffic is measured on
 
@@ -34,23 +34,40 @@ def _step(title: str) -> float:
 
 def run_demo(output: str | Path, model_spec: str = SPARSE_MODEL, baseline: str = BASELINE_MODEL, data: str | None = None,
              tokens: int = 4096, prompt: str = DEFAULT_PROMPT, max_tokens: int = 64, progress: bool = True,
-             seed: int = 1) -> dict:
-    """Run the demo; its report files appear in `output` together at the end (an interrupted demo leaves the old ones)."""
+             seed: int = 1, thresholds: str | Path = "best") -> dict:
+    """Run the demo; its report files appear in `output` together at the end (an interrupted demo leaves the old ones).
+    `thresholds`: the sparse row's file, or "best" (the model's best shipped configuration)."""
     from eventllm.atomic import atomic_folder
 
     with atomic_folder(output, merge=True) as out:
-        report = _demo(out, model_spec, baseline, data, tokens, prompt, max_tokens, progress, seed)
+        report = _demo(out, model_spec, thresholds, baseline, data, tokens, prompt, max_tokens, progress, seed)
     print(f"\ndone in {report['seconds']:.0f} s; report in {output}/ (demo.json, table.txt, graph/, mapping.json, *.png)")
     return report
 
 
-def _config_rows(base_ev: dict, base_runs: dict, sparse_ev: dict, sparse_runs: dict) -> list[dict]:
+def describe_configuration(loaded) -> str:
+    """The sparse row's name: what its thresholds file says it is made of."""
+    from eventllm.models.quantize import describe
+    from eventllm.sparsity.thresholds import read_thresholds
+
+    meta = read_thresholds(loaded.thresholds).get("meta", {}) if loaded.thresholds else {}
+    parts = ["fine-tuned θ" if "finetuned_from" in meta or meta.get("method") == "finetune" else
+             "greedy θ" if meta.get("search") == "greedy" else "paper's θ" if loaded.thresholds else "θ = 0"]
+    if loaded.model.head_threshold:
+        parts.append("head site")
+    p = describe(loaded.model)
+    if p["weight_bits"] < 16 or p["event_bits"] < 16:
+        parts.append(f"int{p['weight_bits']} weights" + (f" + int{p['event_bits']} events" if p["event_bits"] < 16 else ""))
+    return "eventllm: " + ", ".join(parts)
+
+
+def _config_rows(base_ev: dict, base_runs: dict, sparse_ev: dict, sparse_runs: dict, sparse_name: str) -> list[dict]:
     """The four rows of the table, as data (each run's figures per token)."""
     mw_b, mw_s = base_ev["sparsity"]["mac_weighted"], sparse_ev["sparsity"]["mac_weighted"]
     rows = [("dense 16-bit", 0.0, base_ev["ppl_dense"], base_runs["dense"]),
             ("natural (zeros skipped)", mw_b["natural"], base_ev["ppl_dense"], base_runs["natural"]),
             ("paper's method (training-free θ)", mw_b["thresholded"], base_ev["ppl"], base_runs["thresholded"]),
-            ("eventllm sparse", mw_s["thresholded"], sparse_ev["ppl"], sparse_runs["thresholded"])]
+            (sparse_name, mw_s["thresholded"], sparse_ev["ppl"], sparse_runs["thresholded"])]
     dense = base_runs["dense"]
     return [{"config": name, "sparsity_mac_weighted": sp, "ppl": ppl, "energy_per_token_j": r["energy_per_token_j"],
              "latency_per_token_s": r["latency_per_token_s"], "cores": r["cores_used"],
@@ -83,8 +100,8 @@ def _measure(spec: str, thresholds, ids: list[int], modes: tuple[str, ...], out:
     return loaded, ev, hw, runs
 
 
-def _demo(out: Path, model_spec: str, baseline: str, data: str | None, n_tokens: int, prompt: str, max_tokens: int,
-          progress: bool, seed: int) -> dict:
+def _demo(out: Path, model_spec: str, thresholds, baseline: str, data: str | None, n_tokens: int, prompt: str,
+          max_tokens: int, progress: bool, seed: int) -> dict:
     from eventllm.data import HELDOUT_TEXT, cached_token_stream
     from eventllm.errors import ConfigError
     from eventllm.generate.backends import SimBackend
@@ -105,8 +122,8 @@ def _demo(out: Path, model_spec: str, baseline: str, data: str | None, n_tokens:
     print(f"{len(ids):,} tokens of {source} [test]; thresholds {base.thresholds}")
     report["steps"]["baseline_s"] = time.perf_counter() - t
 
-    t = _step(f"2. {model_spec}: fine-tuned for sparsity, with its shipped thresholds and precision")
-    sparse, sparse_ev, hw, sparse_runs = _measure(model_spec, None, ids, ("thresholded",), out, progress)
+    t = _step(f"2. {model_spec}: eventllm's configuration (thresholds {thresholds})")
+    sparse, sparse_ev, hw, sparse_runs = _measure(model_spec, thresholds, ids, ("thresholded",), out, progress)
     if sparse.tokenizer.encode(prompt) != tok.encode(prompt):
         raise ConfigError(f"{model_spec} and {baseline} use other tokenizers; compare a model with the one it was fine-tuned from")
     from eventllm.models.quantize import describe
@@ -115,7 +132,7 @@ def _demo(out: Path, model_spec: str, baseline: str, data: str | None, n_tokens:
     print(f"thresholds {sparse.thresholds}; weights {precision['weight_bits']}-bit, events {precision['event_bits']}-bit")
     report["steps"]["sparse_s"] = time.perf_counter() - t
 
-    rows = _config_rows(base_ev, base_runs, sparse_ev, sparse_runs)
+    rows = _config_rows(base_ev, base_runs, sparse_ev, sparse_runs, describe_configuration(sparse))
     table = format_rows(rows, base_ev["ppl_dense"])
     title = (f"{len(ids):,} held-out tokens (pg-books test), SENECA-like cores (trace engine); ratios and perplexity "
              "change against dense 16-bit")

@@ -26,6 +26,16 @@ def shipped_thresholds(model_spec: str) -> Path | None:
     return None
 
 
+def best_thresholds(model_spec: str) -> Path | None:
+    """The zoo model's best shipped configuration (`thresholds_best.json`: θ with the precision and head site it was
+    calibrated at), else its shipped thresholds; None for other models."""
+    from eventllm.models.registry import ZOO_DIR
+
+    if model_spec.startswith("zoo:") and (ZOO_DIR / model_spec[4:] / "thresholds_best.json").exists():
+        return ZOO_DIR / model_spec[4:] / "thresholds_best.json"
+    return shipped_thresholds(model_spec)
+
+
 def thresholds_built_in(model_spec: str) -> bool:
     """Whether a zoo model's thresholds are part of it (a model fine-tuned with them: its card says so), so that it
     runs with them unless told otherwise."""
@@ -37,7 +47,7 @@ def thresholds_built_in(model_spec: str) -> bool:
 def load(model_spec: str, thresholds: str | Path | None | bool = None, device: str | None = None, allow_partial: bool = False,
          precision: dict | None = None):
     """The model with its tokenizer (`LoadedModel`), thresholds applied: a file, "shipped" (the zoo model's own
-    calibrated file, θ = 0 when it has none), False / "none" (θ = 0, as `--thresholds none`) or None: the model's
+    calibrated file, θ = 0 when it has none), "best" (its best shipped configuration, `best_thresholds`), False / "none" (θ = 0, as `--thresholds none`) or None: the model's
     default (its shipped file for a zoo model whose thresholds are built in, zoo:rwkv4-small-sparse; else θ = 0).
     `loaded.thresholds` says which file was applied, `loaded.missing_sites` which sites a partial file left at θ = 0.
 
@@ -52,7 +62,8 @@ def load(model_spec: str, thresholds: str | Path | None | bool = None, device: s
         loaded.model.to(torch_device(device))
     if thresholds is None and thresholds_built_in(model_spec):
         thresholds = "shipped"
-    path = shipped_thresholds(model_spec) if thresholds == "shipped" else (None if thresholds == "none" else thresholds or None)
+    path = {"shipped": shipped_thresholds, "best": best_thresholds}[thresholds](model_spec) if thresholds in ("shipped", "best") \
+        else (None if thresholds == "none" else thresholds or None)
     from eventllm.models.quantize import apply_precision
 
     apply_precision(loaded.model, resolve_precision(precision, path))

@@ -89,9 +89,19 @@ def test_missing_data_is_one_line(byte_model, tmp_path):
     assert res.returncode == 2 and "no such file or folder of text" in res.stderr
 
 
-def test_info_lists_zoo():
+def test_info_lists_zoo_models_with_their_headline_figures_rounded():
+    import re
+
     res = eventllm("info", check=True)
     assert "zoo:rwkv4-tiny" in res.stdout and "zoo:opt-tiny" in res.stdout
+    from eventllm.models.registry import zoo_card
+
+    h = zoo_card("rwkv4-small")["headline"]
+    line = next(ln for ln in res.stdout.splitlines() if ln.startswith("zoo:rwkv4-small "))
+    for figure in (f"{h['ppl']:.2f}", f"{100 * h['sparsity_mac_weighted']:.0f}%", f"{h['energy_ratio']:.1f}x",
+                   f"{h['latency_ratio']:.1f}x"):
+        assert figure in line
+    assert not re.search(r"\d\.\d{5,}", res.stdout)  # no figure printed to more digits than a person reads
 
 
 def test_calibrate_writes_thresholds_that_evaluate_accepts(byte_model, tmp_path):

@@ -94,12 +94,12 @@ def test_demo_shows_four_configurations_on_the_same_tokens_and_writes_its_report
     from eventllm.cli import main
 
     # the shipped held-out text (no --data): tiny as the "sparse" model (θ = 0) beside itself with its shipped θ
-    assert main(["demo", "--model", "zoo:rwkv4-tiny", "--baseline", "zoo:rwkv4-tiny", "--tokens", "256", "--max-tokens", "6",
-                 "-o", str(tmp_path / "demo"), "-q"]) == 0
+    assert main(["demo", "--model", "zoo:rwkv4-tiny", "--thresholds", "none", "--baseline", "zoo:rwkv4-tiny", "--tokens", "256",
+                 "--max-tokens", "6", "-o", str(tmp_path / "demo"), "-q"]) == 0
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "demo" / "demo.json").read_text())
     rows = {r["config"]: r for r in report["rows"]}
-    assert list(rows) == ["dense 16-bit", "natural (zeros skipped)", "paper's method (training-free θ)", "eventllm sparse"]
+    assert list(rows) == ["dense 16-bit", "natural (zeros skipped)", "paper's method (training-free θ)", "eventllm: θ = 0"]
     for name in rows:
         assert name in out
     assert report["tokens"] == 256 and report["data"].endswith("heldout/pg-books")

@@ -13,7 +13,7 @@ def cmd_demo(args) -> int:
         raise ConfigError("--prompt is empty; give some text, or leave --prompt out for the demo's own prompt")
     check_outputs(folder=args.output)
     run_demo(args.output, args.model, args.baseline, args.data, args.tokens, args.prompt, args.max_tokens,
-             progress=not args.quiet, seed=args.seed)
+             progress=not args.quiet, seed=args.seed, thresholds=args.thresholds or "best")
     return 0
 
 
@@ -22,8 +22,9 @@ def add_parser(sub) -> None:
 
     d = sub.add_parser("demo", help="the shipped sparse model against dense, natural and the paper's method on held-out text "
                        "(sparsity, perplexity, energy, latency, cores on SENECA), then text it writes on the simulator")
-    d.add_argument("--model", default=SPARSE_MODEL, help="the sparse model, run with its shipped thresholds and precision "
-                   "(default: %(default)s)")
+    d.add_argument("--model", default=SPARSE_MODEL, help="the model of eventllm's row (default: %(default)s)")
+    d.add_argument("--thresholds", help="its thresholds file (default: the model's best shipped configuration: θ with the "
+                   "head site and precision it was calibrated at; 'none': θ = 0)")
     d.add_argument("--baseline", default=BASELINE_MODEL, help="the dense model it was made from; its shipped thresholds are "
                    "the paper's method (default: %(default)s)")
     d.add_argument("--data", help="held-out text (its test split; docs/DATA.md); default: the pg-books test split shipped "

@@ -5,6 +5,23 @@ from __future__ import annotations
 from eventllm.cli.common import ALLOW_PARTIAL, load_model_args
 
 
+def _zoo_row(name: str, card: dict) -> list[str]:
+    """A zoo model's line: its figures rounded as a person reads them, from its card ("headline", else the training
+    log's validation perplexity)."""
+    h = card.get("headline", {})
+    params = f"{card.get('parameters', 0) / 1e6:.1f}M"
+    if "ppl" in h:
+        ppl = f"{h['ppl']:.2f} ({h['data']})"
+    elif "valid_ppl" in card:
+        ppl = f"{card['valid_ppl']:.2f} (valid)"
+    else:
+        ppl = "—"
+    if "energy_ratio" not in h:
+        return [f"zoo:{name}", card.get("arch", "?"), params, ppl, "—", "—", "—", "—"]
+    return [f"zoo:{name}", card.get("arch", "?"), params, ppl, h["configuration"].removeprefix("eventllm: "),
+            f"{100 * h['sparsity_mac_weighted']:.0f}%", f"{h['energy_ratio']:.1f}x", f"{h['latency_ratio']:.1f}x"]
+
+
 def cmd_info(args) -> int:
     import platform
 
@@ -19,11 +36,11 @@ def cmd_info(args) -> int:
         import torch
 
         print(f"eventllm {__import__('eventllm').__version__}  (Python {platform.python_version()}, torch {torch.__version__})")
-        rows = []
-        for name in zoo_names():
-            card = zoo_card(name) or {}
-            rows.append([f"zoo:{name}", card.get("arch", "?"), f"{card.get('parameters', 0):,}", card.get("valid_ppl", "?")])
-        print(format_table(["model", "arch", "parameters", "valid ppl"], rows, title="Shipped models"))
+        rows = [_zoo_row(name, zoo_card(name) or {}) for name in zoo_names()]
+        print(format_table(["model", "arch", "parameters", "perplexity (held out)", "best shipped configuration",
+                            "sparsity", "energy ÷ dense", "latency ÷ dense"], rows, title="Shipped models"))
+        print("sparsity: MAC-weighted; energy and latency per token on SENECA against the dense 16-bit model "
+              "(`eventllm info --model zoo:NAME` gives a model's card; docs/RESULTS.md the commands)")
         return 0
     loaded = load_model_args(args)
     m = loaded.model
