@@ -3,7 +3,6 @@ PYTHON ?= python3.11
 VENV   := .venv
 LAVA   := .venv-lava
 BIN    := $(VENV)/bin
-DATA   ?= ../shared/data
 
 .PHONY: setup test demo clean
 
@@ -26,7 +25,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 demo: setup
-	$(BIN)/eventllm demo --data $(DATA)/pg-books --output out/demo
+	$(BIN)/eventllm demo --output out/demo
 
 clean:
 	rm -rf $(VENV) $(LAVA) out .pytest_cache
