@@ -249,7 +249,7 @@ def largest_scale_within(increase, bound: float, *, tol: float = 0.05, max_runs:
     """The largest common θ scale s whose perplexity increase `increase(s)` stays within `bound`, in a few runs.
 
     The increase grows about as a power of the scale (c·s^p, p ≈ 3–4 on the zoo models: the sparsity curve of
-    docs/RESULTS.md §1), so each guess is a secant step in log-log coordinates through the two runs nearest the
+    docs/HISTORY.md §1), so each guess is a secant step in log-log coordinates through the two runs nearest the
     bound (the first step assumes p = `slope`), aimed a little inside the bound and kept inside the bracket of
     the largest passing and the smallest failing scale (halving the bracket where the step would leave it).
     It stops at a passing scale within `tol` of the bound, or after `max_runs` runs, and returns the largest
