@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-HERE = Path(__file__).resolve().parent
-# benchmarks/mapping.py is named like the `mapping` package: import packages from the repository, not this folder
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE] + [str(ROOT)]
+if str(ROOT) not in sys.path:  # run as `python benchmarks/NAME.py` without an installed eventllm: the repository's packages
+    sys.path.append(str(ROOT))
 
 from eventllm.data import SAMPLE_TEXT  # noqa: E402
 

@@ -170,6 +170,29 @@ def trace(hw: Hardware, model, ids: list[int], modes=("thresholded",), segments:
                              progress=progress)
 
 
+def graph_model(graph, spec: str, device: str | None = None):
+    """The torch model `graph` was built from (`spec`), as the graph holds it: its head site, its precision and its
+    per-neuron θ vectors bit for bit; the trace engine's event masks come from it."""
+    from eventllm.masks import check_model_matches, site_key
+    from eventllm.models.quantize import apply_precision
+    from eventllm.models.registry import load_model
+
+    model = load_model(spec).model
+    if any(q.kind == "threshold" and q.attrs.get("projection") == "head" for q in graph):
+        model.set_head_threshold(True)
+    apply_precision(model, graph.meta.get("precision"))  # the masks of the low-bit model the graph holds
+    check_model_matches(model, graph)  # before its sites are looked up
+    per_neuron = [q for q in graph if q.kind == "threshold" and "score_theta" in q.attrs]
+    if per_neuron:  # whatever scores made them (simulate_segments checks the vectors are the graph's)
+        model.set_theta_vectors({site_key(graph, q): q.vars["theta"].value for q in per_neuron},
+                                {site_key(graph, q): q.attrs["score_theta"] for q in per_neuron})
+    if device:
+        from eventllm.models.device import torch_device
+
+        model.to(torch_device(device))
+    return model
+
+
 # --- the door for the rooms above: mapping/ and sim/ as the command line and the backends use them -----------
 def plots(runs: dict[str, dict], mapping, folder: str | Path, title: str) -> list[Path]:
     """The simulation report's plots of `runs` on `mapping` (energy breakdown, layer latency, core activity) in `folder`."""

@@ -280,6 +280,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, device: str | None = None, resu
     tokens_per_step = cfg.batch_size * cfg.context
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress, desc=cfg.name)
     t0, tokens_done, stopped_early = time.perf_counter(), 0, None
+    loss = torch.tensor(float("nan"))  # the last step's training loss (none before the first step)
     for step in bar:
         if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
             stopped_early = step

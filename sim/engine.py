@@ -31,7 +31,6 @@ energy (Σ count × energy per action) plus static power × latency × cores use
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np

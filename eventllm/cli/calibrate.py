@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from eventllm.cli.common import (
@@ -171,86 +170,42 @@ def _calibrate_by_finetuning(args) -> int:
 
 
 def _round_to_bf16(m, check_ids, args, res, reference) -> dict:
-    """Round the fine-tuned weights to bfloat16 (half the file: what the zoo ships and what the device brings back)
-    and measure the rounded model on the same check stream, so that the thresholds file (tied to the weights'
-    fingerprint) and its figures are those of the weights written."""
-    import math
-
-    import torch
-
     from eventllm.report import pct
     from eventllm.sparsity.calibrate import check_stream
-    from eventllm.sparsity.finetune import _check
+    from eventllm.sparsity.finetune_parts import round_to_bf16
 
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(p.to(torch.bfloat16).to(p.dtype))
-    nll, rep = _check(m, check_stream(check_ids, args.check_tokens, args.seed))
-    inc = math.exp(nll - res.loss_dense) - 1
+    r = round_to_bf16(m, check_stream(check_ids, args.check_tokens, args.seed), res.loss_dense)
+    inc = r["ppl_increase_on_check_vs_teacher"]
     print(f"rounded to bfloat16: perplexity {100 * inc:+.2f}% vs the dense {reference} on the check stream"
           f"{' (over the bound)' if args.max_ppl_increase is not None and inc > args.safety * args.max_ppl_increase else ''}"
-          f"; sparsity MAC-weighted {pct(rep.mac_skipped())}")
-    return {"dtype": "bfloat16", "ppl_increase_on_check_vs_teacher": inc, "mac_weighted_sparsity_on_check": rep.mac_skipped(),
-            "sparsity_on_check": rep.average()}
+          f"; sparsity MAC-weighted {pct(r['mac_weighted_sparsity_on_check'])}")
+    return r
 
 
 def _recheck_stream(check_ids, args):
-    """The --recheck-tokens tokens of --split beside the check stream: the text before it and after it, as one stream
-    (refused before the run when there is none)."""
-    import torch
-
     from eventllm.errors import DataError
-    from eventllm.sparsity.calibrate import check_stream_start
+    from eventllm.sparsity.finetune_parts import fresh_stream
 
-    ids = torch.as_tensor(check_ids, dtype=torch.long)
-    start, n = check_stream_start(ids.numel(), args.check_tokens, args.seed)
-    fresh = torch.cat([ids[:start], ids[start + n:]])[: args.recheck_tokens]
-    if fresh.numel() < 2:
-        raise DataError(f"--recheck-tokens: [{args.split}] of {args.data} has no tokens beside the {n:,}-token check stream; "
-                        "give fewer --check-tokens or a larger split")
-    return fresh
+    try:
+        return fresh_stream(check_ids, args.check_tokens, args.seed, args.recheck_tokens)
+    except DataError:
+        raise DataError(f"--recheck-tokens: [{args.split}] of {args.data} has no tokens beside the check stream; give "
+                        "fewer --check-tokens or a larger split") from None
 
 
 def _recheck(m, dense, fresh, args, device, reference) -> dict:
-    """The end state measured on `fresh`, --recheck-tokens more tokens of --split beside the check stream (the run kept
-    the best of the states that passed there, so that stream's noise flatters it): where the increase over the dense
-    reference is above SAFETY × the bound, θ is scaled down by the largest common factor within it there."""
     from eventllm.report import pct
-    from eventllm.sparsity.calibrate import largest_scale_within
-    from eventllm.sparsity.finetune import _check
+    from eventllm.sparsity.finetune_parts import recheck
 
-    m.to(device)
-    dense.to(device)
-    try:
-        dense_nll = _check(dense, fresh)[0]
-        theta = m.get_thetas()
-        seen = {}
-
-        def increase(s: float) -> float:
-            m.set_thetas({k: v * s for k, v in theta.items()})
-            nll, rep = _check(m, fresh)
-            seen[s] = (math.exp(nll - dense_nll) - 1.0, rep)
-            return seen[s][0]
-
-        limit = args.safety * args.max_ppl_increase
-        scale = largest_scale_within(increase, limit, cap=1.0)
-        if scale not in seen:  # 0: no scale passed, and θ = 0 is measured only now
-            increase(scale)
-        m.set_thetas({k: v * scale for k, v in theta.items()})
-    finally:
-        m.to("cpu")
-        dense.to("cpu")
-    inc, rep = seen[scale]
-    first = seen[1.0][0]
-    within = inc <= limit  # at θ = 0 the fine-tuned weights themselves may be over it
-    print(f"recheck on {fresh.numel():,} more tokens of [{args.split}] (beside the check stream): perplexity "
-          f"{100 * first:+.2f}% vs the dense {reference}" + ("; within the bound" if scale == 1.0 else
-          f"; θ scaled by {scale:.3f} to {100 * inc:+.2f}% " + (f"(within {pct(limit)})" if within else
+    limit = args.safety * args.max_ppl_increase
+    r = recheck(m, dense, fresh, limit, device)
+    scale, inc = r["scale"], r["ppl_increase_vs_teacher"]
+    print(f"recheck on {r['tokens']:,} more tokens of [{args.split}] (beside the check stream): perplexity "
+          f"{100 * r['ppl_increase_vs_teacher_before']:+.2f}% vs the dense {reference}" + ("; within the bound" if scale == 1.0 else
+          f"; θ scaled by {scale:.3f} to {100 * inc:+.2f}% " + (f"(within {pct(limit)})" if r["within_bound"] else
           f"(NOT within {pct(limit)} even at θ = 0: the fine-tuned weights are over it; try a lower --lr)")) +
-          f"; sparsity MAC-weighted {pct(rep.mac_skipped())}")
-    return {"tokens": int(fresh.numel()), "scale": scale, "ppl_increase_vs_teacher_before": first,
-            "ppl_increase_vs_teacher": inc, "within_bound": within, "mac_weighted_sparsity": rep.mac_skipped(),
-            "sparsity": rep.average(), "runs": len(seen)}
+          f"; sparsity MAC-weighted {pct(r['mac_weighted_sparsity'])}")
+    return r
 
 
 def _teacher(args, loaded, device):

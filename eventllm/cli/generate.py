@@ -68,61 +68,10 @@ def cmd_generate(args) -> int:
     if args.backend == "lava":
         where = f" (lava-nc Loihi2SimCfg, {args.lava_blocks} blocks, {backend.client.hold} steps per token)"
     print(f"{loaded.name}, thresholds: {thresholds or 'none (θ = 0)'}, backend: {args.backend}{where}", file=sys.stderr)
-    live = sys.stdout.isatty() and not args.quiet
-
-    def status(st) -> str:
-        text = f"{100 * st.sparsity:.0f}% sparse"
-        if st.energy_j is not None:
-            text += f" · {st.energy_j * 1e6:.1f} µJ · {st.latency_s * 1e6:.0f} µs"
-        return text
-
-    shown = [0]
-
-    def on_token(st):
-        if live:  # a dim status after the cursor, erased before the next piece of text
-            msg = f"  \x1b[2m⟨{status(st)}⟩\x1b[0m"
-            sys.stdout.write(msg + f"\x1b[{len(status(st)) + 4}D")
-            sys.stdout.flush()
-            shown[0] = 1
-
-    def run_turn(prompt: str) -> None:
-        if not args.prompt:
-            sys.stdout.write("model> ")
-        sys.stdout.write(prompt if args.prompt else "")
-        for piece in session.reply(prompt, on_token):
-            if shown[0]:
-                sys.stdout.write("\x1b[K")
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-        if shown[0]:
-            sys.stdout.write("\x1b[K")
-        sys.stdout.write("\n")
-        st = session.stats[-1] if session.stats else None
-        if st is not None and not args.quiet:
-            n = len(session.turns[-1].reply_ids)
-            print(f"[{n} tokens · last token {status(st)}]", file=sys.stderr)
-        sys.stdout.flush()
+    from eventllm.generate.terminal import Terminal
 
     try:
-        if args.prompt:
-            run_turn(args.prompt)
-        elif sys.stdin.isatty():
-            print("Type a prompt and press Enter; Ctrl-D or Ctrl-C ends the session.", file=sys.stderr)
-            while True:
-                try:
-                    line = input("you> ")
-                except EOFError:
-                    print()
-                    break
-                if line.strip():
-                    run_turn(line)
-        else:
-            for line in sys.stdin:
-                if line.strip():
-                    sys.stdout.write(f"you> {line.rstrip()}\n")
-                    run_turn(line.rstrip("\n"))
-    except KeyboardInterrupt:
-        sys.stdout.write("\x1b[K\n(interrupted)\n" if live else "\n(interrupted)\n")
+        Terminal(session, args.quiet).run(args.prompt)
     finally:
         if hasattr(backend, "close"):
             backend.close()

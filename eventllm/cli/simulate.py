@@ -107,31 +107,12 @@ def _graph_model(args, graph):
     """The torch model a graph was built from (its `model` entry, or --model), on --device: the trace engine's
     event masks come from it."""
     from eventllm.errors import ConfigError
-    from eventllm.models.registry import load_model
+    from eventllm.pipeline import graph_model
 
     spec = args.model or graph.meta.get("model")
     if not spec:
         raise ConfigError(f"{args.graph} does not name its model; pass --model (the model it was built from)")
-    model = load_model(spec).model
-    if any(q.kind == "threshold" and q.attrs.get("projection") == "head" for q in graph):
-        model.set_head_threshold(True)
-    from eventllm.models.quantize import apply_precision
-
-    apply_precision(model, graph.meta.get("precision"))  # the masks of the low-bit model the graph holds
-    from eventllm.masks import check_model_matches, site_key
-
-    check_model_matches(model, graph)  # before its sites are looked up
-    per_neuron = [q for q in graph if q.kind == "threshold" and "score_theta" in q.attrs]
-    if per_neuron:
-        # the graph's per-neuron thresholds as they are (whatever scores made them), bit for bit
-        # (pipeline.simulate_segments checks the vectors are the graph's)
-        model.set_theta_vectors({site_key(graph, q): q.vars["theta"].value for q in per_neuron},
-                                {site_key(graph, q): q.attrs["score_theta"] for q in per_neuron})
-    if args.device:
-        from eventllm.models.device import torch_device
-
-        model.to(torch_device(args.device))
-    return model
+    return graph_model(graph, spec, args.device)
 
 
 def _simulate_text(args, graph, mapping, costs) -> int:

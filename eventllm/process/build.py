@@ -11,7 +11,6 @@ Process names: `emb`, (`ln0`), then per layer `L{i}.<part>` — e.g. `L0.att.key
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 

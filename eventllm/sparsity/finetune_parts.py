@@ -248,3 +248,61 @@ def _end_state(model: CausalLM, check: torch.Tensor, final: _State, kept: list[_
             states.append(_State(final.step, *runs[f], "final", {k: v * f for k, v in final.thetas.items()}, scale=f))
         model.set_thetas(final.thetas)
     return _best(states, target) if states else final
+
+
+# --- after the run: the precision written and the bound on fresh text -----------------------------------------------
+def round_to_bf16(model: CausalLM, check: torch.Tensor, loss_dense: float) -> dict:
+    """Round the model's weights to bfloat16 in place (half the file) and measure it again on the check stream, so that
+    a thresholds file tied to the weights' fingerprint carries the figures of the weights written."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).to(p.dtype))
+    nll, rep = _check(model, check)
+    return {"dtype": "bfloat16", "ppl_increase_on_check_vs_teacher": math.exp(nll - loss_dense) - 1,
+            "mac_weighted_sparsity_on_check": rep.mac_skipped(), "sparsity_on_check": rep.average()}
+
+
+def fresh_stream(check_ids, check_tokens: int, seed: int, tokens: int) -> torch.Tensor:
+    """Up to `tokens` tokens of `check_ids` beside its check stream (the text before it and after it, as one stream):
+    text the run never measured itself on. Fewer than 2 is an error, raised before a run rather than after it."""
+    from eventllm.sparsity.calibrate import check_stream_start
+
+    ids = torch.as_tensor(check_ids, dtype=torch.long)
+    start, n = check_stream_start(ids.numel(), check_tokens, seed)
+    fresh = torch.cat([ids[:start], ids[start + n:]])[:tokens]
+    if fresh.numel() < 2:
+        raise DataError(f"the text has no tokens beside its {n:,}-token check stream to recheck on; check on fewer tokens "
+                        "or give a larger split")
+    return fresh
+
+
+def recheck(model: CausalLM, dense: CausalLM, fresh: torch.Tensor, limit: float, device) -> dict:
+    """The end state on `fresh` text against the `dense` reference: the run kept the best of the states that passed on
+    its check stream, whose noise then flatters it. Where the increase is above `limit`, θ is scaled down by the largest
+    common factor within it there (the model is left with the scaled θ). Returns the figures of both."""
+    from eventllm.sparsity.calibrate import largest_scale_within
+
+    model.to(device)
+    dense.to(device)
+    try:
+        dense_nll = _check(dense, fresh)[0]
+        theta = model.get_thetas()
+        seen: dict[float, tuple[float, SparsityReport]] = {}
+
+        def increase(s: float) -> float:
+            model.set_thetas({k: v * s for k, v in theta.items()})
+            nll, rep = _check(model, fresh)
+            seen[s] = (math.exp(nll - dense_nll) - 1.0, rep)
+            return seen[s][0]
+
+        scale = largest_scale_within(increase, limit, cap=1.0)
+        if scale not in seen:  # 0: no scale passed, and θ = 0 is measured only now
+            increase(scale)
+        model.set_thetas({k: v * scale for k, v in theta.items()})
+    finally:
+        model.to("cpu")
+        dense.to("cpu")
+    inc, rep = seen[scale]
+    return {"tokens": int(fresh.numel()), "scale": scale, "ppl_increase_vs_teacher_before": seen[1.0][0],
+            "ppl_increase_vs_teacher": inc, "within_bound": inc <= limit, "mac_weighted_sparsity": rep.mac_skipped(),
+            "sparsity": rep.average(), "runs": len(seen)}

@@ -1,6 +1,6 @@
 """Placement quality and mapping speed, measured side by side in one run.
 
-    python benchmarks/mapping.py [--skip-3b]
+    python benchmarks/placement.py [--skip-3b]
 
 For zoo:rwkv4-tiny (its built graph with measured event rates) and an RWKV-4 430M-shaped graph (shapes only,
 dense rates): events × hops per token of the bisection placement against sequential (row-major) and random
@@ -15,7 +15,7 @@ import os
 import platform
 import time
 
-import _common  # noqa: F401  (import path: this file is named like the `mapping` package)
+import _common
 
 from eventllm.report import format_table
 
