@@ -252,12 +252,16 @@ def results_json(runs: dict[str, dict], info: dict) -> dict:
 
 
 def simulator(hw: Hardware, dense: bool = False):
-    """A message-engine simulator of `hw` that owns its run state, token by token: event-driven, or `dense` (θ = 0 and
-    every entry processed, whatever its value: the baseline's counts)."""
+    """A message-engine simulator of `hw` that owns its run state, token by token: event-driven, or `dense`, the
+    baseline every figure is compared with: the 16-bit model (a low-bit graph's plain counterpart, mapped anew), θ = 0
+    and every entry processed, whatever its value."""
     from sim.engine import Simulator
-    from sim.report import MODE_OVERRIDES
+    from sim.report import MODE_OVERRIDES, run_setup
 
-    return Simulator(hw.graph, hw.mapping, hw.costs, event_driven=not dense, overrides=MODE_OVERRIDES if dense else None)
+    if not dense:
+        return Simulator(hw.graph, hw.mapping, hw.costs, event_driven=True)
+    graph, mapping = run_setup(hw.graph, hw.mapping, "dense")
+    return Simulator(graph, mapping, hw.costs, event_driven=False, overrides=MODE_OVERRIDES)
 
 
 class _OneProcess:

@@ -55,8 +55,8 @@ class SimBackend:
         hw = prepare(model, model_name, topology, costs)
         self.graph, self.mapping, self.costs = hw.graph, hw.mapping, hw.costs
         self.sim = simulator(hw)
-        # the dense shadow on the same graph: same tokens, θ = 0, every entry processed (its counts do not
-        # depend on the values)
+        # the dense shadow: the same tokens through the dense 16-bit baseline (θ = 0, every entry processed: its counts
+        # do not depend on the values), as `eventllm simulate --compare-dense` and the demo compare against
         self.dense = simulator(hw, dense=True)
 
     def reset(self) -> None:
