@@ -62,33 +62,43 @@ def describe_configuration(loaded) -> str:
 
 
 def _config_rows(base_ev: dict, base_runs: dict, sparse_ev: dict, sparse_runs: dict, sparse_name: str) -> list[dict]:
-    """The four rows of the table, as data (each run's figures per token)."""
-    mw_b, mw_s = base_ev["sparsity"]["mac_weighted"], sparse_ev["sparsity"]["mac_weighted"]
-    rows = [("dense 16-bit", 0.0, base_ev["ppl_dense"], base_runs["dense"]),
-            ("natural (zeros skipped)", mw_b["natural"], base_ev["ppl_dense"], base_runs["natural"]),
-            ("paper's method (training-free θ)", mw_b["thresholded"], base_ev["ppl"], base_runs["thresholded"]),
-            (sparse_name, mw_s["thresholded"], sparse_ev["ppl"], sparse_runs["thresholded"])]
+    """The four rows of the table, as data (each run's figures per token; sparsity MAC-weighted and the site mean)."""
+    b, s = base_ev["sparsity"], sparse_ev["sparsity"]
+    rows = [("dense 16-bit", 0.0, 0.0, base_ev["ppl_dense"], base_runs["dense"]),
+            ("natural (zeros skipped)", b["mac_weighted"]["natural"], b["site_mean"]["natural"], base_ev["ppl_dense"],
+             base_runs["natural"]),
+            ("paper's method (training-free θ)", b["mac_weighted"]["thresholded"], b["site_mean"]["thresholded"],
+             base_ev["ppl"], base_runs["thresholded"]),
+            (sparse_name, s["mac_weighted"]["thresholded"], s["site_mean"]["thresholded"], sparse_ev["ppl"],
+             sparse_runs["thresholded"])]
     dense = base_runs["dense"]
-    return [{"config": name, "sparsity_mac_weighted": sp, "ppl": ppl, "energy_per_token_j": r["energy_per_token_j"],
-             "latency_per_token_s": r["latency_per_token_s"], "cores": r["cores_used"],
-             "energy_ratio": dense["energy_per_token_j"] / r["energy_per_token_j"],
-             "latency_ratio": dense["latency_per_token_s"] / r["latency_per_token_s"]} for name, sp, ppl, r in rows]
+    return [{"config": name, "sparsity_mac_weighted": mw, "sparsity_site_mean": sm, "ppl": ppl,
+             "energy_per_token_j": r["energy_per_token_j"], "latency_per_token_s": r["latency_per_token_s"],
+             "cores": r["cores_used"], "energy_ratio": dense["energy_per_token_j"] / r["energy_per_token_j"],
+             "latency_ratio": dense["latency_per_token_s"] / r["latency_per_token_s"]} for name, mw, sm, ppl, r in rows]
 
 
 def format_rows(rows: list[dict], ppl_reference: float) -> str:
-    table = [[r["config"], pct(r["sparsity_mac_weighted"]), f"{r['ppl']:.2f}", f"{100 * (r['ppl'] / ppl_reference - 1):+.2f}%",
+    table = [[r["config"], pct(r["sparsity_mac_weighted"]), pct(r["sparsity_site_mean"]), f"{r['ppl']:.2f}", f"{100 * (r['ppl'] / ppl_reference - 1):+.2f}%",
               f"{r['energy_per_token_j'] * 1e6:.1f}", f"{r['latency_per_token_s'] * 1e6:.0f}", f"{r['energy_ratio']:.2f}x",
               f"{r['latency_ratio']:.2f}x", str(r["cores"])] for r in rows]
-    return format_table(["configuration", "sparsity (MAC-w.)", "perplexity", "vs dense", "µJ/token", "µs/token",
+    return format_table(["configuration", "sparsity (MAC-w.)", "site mean", "perplexity", "vs dense", "µJ/token", "µs/token",
                          "energy ÷", "latency ÷", "cores"], table)
 
 
-def _measure(spec: str, thresholds, ids: list[int], modes: tuple[str, ...], out: Path | None, progress: bool):
-    """One model's perplexity and sparsity on `ids`, and its simulated energy and latency over them (trace engine)."""
+def _measure(spec: str, thresholds, ids: list[int], modes: tuple[str, ...], out: Path | None, progress: bool,
+             tokenizer=None):
+    """One model's perplexity and sparsity on `ids`, and its simulated energy and latency over them (trace engine);
+    with `tokenizer` (the one that made `ids`), a model that reads text otherwise is refused before the work."""
     from eventllm import pipeline
+    from eventllm.errors import ConfigError
     from eventllm.evaluate.language_model import evaluate_stream
+    from eventllm.tokenizer import tokenizer_id
 
     loaded = pipeline.load(spec, thresholds)
+    if tokenizer is not None and tokenizer_id(loaded.tokenizer) != tokenizer_id(tokenizer):
+        raise ConfigError(f"{spec} reads text with another tokenizer than the baseline; compare a model with the one it "
+                          "was fine-tuned from")
     model = loaded.model.eval()
     ev = evaluate_stream(model, ids, progress=progress, byte_lengths=loaded.tokenizer.token_bytes())
     hw = pipeline.prepare(model, loaded.name, "seneca", rate_tokens=ids[:RATE_TOKENS])
@@ -123,9 +133,7 @@ def _demo(out: Path, model_spec: str, thresholds, baseline: str, data: str | Non
     report["steps"]["baseline_s"] = time.perf_counter() - t
 
     t = _step(f"2. {model_spec}: eventllm's configuration (thresholds {thresholds})")
-    sparse, sparse_ev, hw, sparse_runs = _measure(model_spec, thresholds, ids, ("thresholded",), out, progress)
-    if sparse.tokenizer.encode(prompt) != tok.encode(prompt):
-        raise ConfigError(f"{model_spec} and {baseline} use other tokenizers; compare a model with the one it was fine-tuned from")
+    sparse, sparse_ev, hw, sparse_runs = _measure(model_spec, thresholds, ids, ("thresholded",), out, progress, tok)
     from eventllm.models.quantize import describe
 
     precision = describe(sparse.model)

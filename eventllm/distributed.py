@@ -15,31 +15,8 @@ from __future__ import annotations
 import atexit
 import math
 import os
-from dataclasses import dataclass
 
-from eventllm.pipeline import segment_bounds
-
-
-@dataclass
-class World:
-    """This process's rank among `size` processes (rank 0 of 1 without torchrun)."""
-
-    rank: int = 0
-    size: int = 1
-
-    def mine(self, segments: int) -> range:
-        """The contiguous block of segment indices this rank runs."""
-        return range(segments * self.rank // self.size, segments * (self.rank + 1) // self.size)
-
-    def gather(self, obj) -> list:
-        """`obj` of every rank, in rank order, on every rank."""
-        if self.size == 1:
-            return [obj]
-        import torch.distributed as dist
-
-        out = [None] * self.size
-        dist.all_gather_object(out, obj)
-        return out
+from eventllm.pipeline import World, segment_bounds
 
 
 def is_main_process() -> bool:

@@ -230,13 +230,6 @@ def topology_note(costs, topology: str) -> str | None:
     return note(costs, topology)
 
 
-def run_modes(graph, mapping, costs, tokens: list[int], modes, progress: bool = False) -> dict[str, dict]:
-    """The message engine over `tokens` in each mode, one summary per mode (`simulate` on loose parts)."""
-    from sim.report import simulate as run
-
-    return run(graph, mapping, costs, list(tokens), tuple(modes), progress=progress)
-
-
 def settings(graph) -> dict:
     """What a simulated configuration is made of: weight and event bits, the head threshold, delta events."""
     from sim.report import settings as of
@@ -264,14 +257,26 @@ def simulator(hw: Hardware, dense: bool = False):
     return Simulator(graph, mapping, hw.costs, event_driven=False, overrides=MODE_OVERRIDES)
 
 
-class _OneProcess:
-    """The world of a single process: it runs every segment and gathers only its own results."""
+@dataclass
+class World:
+    """This process's rank among `size` processes (rank 0 of 1 without torchrun; `eventllm.distributed` joins one)."""
+
+    rank: int = 0
+    size: int = 1
 
     def mine(self, segments: int) -> range:
-        return range(segments)
+        """The contiguous block of segment indices this rank runs."""
+        return range(segments * self.rank // self.size, segments * (self.rank + 1) // self.size)
 
     def gather(self, obj) -> list:
-        return [obj]
+        """`obj` of every rank, in rank order, on every rank."""
+        if self.size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.size
+        dist.all_gather_object(out, obj)
+        return out
 
 
 def segment_bounds(n: int, segments: int) -> list[tuple[int, int]]:
@@ -292,7 +297,7 @@ def simulate_segments(graph, mapping, costs, ids: list[int], modes, segments: in
     from sim.report import MODE_OVERRIDES, run_setup, summarize
     from sim.trace import TraceEngine, merge_results
 
-    world = world or _OneProcess()  # under torchrun the ranks share the segments (eventllm.distributed.World)
+    world = world or World()  # under torchrun the ranks share the segments
     bounds = segment_bounds(len(ids), segments)
     limit = min((p.attrs["max_positions"] for p in graph if p.kind == "attention"), default=None)
     if limit is not None and max(b - a for a, b in bounds) > limit:

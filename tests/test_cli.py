@@ -121,3 +121,22 @@ def test_calibrate_writes_thresholds_that_evaluate_accepts(byte_model, tmp_path)
 def test_calibrate_conflicting_goals_exit_2(byte_model, tmp_path):
     res = eventllm("calibrate", "--model", str(byte_model), "--data", "x", "--target-sparsity", "0.5", "--max-ppl-increase", "0.01", "-o", "t.json")
     assert res.returncode == 2 and "give only one of" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_evaluate_reference_reports_the_increase_against_the_dense_reference_on_the_same_tokens(tmp_path, capsys):
+    from eventllm.cli import main
+
+    out = tmp_path / "e.json"
+    assert main(["evaluate", "--model", "zoo:rwkv4-tiny", "--thresholds", "shipped", "--reference", "zoo:rwkv4-tiny",
+                 "--max-tokens", "256", "--json", str(out), "-q"]) == 0
+    r = json.loads(out.read_text())
+    # the reference here is the model itself at θ = 0: its perplexity is the dense pass's, token for token
+    assert r["reference"] == "zoo:rwkv4-tiny" and r["ppl_reference"] == pytest.approx(r["ppl_dense"], rel=1e-9)
+    assert r["ppl_increase_reference"] == pytest.approx(r["ppl_increase"], rel=1e-9) and r["ppl_increase"] != 0  # θ applied
+    assert "against the reference zoo:rwkv4-tiny" in capsys.readouterr().out
+    # a reference that reads the text with another tokenizer: one line, exit 2, nothing written
+    out.unlink()
+    assert main(["evaluate", "--model", "zoo:rwkv4-tiny", "--reference", "zoo:rwkv4-small", "--max-tokens", "256",
+                 "--json", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another tokenizer" in err[0] and not out.exists()

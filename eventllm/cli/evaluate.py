@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 
 from eventllm.cli.common import (
     ALLOW_PARTIAL, check_outputs, load_model_args, positive_int, precision_args, read_tokens, write_json,
@@ -31,7 +30,7 @@ def _task_specs(tasks: str, task_data: str) -> list[tuple[str, str | None]]:
 
 
 def cmd_evaluate(args) -> int:
-    from eventllm.evaluate.language_model import evaluate_stream, sparsity_table
+    from eventllm.evaluate.language_model import sparsity_table
     from eventllm.evaluate.tasks import run_task
     from eventllm.report import format_table, pct
 
@@ -42,10 +41,11 @@ def cmd_evaluate(args) -> int:
 
         args.data, args.split = str(HELDOUT_TEXT), args.split or "test"
     args.split = args.split or "all"
-    from eventllm.distributed import evaluate_segments, init_world
+    from eventllm.distributed import init_world
 
     world = init_world(args.device)  # torchrun: join the process group before the model goes to its GPU
     loaded = load_model_args(args)
+    reference = _load_reference(args, loaded) if args.reference else None  # refused before the work, not after it
     m = loaded.model
     from eventllm.models.quantize import describe
 
@@ -53,13 +53,13 @@ def cmd_evaluate(args) -> int:
               "precision": describe(m)}
     if any(n == "ppl" for n, _ in specs):
         ids = read_tokens(loaded, args.data, args.split, args.max_tokens, progress=not args.quiet)
-        byte_lengths = loaded.tokenizer.token_bytes() if hasattr(loaded.tokenizer, "token_bytes") else None
-        if args.segments > 1 or world.size > 1:
-            result |= evaluate_segments(m, ids, args.segments, world, progress=not args.quiet, byte_lengths=byte_lengths)
-        else:
-            result |= evaluate_stream(m, ids, progress=not args.quiet, byte_lengths=byte_lengths)
-        if args.reference:
-            result |= _evaluate_reference(args, ids, world, result)
+        result |= _score(loaded, ids, world, args)
+        if reference is not None:  # the same tokens through the reference, dense
+            r = _score(reference, ids, world, args)
+            result |= {"reference": reference.name, "ppl_reference": r["ppl"],
+                       "ppl_increase_reference": result["ppl"] / r["ppl"] - 1.0}
+            if "bits_per_byte" in r:
+                result["bits_per_byte_reference"] = r["bits_per_byte"]
         print(format_table(["layer", *m.PROJECTIONS], sparsity_table(result, m.PROJECTIONS),
                            title="Projection-input sparsity, natural → thresholded"))
         sp = result["sparsity"]
@@ -99,28 +99,29 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _evaluate_reference(args, ids, world, result: dict) -> dict:
-    """The reference model (dense, θ = 0, as trained) on the same tokens: its perplexity and the increase against it."""
-    import numpy as np
-
+def _score(loaded, ids, world, args) -> dict:
+    """Perplexity, bits per byte and sparsity of `loaded` on `ids`: one stream, or --segments shared among the ranks."""
     from eventllm.distributed import evaluate_segments
-    from eventllm.errors import ConfigError
     from eventllm.evaluate.language_model import evaluate_stream
 
-    ref = load_model_args(argparse.Namespace(**(vars(args) | {"model": args.reference, "weight_bits": None, "event_bits": None,
-                                                     "quant_method": None, "quantize": None})), thresholds=False)
-    if not np.array_equal(np.asarray(read_tokens(ref, args.data, args.split, args.max_tokens)), np.asarray(ids)):
-        raise ConfigError(f"--reference {args.reference} reads the text with another tokenizer than {result['model']}; "
-                          "give a reference with the same tokenizer (the model it was fine-tuned from)")
-    byte_lengths = ref.tokenizer.token_bytes() if hasattr(ref.tokenizer, "token_bytes") else None
+    tok = loaded.tokenizer
+    byte_lengths = tok.token_bytes() if hasattr(tok, "token_bytes") else None
     if args.segments > 1 or world.size > 1:
-        r = evaluate_segments(ref.model, ids, args.segments, world, progress=not args.quiet, byte_lengths=byte_lengths)
-    else:
-        r = evaluate_stream(ref.model, ids, progress=not args.quiet, byte_lengths=byte_lengths)
-    out = {"reference": ref.name, "ppl_reference": r["ppl"], "ppl_increase_reference": result["ppl"] / r["ppl"] - 1.0}
-    if "bits_per_byte" in r:
-        out["bits_per_byte_reference"] = r["bits_per_byte"]
-    return out
+        return evaluate_segments(loaded.model, ids, args.segments, world, progress=not args.quiet, byte_lengths=byte_lengths)
+    return evaluate_stream(loaded.model, ids, progress=not args.quiet, byte_lengths=byte_lengths)
+
+
+def _load_reference(args, loaded):
+    """--reference as trained (θ = 0, full precision) on --device, refused when it reads text with another tokenizer."""
+    from eventllm.errors import ConfigError
+    from eventllm.pipeline import load
+    from eventllm.tokenizer import tokenizer_id
+
+    ref = load(args.reference, False, args.device)
+    if tokenizer_id(ref.tokenizer) != tokenizer_id(loaded.tokenizer):
+        raise ConfigError(f"--reference {args.reference} reads the text with another tokenizer than {loaded.name}; "
+                          "give a reference with the same tokenizer (the model it was fine-tuned from)")
+    return ref
 
 
 def add_parser(sub) -> None:

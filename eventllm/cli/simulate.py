@@ -14,7 +14,7 @@ def cmd_simulate(args) -> int:
 
     from eventllm.errors import ConfigError
     from eventllm.process.graph import ProcessGraph
-    from eventllm.pipeline import load_costs, load_mapping, run_modes, topology_note
+    from eventllm.pipeline import Hardware, load_costs, load_mapping, simulate, topology_note, trace
 
     given = [f for f, v in (("--data", args.data), ("--token-ids", args.token_ids), ("--prompt", args.prompt)) if v is not None]
     if len(given) > 1:
@@ -55,13 +55,11 @@ def cmd_simulate(args) -> int:
     if not tokens:
         raise ConfigError("the prompt gives no tokens; pass a non-empty --prompt")
     modes = ("thresholded", "natural", "dense") if args.compare_dense else ("thresholded",)
+    hw = Hardware(graph, mapping, costs)
     if args.engine == "trace":
-        from eventllm.pipeline import simulate_segments
-
-        runs = simulate_segments(graph, mapping, costs, tokens, modes, 1, None, "trace", _graph_model(args, graph),
-                                 progress=not args.quiet)
+        runs = trace(hw, _graph_model(args, graph), tokens, modes, progress=not args.quiet)
     else:
-        runs = run_modes(graph, mapping, costs, tokens, modes, progress=not args.quiet)
+        runs = simulate(hw, tokens, modes, progress=not args.quiet)
     from eventllm.pipeline import settings
 
     info = {"graph": str(args.graph), "model": graph.meta.get("model") or args.graph, "mapping": str(args.mapping),
