@@ -195,6 +195,13 @@ CASES = {
     # training configs
     "train-binary": (lambda w, t: ["train", _file(t, "c.toml", BINARY), "-o", "OUT"], "c.toml"),
     "train-folder": (lambda w, t: ["train", str(t), "-o", "OUT"], "is a folder, not a config file; pass the config file (a .toml file)"),
+    "recipe-unknown-key": (lambda w, t: ["calibrate", "--config", _file(t, "r.toml", 'method = "finetune"\ncolour = 1\n'),
+                                         "--model", w.model, "--data", w.text, "-o", "OUT"],
+                           "'colour' is not an option of `eventllm calibrate`"),
+    "recipe-bad-value": (lambda w, t: ["calibrate", "--config", _file(t, "r.toml", "max_ppl_increase = -1\n"), "--model", w.model,
+                                       "--data", w.text, "-o", "OUT"], "argument --max-ppl-increase"),
+    "recipe-missing": (lambda w, t: ["calibrate", "--config", str(t / "none.toml"), "--model", w.model, "--data", w.text,
+                                     "-o", "OUT"], "none.toml"),
     "train-unknown-key": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="colour = 1", n_layer=2)), "-o", "OUT"], "unknown key 'colour'"),
     "train-unknown-model-key": (lambda w, t: ["train", _file(t, "c.toml", TRAIN.format(extra="", n_layer=2) + "bogus_key = 1\n"), "-o", "OUT"],
                                 "[model] has an unknown key 'bogus_key'; a rwkv4 model takes"),
