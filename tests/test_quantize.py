@@ -87,6 +87,35 @@ def test_a_quantised_graph_saves_and_loads_bit_exactly(small_rwkv, tmp_path):
     assert np.array_equal(Executor(g).run(tokens), Executor(back).run(tokens))
 
 
+@pytest.mark.parametrize("model_name", ["small_rwkv", "small_opt"])
+def test_a_quantised_model_is_stored_as_integers_and_loads_as_it_ran(model_name, tmp_path, request, tokens):
+    from safetensors import safe_open
+
+    from eventllm.models.checkpoints import SCALE_SUFFIX, load_checkpoint, save_eventllm
+    from eventllm.models.quantize import apply_precision
+
+    model = request.getfixturevalue(model_name)
+    trained = model.fingerprint()
+    quantize_model(model, 8, "mse", event_bits=8)
+    path = save_eventllm(model, tmp_path / "q.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        ints = [k for k in f.keys() if f.get_slice(k).get_dtype() == "I8"]
+        assert ints and all(k + SCALE_SUFFIX in f.keys() for k in ints)
+        assert len(ints) == sum(len(mods) for (_, p), mods in model.projection_linears().items()
+                                if not (p == "head" and getattr(model, "head_tied", False))) + (0 if getattr(model, "head_tied", False) else 1)
+    back = load_checkpoint(path)
+    assert back.fingerprint() == trained  # the trained weights' print: their thresholds files apply
+    assert {k: v for k, v in back.quantization.items() if k != "scales"} == \
+        {k: v for k, v in model.quantization.items() if k != "scales"}
+    for (k, v), (k2, v2) in zip(sorted(model.state_dict().items()), sorted(back.state_dict().items())):
+        assert k == k2 and torch.allclose(v2, v, rtol=1e-6, atol=0), k  # scale·Q again, within a float's rounding
+    with torch.no_grad():
+        assert torch.allclose(back(tokens[:, :20])[0], model(tokens[:, :20])[0], atol=1e-4)
+    apply_precision(back, {"weight_bits": 8, "event_bits": 8})  # its own precision: nothing to do
+    with pytest.raises(ConfigError, match="holds 8-bit weights with 8-bit events, not 16/16"):
+        apply_precision(back, {"weight_bits": 16, "event_bits": 16})
+
+
 def test_bad_quantisation_inputs_are_one_clear_error(small_rwkv):
     with pytest.raises(ConfigError, match="use one of 16, 8, 4"):
         quantize_model(small_rwkv, 3)

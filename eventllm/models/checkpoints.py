@@ -1,7 +1,8 @@
 """Reading and writing model files: Hugging Face folders, BlinkDL RWKV-4 `.pth`, and eventllm safetensors.
 
     load_checkpoint(path)            -> CausalLM (architecture detected from the files)
-    save_eventllm(model, path)       one .safetensors file with the config in its metadata (our format)
+    save_eventllm(model, path)       one .safetensors file with the config in its metadata (our format); a quantised
+                                     model's weights as int8 integers with their float32 scales
     save_hf(model, folder)           config.json + model.safetensors, loadable by transformers
     save_blinkdl(model, path)        RWKV-4 .pth in BlinkDL's layout, loadable by the `rwkv` package
 
@@ -150,8 +151,12 @@ def _load_eventllm(path: Path) -> CausalLM:
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from None
     model = cls(cfg)
-    tensors = model.complete_tensors({k: v.float() for k, v in tensors.items()})
-    return _fill(model, tensors, path, target=model.weights_module())
+    quant = _quantization_meta(meta, path)
+    tensors = model.complete_tensors({k: v.float() for k, v in _dequantized(tensors, path).items()})
+    _fill(model, tensors, path, target=model.weights_module())
+    if quant:
+        _requantize(model, quant, meta.get("fingerprint"), path)
+    return model
 
 
 def load_checkpoint(path: str | Path) -> CausalLM:
@@ -172,6 +177,71 @@ def load_checkpoint(path: str | Path) -> CausalLM:
     raise CheckpointError(f"{path}: unknown model file type {path.suffix!r}; use a folder, .pth or .safetensors")
 
 
+# --- integer weights -----------------------------------------------------------------------------------
+# A quantised model (`eventllm.models.quantize`) is stored as it runs: each quantised weight as its integers Q (int8)
+# under its own key and its per-output-channel scales under KEY + SCALE_SUFFIX, the precision in the metadata.
+SCALE_SUFFIX = ".qscale"
+
+
+def _quantization_meta(meta: dict, path: Path) -> dict | None:
+    if "quantization" not in meta:
+        return None
+    try:
+        q = json.loads(meta["quantization"])
+        if not (isinstance(q, dict) and q["weight_bits"] in (8, 4) and q["event_bits"] in (16, 8)):
+            raise ValueError(q)
+    except (ValueError, KeyError, TypeError):
+        raise CheckpointError(f"{path}: the quantization in the metadata is unreadable; re-export the model") from None
+    return q
+
+
+def _dequantized(tensors: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """The file's tensors with every integer weight turned back into scale·Q (float)."""
+    out = {}
+    for k, v in tensors.items():
+        if k.endswith(SCALE_SUFFIX):
+            if k[: -len(SCALE_SUFFIX)] not in tensors:
+                raise CheckpointError(f"{path}: scales {k!r} without their integer weights; the file is incomplete")
+            continue
+        scale = tensors.get(k + SCALE_SUFFIX)
+        if v.dtype == torch.int8:
+            if scale is None or scale.shape != v.shape[:1]:
+                raise CheckpointError(f"{path}: integer weights {k!r} without one scale per row; the file is incomplete")
+            v = v.float() * scale.float()[:, None]
+        out[k] = v
+    return out
+
+
+def _requantize(model: CausalLM, quant: dict, fingerprint: str | None, path: Path) -> None:
+    """Mark the model as the quantised one it was saved as (its weights are scale·Q already, so a round-to-nearest
+    pass finds the same Q and scales again), with the fingerprint of its trained weights for its thresholds files."""
+    from eventllm.models.quantize import quantize_model
+
+    try:
+        quantize_model(model, quant["weight_bits"], "rtn", quant.get("projections") or None, quant["event_bits"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    model.quantization["method"] = quant.get("method")
+    if fingerprint:
+        model._fingerprint = fingerprint
+
+
+def _integer_tensors(model: CausalLM, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`tensors` with each quantised weight as Q (int8) and its scales (KEY + SCALE_SUFFIX)."""
+    from eventllm.models.quantize import quantize_weight
+
+    bits = model.quantization["weight_bits"]
+    ints = {w.data_ptr() for w in getattr(model, "_integer_weights", [])}
+    out = {}
+    for k, v in tensors.items():
+        if v.data_ptr() in ints:
+            q, scale = quantize_weight(v, bits, "rtn")  # v is scale·Q: this finds Q and the scales again
+            out[k], out[k + SCALE_SUFFIX] = q, scale
+        else:
+            out[k] = v
+    return out
+
+
 # --- writing --------------------------------------------------------------------------------------------
 def _weights(model: CausalLM) -> dict[str, torch.Tensor]:
     return model.state_dict_for_save()
@@ -184,9 +254,15 @@ def save_eventllm(model: CausalLM, path: str | Path, dtype: torch.dtype = torch.
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "arch": model.arch, "config": json.dumps(model.config_dict())}
+    tensors = _weights(model)
+    q = getattr(model, "quantization", None)
+    if q and q["weight_bits"] < 16:  # stored as it runs: integers and their scales
+        meta |= {"quantization": json.dumps({k: v for k, v in q.items() if k != "scales"}), "fingerprint": model.fingerprint()}
+        tensors = _integer_tensors(model, tensors)
     meta.update(extra or {})
     with atomic_path(path) as tmp:  # a complete file or the previous one
-        save_file({k: v.detach().to(dtype).contiguous() for k, v in _weights(model).items()}, str(tmp), metadata=meta)
+        save_file({k: v.detach().to(v.dtype if v.dtype == torch.int8 or k.endswith(SCALE_SUFFIX) else dtype).contiguous()
+                   for k, v in tensors.items()}, str(tmp), metadata=meta)
     return path
 
 

@@ -99,11 +99,13 @@ def quantize_model(model, weight_bits: int = 8, method: str = "rtn", projections
         raise ConfigError(f"--quantize {bad[0]!r} is not a projection of {model.arch}; choose from {', '.join(known)}")
     fingerprint = model.fingerprint()
     scales: dict[str, list[float]] = {}
+    model._integer_weights = []  # the tensors that hold scale·Q now (a file may store them as Q and the scales)
 
     def quantize_in_place(weight: torch.Tensor, key: str) -> None:
         q, scale = quantize_weight(weight, weight_bits, method)
         weight.copy_(dequantize(q, scale).to(weight.dtype))
         scales.setdefault(key, []).extend(scale.tolist())
+        model._integer_weights.append(weight)
 
     if weight_bits < 16:
         for (layer, proj), mods in linears.items():
@@ -137,6 +139,12 @@ def apply_precision(model, precision: dict | None) -> None:
     file's meta or a graph's meta hold them); nothing when it is empty or all 16-bit."""
     p = precision or {}
     wbits, ebits = p.get("weight_bits") or 16, p.get("event_bits") or 16
+    have = getattr(model, "quantization", None)
+    if have:  # a model whose file holds integer weights runs at their precision, and only at it
+        if p and (have["weight_bits"], have["event_bits"]) != (wbits, ebits):
+            raise ConfigError(f"this model's file holds {have['weight_bits']}-bit weights with {have['event_bits']}-bit "
+                              f"events, not {wbits}/{ebits}: run it at its own precision (drop --weight-bits/--event-bits)")
+        return
     if wbits < 16 or ebits < 16:
         quantize_model(model, wbits, p.get("method") or "mse", p.get("projections") or None, ebits)
 
