@@ -127,7 +127,7 @@ def _demo(out: Path, model_spec: str, thresholds, baseline: str, data: str | Non
     tok = load_model(baseline).tokenizer
     ids = cached_token_stream(source, "test", tok, progress=progress)[:n_tokens].astype("int64").tolist()
     if len(ids) < 2:
-        raise ConfigError(f"{source} [test] gives {len(ids)} tokens; the demo needs at least 2 (pass --data with more text)")
+        raise ConfigError(f"{source} [test] gives {len(ids)} tokens; the demo needs at least 2 (pass `data` with more text)")
     base, base_ev, _, base_runs = _measure(baseline, "shipped", ids, ("thresholded", "natural", "dense"), None, progress)
     print(f"{len(ids):,} tokens of {source} [test]; thresholds {base.thresholds}")
     report["steps"]["baseline_s"] = time.perf_counter() - t

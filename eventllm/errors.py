@@ -1,7 +1,9 @@
 """The exceptions eventllm raises on bad input.
 
 Every error a user can cause is an `EventLLMError`; its message names the bad value and the fix, and the
-CLI prints it as one line with a non-zero exit code.
+CLI prints it as one line with a non-zero exit code. A message names an option by its Python name in backticks
+(`max_ppl_increase`), as a caller of the library passes it; the CLI shows that name as its flag
+(--max-ppl-increase), so the library speaks of no command line.
 """
 
 

@@ -62,7 +62,7 @@ def check_model_matches(model: CausalLM, graph: ProcessGraph) -> None:
     want = graph.meta.get("fingerprint")
     if want is not None and model.fingerprint() != want:
         raise GraphError(f"the model (fingerprint {model.fingerprint()}) is not the one the graph was built from ({want}); "
-                         "pass the graph's model with --model")
+                         "pass the graph's model with `model`")
     sites = {(s.layer, s.projection) for s in model.threshold_sites()}
     if sites != set(site_ports(graph)):
         raise GraphError(f"the model has {len(sites)} threshold sites, the graph {len(site_ports(graph))}; "

@@ -102,10 +102,10 @@ def resolve_precision(precision: dict | None, thresholds_path) -> dict | None:
 def _quantised(precision: dict) -> dict:
     """`precision`, refused when it names a quantisation method or projections but no bits below 16 to quantise to."""
     low = (precision.get("weight_bits") or 16) < 16 or (precision.get("event_bits") or 16) < 16
-    given = [flag for key, flag in (("method", "--quant-method"), ("projections", "--quantize")) if precision.get(key)]
+    given = [flag for key, flag in (("method", "`quant_method`"), ("projections", "`quantize`")) if precision.get(key)]
     if given and not low:
-        raise ConfigError(f"{given[0]} says how to quantise, but nothing is quantised at 16 bits; add --weight-bits 8 "
-                          f"(or 4) or --event-bits 8, or drop {given[0]}")
+        raise ConfigError(f"{given[0]} says how to quantise, but nothing is quantised at 16 bits; add `weight_bits` 8 "
+                          f"(or 4) or `event_bits` 8, or drop {given[0]}")
     return precision
 
 
@@ -282,9 +282,9 @@ class World:
 def segment_bounds(n: int, segments: int) -> list[tuple[int, int]]:
     """`segments` contiguous [start, end) ranges covering n tokens, as equal as can be."""
     if segments < 1:
-        raise ConfigError(f"--segments must be at least 1, got {segments}")
+        raise ConfigError(f"`segments` must be at least 1, got {segments}")
     if n < 2 * segments:
-        raise DataError(f"{n} tokens cannot be cut into {segments} segments of at least 2 tokens; pass fewer --segments")
+        raise DataError(f"{n} tokens cannot be cut into {segments} segments of at least 2 tokens; pass fewer `segments`")
     edges = [n * i // segments for i in range(segments + 1)]
     return list(zip(edges[:-1], edges[1:]))
 
@@ -303,7 +303,7 @@ def simulate_segments(graph, mapping, costs, ids: list[int], modes, segments: in
     if limit is not None and max(b - a for a, b in bounds) > limit:
         need = math.ceil(len(ids) / limit)
         raise ConfigError(f"the model sees at most {limit} positions and a segment has {max(b - a for a, b in bounds)} tokens; "
-                          f"pass --segments {need} or more")
+                          f"pass `segments` {need} or more")
     if engine == "trace":
         from eventllm.masks import check_model_matches, check_thresholds_match, graph_thetas, run_trace
 

@@ -109,7 +109,7 @@ def _split_dense(proc, M: int, wb: float, rates: dict[str, float]) -> tuple[str,
 
 
 def _fill_hint(fill: float) -> str:
-    return "" if fill >= 1.0 else f" or a larger --fill (now {fill:g} of each core's memory)"
+    return "" if fill >= 1.0 else f" or a larger `fill` (now {fill:g} of each core's memory)"
 
 
 def partition(graph: ProcessGraph, topology: Topology, fill: float = 1.0) -> list[Shard]:

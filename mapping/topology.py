@@ -223,7 +223,7 @@ def parse_topology(data: dict, where: str) -> Topology:
         if bad & COST_KEYS:
             raise MappingError(f"{where}: [{section}] {', '.join(sorted(bad & COST_KEYS))}: per-action energy and time belong "
                                "to the cost table, not the topology; put them in a cost TOML (noc_hop, chip_link, hop, …; "
-                               "see sim/presets/seneca.toml) and pass it with --costs")
+                               "see sim/presets/seneca.toml) and pass it with `costs`")
         if bad:
             raise MappingError(f"{where}: unknown key(s) in [{section}]: {', '.join(sorted(bad))}; allowed: {', '.join(sorted(allowed))}")
         if section == "core" and set(allowed) - set(given):

@@ -64,4 +64,4 @@ def topology_note(costs: CostModel, topology: str) -> str:
     if costs.topology == topology:
         return ""
     return (f"note: cost table {costs.name!r} is for topology {costs.topology!r}, the mapping is onto {topology!r}: its events "
-            f"are priced at {costs.name}'s costs (to price {topology!r} as itself, pass its own cost table to --costs)")
+            f"are priced at {costs.name}'s costs (to price {topology!r} as itself, pass its own cost table to `costs`)")

@@ -65,7 +65,7 @@ class TraceEngine(Simulator):
                  overrides: dict[str, float] | None = None):
         if graph.delta_sites():  # the masks come from the torch model, which sends values, not changes
             raise GraphError("the trace engine counts from the torch model's masks, which has no delta events; "
-                             "simulate a graph with delta events with --engine message")
+                             "simulate a graph with delta events with `engine` message")
         super().__init__(graph, mapping, costs, event_driven, overrides)
         self._plan_trace()
         self.position = 0
@@ -103,7 +103,7 @@ class TraceEngine(Simulator):
         unknown = [p for p in self.special if p not in self.tables and p not in self.attentions]
         if unknown:  # its counts depend on data the masks do not carry: no silent guess
             raise GraphError(f"the trace engine does not know the data-dependent counts of {unknown[0].name} "
-                             f"({type(unknown[0]).__name__}); simulate it with --engine message")
+                             f"({type(unknown[0]).__name__}); simulate it with `engine` message")
         # per process: its pairs sorted by destination shard, for the latest arrival per shard
         self.arrivals = {}
         for p in self.order:

@@ -154,7 +154,7 @@ def test_bad_requests_name_the_fix(small_rwkv, stream):
         finetune(small_rwkv, stream, stream, **FAST)
     with pytest.raises(ConfigError, match="between 0 and 1"):
         finetune(small_rwkv, stream, stream, target_sparsity=1.5, **FAST)
-    with pytest.raises(ConfigError, match="--weight-average = 1.5: give a decay per step"):
+    with pytest.raises(ConfigError, match="`weight_average` = 1.5: give a decay per step"):
         finetune(small_rwkv, stream, stream, target_sparsity=0.5, weight_average=1.5, **FAST)
     with pytest.raises(DataError, match="more than 33 tokens of training text"):
         finetune(small_rwkv, stream[:20], stream, target_sparsity=0.5, **FAST)
@@ -280,11 +280,11 @@ def test_a_paused_run_goes_on_from_its_checkpoint_as_if_it_had_not_stopped(small
     # a checkpoint goes on only with the run it came from
     with pytest.raises(ConfigError, match="lr = 0.003, this call has 0.001"):
         finetune(copy.deepcopy(small_rwkv), stream, stream, checkpoint=ck, **(kw | {"lr": 1e-3}))
-    with pytest.raises(ConfigError, match="another --model"):
+    with pytest.raises(ConfigError, match="another `model`"):
         finetune(copy.deepcopy(small_rwkv).randomize(seed=5), stream, stream, checkpoint=ck, **kw)
     with pytest.raises(ConfigError, match="another training text"):
         finetune(copy.deepcopy(small_rwkv), stream[:2000], stream, checkpoint=ck, **kw)
-    with pytest.raises(ConfigError, match="give --checkpoint PATH"):
+    with pytest.raises(ConfigError, match="give `checkpoint` PATH"):
         finetune(copy.deepcopy(small_rwkv), stream, stream, pause_after_steps=3, **kw)
     ck.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="not a readable fine-tuning checkpoint"):

@@ -108,3 +108,35 @@ def test_import_does_not_import_torch(module):
     code = f"import sys, {module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# The Lava bridge runs as its own small command (`python -m eventllm.process.lava.bridge`): its flags are its own.
+OWN_COMMAND_LINE = {"eventllm/process/lava/bridge.py", "eventllm/process/lava/client.py"}
+
+
+def library_error_flags() -> list[str]:
+    """Every `--flag` written into an exception raised outside the CLI (file:line)."""
+    import re
+
+    found = []
+    for top in ("eventllm", "mapping", "sim"):
+        for path in (ROOT / top).rglob("*.py"):
+            rel = path.relative_to(ROOT).as_posix()
+            if rel.startswith("eventllm/cli/") or rel in OWN_COMMAND_LINE:
+                continue
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Raise) and node.exc is not None:
+                    text = " ".join(c.value for c in ast.walk(node.exc) if isinstance(c, ast.Constant) and isinstance(c.value, str))
+                    text = re.sub(r"`eventllm [^`]*`", "", text)  # a whole command suggested is fine
+                    if re.search(r"(?<![\w`-])--[a-z]", text):
+                        found.append(f"{rel}:{node.lineno}")
+    return found
+
+
+def test_library_errors_name_options_not_flags_and_the_cli_shows_the_flags():
+    from eventllm.cli import build_parser, in_cli_words
+
+    assert library_error_flags() == [], "name the option as `python_name`; the CLI shows it as its flag"
+    p = build_parser()
+    assert in_cli_words("give only one of `max_ppl_increase` and `target_sparsity`; `nothing` stays", p) == \
+        "give only one of --max-ppl-increase and --target-sparsity; `nothing` stays"

@@ -108,7 +108,7 @@ def test_missing_site_needs_allow_partial(small_rwkv, tmp_path):
     del doc["thresholds"][1]["att.key"]
     doc["thresholds"].pop()  # the last layer too
     path.write_text(json.dumps(doc))
-    with pytest.raises(ThresholdError, match="no θ for layer 1 att.key.*--allow-partial"):
+    with pytest.raises(ThresholdError, match="no θ for layer 1 att.key.*`allow_partial`"):
         apply_thresholds(small_rwkv, path)
     out = apply_thresholds(small_rwkv, path, allow_partial=True)
     assert (1, "att.key") in out["missing"] and all((2, p) in out["missing"] for p in small_rwkv.PROJECTIONS)

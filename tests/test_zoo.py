@@ -146,3 +146,31 @@ def test_training_through_torch_compile_gives_the_same_run(tmp_path, data_dir, c
     assert main(["train", config("bad", 'compile = "no-such-backend"'), "-o", str(tmp_path / "bad"), "-q"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "compile = 'no-such-backend'" in err and "torch.compile backend" in err
+
+
+def test_ship_sparse_makes_a_zoo_folder_that_runs_as_the_model_did(tmp_path):
+    """examples/zoo/ship_sparse.py: int8 weights + scales, the thresholds with their precision, the tokenizer; loaded
+    with its own thresholds it gives the logits of the fake-quantised model it was made from."""
+    import importlib.util
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from eventllm import pipeline
+    from eventllm.models.registry import ZOO_DIR
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("ship_sparse", root / "examples/zoo/ship_sparse.py")
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    src = ZOO_DIR / "rwkv4-tiny"
+    ship.ship(src / "model.safetensors", src / "thresholds.json", tmp_path, "zoo:rwkv4-tiny", 8, 8, ZOO_DIR / "tokenizer.json")
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
+        assert sum(f.get_slice(k).get_dtype() == "I8" for k in f.keys()) == 6 * 7 + 2  # every projection, the head, the embedding table
+    shipped = pipeline.load(str(tmp_path / "model.safetensors"), tmp_path / "thresholds.json")
+    made = pipeline.load("zoo:rwkv4-tiny", "shipped", precision={"weight_bits": 8, "event_bits": 8, "method": "mse"})
+    assert shipped.model.quantization["weight_bits"] == 8 and shipped.model.quantization["method"] == "mse"
+    ids = torch.tensor([shipped.tokenizer.encode("It was a bright cold day in April, and the clocks")])
+    with torch.no_grad():
+        assert torch.allclose(shipped.model(ids)[0], made.model(ids)[0], atol=1e-4)
+    assert (tmp_path / "tokenizer.json").read_bytes() == (ZOO_DIR / "tokenizer.json").read_bytes()

@@ -45,6 +45,16 @@ def _config_argv(parser: argparse.ArgumentParser, command: str, path: str) -> li
     return argv
 
 
+def in_cli_words(message: str, parser: argparse.ArgumentParser) -> str:
+    """A library error in the words of the command line: the library names an option a user set by its Python
+    name in backticks (`max_ppl_increase`); the command line calls it --max-ppl-increase."""
+    import re
+
+    sub = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
+    flags = {a.dest: max(a.option_strings, key=len) for s in sub.choices.values() for a in s._actions if a.option_strings}
+    return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flags.get(m.group(1), m.group(0)), message)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -72,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except EventLLMError as e:
-        print(f"eventllm {args.command}: error: {e}", file=sys.stderr)
+        print(f"eventllm {args.command}: error: {in_cli_words(str(e), parser)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"eventllm {args.command}: interrupted", file=sys.stderr)

@@ -77,7 +77,7 @@ class CausalLM(nn.Module):
         if on and not site:
             from eventllm.errors import ConfigError
 
-            raise ConfigError(f"a threshold before the output head is built for RWKV models so far, not {self.arch}; drop --head")
+            raise ConfigError(f"a threshold before the output head is built for RWKV models so far, not {self.arch}; drop `head`")
         self.head_threshold = bool(on)
         if not on:
             for s in site:
@@ -112,7 +112,7 @@ class CausalLM(nn.Module):
         if kind not in self.SCORES:
             raise ConfigError(f"unknown scores {kind!r}; use one of {', '.join(self.SCORES)}")
         if (kind == "gradient") != (scales is not None):
-            raise ConfigError("scores 'gradient' need their per-neuron scales (calibrate --scores gradient measures them); "
+            raise ConfigError("scores 'gradient' need their per-neuron scales (calibrate `scores` gradient measures them); "
                               "the other kinds take none")
         sites = [m for m in self.modules() if isinstance(m, ActivationThreshold)]
         active = {id(s) for s in self.threshold_sites()}
@@ -124,7 +124,7 @@ class CausalLM(nn.Module):
                 names = lambda ks: ", ".join(f"layer {i} {p}" for i, p in ks)  # noqa: E731
                 raise ConfigError(f"per-neuron scales for {len(scales)} sites, the model has {len(keys)}"
                                   + (f" (none for {names(absent)})" if absent else "")
-                                  + (f" (no such site: {names(extra)})" if extra else "") + "; recalibrate with --scores gradient")
+                                  + (f" (no such site: {names(extra)})" if extra else "") + "; recalibrate with `scores` gradient")
         device = next(self.parameters()).device
         given = {}
         for s in sites:  # every vector checked before any site changes
@@ -134,7 +134,7 @@ class CausalLM(nn.Module):
                 if g.numel() != n or not bool(torch.isfinite(g).all()) or bool((g <= 0).any()):
                     raise ConfigError(f"layer {s.layer} {s.projection}: per-neuron scales must be {n} finite numbers > 0 "
                                       f"(got {g.numel()}, smallest {float(g.min()) if g.numel() else 'none'}); "
-                                      "recalibrate with --scores gradient")
+                                      "recalibrate with `scores` gradient")
                 given[id(s)] = g.to(device)
         for s in sites:
             if kind == "magnitude":

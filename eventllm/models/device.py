@@ -15,10 +15,10 @@ def torch_device(device: str | None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"--device {device!r} is not a device; use cuda, cuda:N or cpu") from None
+        raise ConfigError(f"`device` {device!r} is not a device; use cuda, cuda:N or cpu") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: no CUDA device here; use --device cpu (slow) or run on a GPU machine")
+        raise ConfigError(f"`device` {device}: no CUDA device here; use `device` cpu (slow) or run on a GPU machine")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s); use cuda:0 … "
+        raise ConfigError(f"`device` {device}: this machine has {torch.cuda.device_count()} CUDA device(s); use cuda:0 … "
                           f"cuda:{torch.cuda.device_count() - 1}")
     return dev

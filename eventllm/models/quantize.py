@@ -74,9 +74,9 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 def check_bits(weight_bits: int, event_bits: int = 16) -> None:
     if weight_bits not in WEIGHT_BITS:
-        raise ConfigError(f"--weight-bits {weight_bits} is not supported; use one of {', '.join(map(str, WEIGHT_BITS))}")
+        raise ConfigError(f"`weight_bits` {weight_bits} is not supported; use one of {', '.join(map(str, WEIGHT_BITS))}")
     if event_bits not in EVENT_BITS:
-        raise ConfigError(f"--event-bits {event_bits} is not supported; use one of {', '.join(map(str, EVENT_BITS))}")
+        raise ConfigError(f"`event_bits` {event_bits} is not supported; use one of {', '.join(map(str, EVENT_BITS))}")
 
 
 @torch.no_grad()
@@ -96,7 +96,7 @@ def quantize_model(model, weight_bits: int = 8, method: str = "rtn", projections
     chosen = list(known) if projections is None else list(projections)
     bad = [p for p in chosen if p not in known]
     if bad:
-        raise ConfigError(f"--quantize {bad[0]!r} is not a projection of {model.arch}; choose from {', '.join(known)}")
+        raise ConfigError(f"`quantize` {bad[0]!r} is not a projection of {model.arch}; choose from {', '.join(known)}")
     fingerprint = model.fingerprint()
     scales: dict[str, list[float]] = {}
     model._integer_weights = []  # the tensors that hold scale·Q now (a file may store them as Q and the scales)
@@ -143,7 +143,7 @@ def apply_precision(model, precision: dict | None) -> None:
     if have:  # a model whose file holds integer weights runs at their precision, and only at it
         if p and (have["weight_bits"], have["event_bits"]) != (wbits, ebits):
             raise ConfigError(f"this model's file holds {have['weight_bits']}-bit weights with {have['event_bits']}-bit "
-                              f"events, not {wbits}/{ebits}: run it at its own precision (drop --weight-bits/--event-bits)")
+                              f"events, not {wbits}/{ebits}: run it at its own precision (drop `weight_bits`/`event_bits`)")
         return
     if wbits < 16 or ebits < 16:
         quantize_model(model, wbits, p.get("method") or "mse", p.get("projections") or None, ebits)

@@ -385,7 +385,7 @@ def check_graph_output(folder: str | Path, force: bool = False) -> None:
         raise GraphError(f"{folder} is a file; `eventllm build -o` writes a folder: choose another name")
     if not force and folder.is_dir() and any(folder.iterdir()) and not is_graph_folder(folder):
         raise GraphError(f"{folder} is a non-empty folder that is not an eventllm graph; choose an empty or new folder, "
-                         "or pass --force to replace it")
+                         "or pass `force` to replace it")
 
 
 def _rebuild(name: str, kind: str, layer, attrs: dict, values: dict, roles: dict) -> Process:

@@ -105,7 +105,7 @@ def calibration_batch(ids: list[int], tokens: int, context: int, seed: int) -> t
     """`tokens // context` windows of `context + 1` tokens at seeded random offsets of the stream."""
     ids_t = torch.as_tensor(ids, dtype=torch.long)
     if ids_t.numel() < context + 2:
-        raise DataError(f"calibration needs more than {context + 1} tokens of text, got {ids_t.numel()}; pass more text or a smaller --context")
+        raise DataError(f"calibration needs more than {context + 1} tokens of text, got {ids_t.numel()}; pass more text or a smaller `context`")
     n = max(1, tokens // context)
     rng = np.random.default_rng(seed)
     starts = np.sort(rng.integers(0, ids_t.numel() - context - 1, size=n))
@@ -289,17 +289,17 @@ def _check_request(max_ppl_increase, target_sparsity, loss_inc, scale_search: st
     """`calibrate`'s goals and options, refused before any work."""
     given = [x is not None for x in (max_ppl_increase, target_sparsity, loss_inc)]
     if sum(given) > 1:
-        raise ConfigError("give only one of --max-ppl-increase, --target-sparsity and --loss-inc")
+        raise ConfigError("give only one of `max_ppl_increase`, `target_sparsity` and `loss_inc`")
     if max_ppl_increase is not None and not (0 < max_ppl_increase < 10):
-        raise ConfigError(f"--max-ppl-increase must be a fraction such as 0.01 (1%), got {max_ppl_increase}")
+        raise ConfigError(f"`max_ppl_increase` must be a fraction such as 0.01 (1%), got {max_ppl_increase}")
     if target_sparsity is not None and not (0 < target_sparsity < 1):
-        raise ConfigError(f"--target-sparsity must be between 0 and 1, got {target_sparsity}")
+        raise ConfigError(f"`target_sparsity` must be between 0 and 1, got {target_sparsity}")
     if scale_search not in SCALE_SEARCHES:
         raise ConfigError(f"unknown scale search {scale_search!r}; use one of {', '.join(SCALE_SEARCHES)}")
     if not 0 < safety <= 1:
         raise ConfigError(f"safety must be in (0, 1], got {safety}")
     if loss_inc is not None and loss_inc <= 1.0:
-        raise ConfigError(f"--loss-inc must be above 1 (e.g. 1.001), got {loss_inc}")
+        raise ConfigError(f"`loss_inc` must be above 1 (e.g. 1.001), got {loss_inc}")
     if search not in SEARCHES:
         raise ConfigError(f"unknown search {search!r}; use one of {', '.join(SEARCHES)}")
 
@@ -338,7 +338,7 @@ def calibrate(model: CausalLM, ids: list[int], *, max_ppl_increase: float | None
     device = next(model.parameters()).device
     if scores == "gradient":
         if grad_tokens < context:
-            raise ConfigError(f"--grad-tokens {grad_tokens} is less than one window of --context {context}; pass more")
+            raise ConfigError(f"`grad_tokens` {grad_tokens} is less than one window of `context` {context}; pass more")
         grad_batch = calibration_batch(ids, grad_tokens, context, seed + 2)
         scales = gradient_scales(model, grad_batch.to(device), progress=progress)
         model.set_scores("gradient", scales)

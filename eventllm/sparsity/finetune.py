@@ -138,7 +138,7 @@ def resolve_device(device: str | None) -> torch.device:
     """`device`, or CUDA when there is one (else the CPU); a CUDA device that is not there is refused."""
     dev = torch_device(device)
     if dev.type not in ("cuda", "cpu"):
-        raise ConfigError(f"--device {device}: fine-tuning runs on cuda or cpu")
+        raise ConfigError(f"`device` {device}: fine-tuning runs on cuda or cpu")
     return dev
 
 
@@ -256,9 +256,9 @@ def finetune(model: CausalLM, train_ids, check_ids, *, device: str | None = None
     config = FinetuneConfig(**settings)
     config.validate(model)
     if (pause_after_seconds is not None or pause_after_steps is not None) and checkpoint is None:
-        raise ConfigError("pausing saves the run to a checkpoint: give --checkpoint PATH with --pause-after")
+        raise ConfigError("pausing saves the run to a checkpoint: give `checkpoint` PATH with `pause_after`")
     if pause_after_seconds is not None and not pause_after_seconds > 0:
-        raise ConfigError(f"--pause-after = {pause_after_seconds!r}: give a number of seconds > 0")
+        raise ConfigError(f"`pause_after` = {pause_after_seconds!r}: give a number of seconds > 0")
     run = FinetuneRun(model, train_ids, check_ids, config, resolve_device(device), teacher, progress,
                       Path(checkpoint) if checkpoint is not None else None)
     return run.run(pause_after_seconds, pause_after_steps)
@@ -278,7 +278,7 @@ class FinetuneRun:
         stream = torch.from_numpy(np.asarray(train_ids).astype(np.int64, copy=False)).flatten()
         if stream.numel() < c.context + 2:
             raise DataError(f"fine-tuning needs more than {c.context + 1} tokens of training text, got {stream.numel()}; pass "
-                            "more text or a smaller --context")
+                            "more text or a smaller `context`")
         self.check = check_stream(check_ids, c.check_tokens, c.seed)
         if self.check.numel() < 2:
             raise DataError("the check stream has fewer than 2 tokens; pass more text")
@@ -541,29 +541,29 @@ _RUN_STATE = ("offset", "ramp_clock", "p_prev", "pace", "held", "fails", "last_o
 def _check_request(model, target_sparsity, max_ppl_increase, steps, max_seconds, lr, batch_size, context, check_every,
                    ce_weight, safety, ramp, freeze, weight_average=0.0) -> None:
     if target_sparsity is None and max_ppl_increase is None:
-        raise ConfigError("fine-tuning needs a goal: a target sparsity (--target-sparsity), a perplexity bound "
-                          "(--max-ppl-increase), or both")
+        raise ConfigError("fine-tuning needs a goal: a target sparsity (`target_sparsity`), a perplexity bound "
+                          "(`max_ppl_increase`), or both")
     if target_sparsity is not None and not 0 < target_sparsity < 1:
-        raise ConfigError(f"--target-sparsity must be between 0 and 1 (MAC-weighted), got {target_sparsity}")
+        raise ConfigError(f"`target_sparsity` must be between 0 and 1 (MAC-weighted), got {target_sparsity}")
     if max_ppl_increase is not None and not 0 < max_ppl_increase < 10:
-        raise ConfigError(f"--max-ppl-increase must be a fraction such as 0.01 (1%), got {max_ppl_increase}")
-    for name, value, ok, want in (("--steps", steps, steps is None or steps >= 1, "an integer ≥ 1"),
-                                  ("--max-seconds", max_seconds, max_seconds is None or max_seconds > 0, "a number > 0"),
-                                  ("--lr", lr, 0 < lr < 1, "a learning rate in (0, 1), e.g. 3e-4"),
-                                  ("--batch-size", batch_size, batch_size >= 1, "an integer ≥ 1"),
-                                  ("--context", context, context >= 2, "an integer ≥ 2"),
-                                  ("--check-every", check_every, check_every >= 1, "an integer ≥ 1"),
-                                  ("--ce-weight", ce_weight, ce_weight >= 0, "a weight ≥ 0"),
-                                  ("--weight-average", weight_average, 0 <= weight_average < 1,
+        raise ConfigError(f"`max_ppl_increase` must be a fraction such as 0.01 (1%), got {max_ppl_increase}")
+    for name, value, ok, want in (("`steps`", steps, steps is None or steps >= 1, "an integer ≥ 1"),
+                                  ("`max_seconds`", max_seconds, max_seconds is None or max_seconds > 0, "a number > 0"),
+                                  ("`lr`", lr, 0 < lr < 1, "a learning rate in (0, 1), e.g. 3e-4"),
+                                  ("`batch_size`", batch_size, batch_size >= 1, "an integer ≥ 1"),
+                                  ("`context`", context, context >= 2, "an integer ≥ 2"),
+                                  ("`check_every`", check_every, check_every >= 1, "an integer ≥ 1"),
+                                  ("`ce_weight`", ce_weight, ce_weight >= 0, "a weight ≥ 0"),
+                                  ("`weight_average`", weight_average, 0 <= weight_average < 1,
                                    "a decay per step in [0, 1), e.g. 0.995 (0: off)"),
-                                  ("--safety", safety, 0 < safety <= 1, "a share in (0, 1]"),
+                                  ("`safety`", safety, 0 < safety <= 1, "a share in (0, 1]"),
                                   ("ramp", ramp, 0 < ramp <= 1, "a share of the budget in (0, 1]"),
                                   ("freeze", freeze, 0 <= freeze <= 1 - ramp, "a share of the budget in [0, 1 - ramp]")):
         if not ok:
             raise ConfigError(f"{name} = {value!r}: give {want}")
     if model.scores != "magnitude":
         raise ConfigError("fine-tuning schedules one θ per site; start from a thresholds file without per-neuron scores "
-                          "(not --scores wina or gradient)")
+                          "(not `scores` wina or gradient)")
     if getattr(model, "quantization", None):
         raise ConfigError("fine-tuning runs at full precision, this model is fake-quantised (the start thresholds file was "
                           "calibrated at fewer bits?); start from a 16-bit thresholds file, quantise afterwards")

@@ -88,7 +88,7 @@ def _check(model: CausalLM, ids: torch.Tensor) -> tuple[float, SparsityReport]:
         nll = perplexity(model, ids).nll
     model.train(was_training)
     if not math.isfinite(nll):
-        raise DataError("the loss on the check stream is NaN or infinite; lower --lr")
+        raise DataError("the loss on the check stream is NaN or infinite; lower `lr`")
     return nll, SparsityReport.from_meter(model, meter)
 
 
@@ -111,22 +111,22 @@ def _read_checkpoint(path: Path, settings: dict, origin: dict, dev: torch.device
     try:
         saved = torch.load(path, map_location=dev, weights_only=False)
     except Exception as e:  # not a torch file, cut short, unreadable
-        raise DataError(f"--checkpoint {path}: not a readable fine-tuning checkpoint ({type(e).__name__}); delete it to start "
+        raise DataError(f"`checkpoint` {path}: not a readable fine-tuning checkpoint ({type(e).__name__}); delete it to start "
                         "afresh, or give the checkpoint of this run") from None
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
-        raise DataError(f"--checkpoint {path}: not a fine-tuning checkpoint of eventllm; delete it or give another path")
+        raise DataError(f"`checkpoint` {path}: not a fine-tuning checkpoint of eventllm; delete it or give another path")
     if saved.get("version") != CHECKPOINT_VERSION:
-        raise DataError(f"--checkpoint {path}: version {saved.get('version')} of the checkpoint format, this eventllm reads "
+        raise DataError(f"`checkpoint` {path}: version {saved.get('version')} of the checkpoint format, this eventllm reads "
                         f"{CHECKPOINT_VERSION}; delete it to start afresh")
-    what = {"model": "another --model (as given, before fine-tuning)", "teacher": "another --teacher",
-            "train": "another training text (--data)", "check": "another check stream (--data, --split, --check-tokens, --seed)"}
+    what = {"model": "another `model` (as given, before fine-tuning)", "teacher": "another `teacher`",
+            "train": "another training text (`data`)", "check": "another check stream (`data`, `split`, `check_tokens`, `seed`)"}
     for key, text in what.items():
         if saved["origin"].get(key) != origin[key]:
-            raise ConfigError(f"--checkpoint {path} is of a run with {text}; give the same options as when it started, "
+            raise ConfigError(f"`checkpoint` {path} is of a run with {text}; give the same options as when it started, "
                               "or delete it to start afresh")
     for key, value in settings.items():
         if saved["settings"].get(key) != value:
-            raise ConfigError(f"--checkpoint {path} is of a run with {key} = {saved['settings'].get(key)!r}, this call has "
+            raise ConfigError(f"`checkpoint` {path} is of a run with {key} = {saved['settings'].get(key)!r}, this call has "
                               f"{value!r}; give the same options as when it started, or delete it to start afresh")
     return saved
 

@@ -112,7 +112,7 @@ def read_thresholds(path: str | Path) -> dict:
             _check_theta(path, f"layer {i} {proj}", value)
     if ("channel_scales" in doc) != (doc.get("scores") == "gradient"):
         raise ThresholdError(f"{path}: \"channel_scales\" go with \"scores\": \"gradient\" (and it needs them); recalibrate "
-                             "with --scores gradient, or drop the key")
+                             "with `scores` gradient, or drop the key")
     if "channel_scales" in doc:
         scales = doc["channel_scales"]
         if not isinstance(scales, list) or not all(isinstance(layer, dict) for layer in scales):
@@ -120,13 +120,13 @@ def read_thresholds(path: str | Path) -> dict:
         want = len(doc["thresholds"]) + ("head" in doc)
         if len(scales) != want:
             raise ThresholdError(f"{path}: \"channel_scales\" has {len(scales)} objects, \"thresholds\" {len(doc['thresholds'])} layers"
-                                 + (" and a head" if "head" in doc else "") + f" (so {want}); recalibrate with --scores gradient")
+                                 + (" and a head" if "head" in doc else "") + f" (so {want}); recalibrate with `scores` gradient")
         for i, layer in enumerate(scales):
             for proj, g in layer.items():
                 if (not isinstance(g, list) or not g
                         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in g)):
                     raise ThresholdError(f"{path}: channel_scales layer {i} {proj}: must be a list of finite numbers > 0; "
-                                         "recalibrate with --scores gradient")
+                                         "recalibrate with `scores` gradient")
     return doc
 
 
@@ -162,7 +162,7 @@ def apply_thresholds(model: CausalLM, path: str | Path, allow_partial: bool = Fa
     missing = [(i, p) for i in range(model.n_layer) for p in model.PROJECTIONS if (i, p) not in thetas]
     if missing and not allow_partial:
         sites = ", ".join(f"layer {i} {p}" for i, p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise ThresholdError(f"{path}: no θ for {sites}; recalibrate, or pass --allow-partial to run those sites at θ = 0")
+        raise ThresholdError(f"{path}: no θ for {sites}; recalibrate, or pass `allow_partial` to run those sites at θ = 0")
     model.set_head_threshold("head" in doc)
     if doc.get("scores") == "gradient":
         scales = {(model.n_layer if proj == model.HEAD_SITE else i, proj): g

@@ -158,11 +158,11 @@ class LavaNetwork:
             raise GraphError(f"no process name starts with {prefix!r}")
         if any(p.kind == "threshold" and "delta" in p.attrs for p in procs):
             raise GraphError("delta events are not bridged to Lava yet; run the graph without them (build it without "
-                             "--delta) or simulate it with the message engine")
+                             "`delta`) or simulate it with the message engine")
         output = graph.output if graph.output.rsplit(".", 1)[0] in {p.name for p in procs} else None
         self.reads = list(dict.fromkeys([*([output] if output else []), *probes]))
         if not self.reads:
-            raise GraphError(f"the part {prefix!r} does not hold the graph's output {graph.output}; name a --probe to read")
+            raise GraphError(f"the part {prefix!r} does not hold the graph's output {graph.output}; name a probe to read (`probes`)")
         self.sub = ProcessGraph(procs, output=self.reads[0])
         self.group = {p.name: (f"L{p.layer}" if blocks != "flat" and p.layer is not None else None) for p in self.sub}
         fused = {name for name, b in self.group.items() if b and blocks == "fused"}
