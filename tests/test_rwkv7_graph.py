@@ -124,3 +124,46 @@ def test_work_does_not_depend_on_the_cut(graph, ids):
 def test_saved_graph_loads_and_runs_bit_for_bit(graph, ids, tmp_path):
     again = ProcessGraph.load(graph.save(tmp_path / "g"))
     assert np.array_equal(Executor(again).run(ids[:8]), Executor(graph).run(ids[:8]))
+
+
+def test_cli_evaluates_builds_maps_simulates_and_generates_a_blinkdl_pth(tmp_path, capsys):
+    """A byte-level RWKV-7 .pth through the commands a user runs: evaluate → build → map → simulate (message and
+    trace engines) → generate, whose sim backend gives torch's tokens (calibration: tests/test_rwkv7_sparsity.py)."""
+    import json
+
+    from eventllm.cli import main
+    from eventllm.models.checkpoints import load_checkpoint, save_blinkdl
+    from eventllm.sparsity.thresholds import thresholds_to_json
+
+    cfg = RWKV7Config(vocab_size=256, d_model=64, n_layer=2, head_size=32, d_ffn=128, d_decay=16, d_iclr=16, d_value=8, d_gate=16)
+    pth = str(save_blinkdl(RWKV7(cfg).randomize(seed=3), tmp_path / "r7.pth"))
+    loaded = load_checkpoint(pth)
+    loaded.set_thetas(0.05)
+    thr, ev = tmp_path / "thr.json", str(tmp_path / "ev.json")
+    thr.write_text(json.dumps(thresholds_to_json(loaded, pth)))
+    thr = str(thr)
+    text = tmp_path / "text.txt"
+    text.write_text("The captain looked at the sky and the sea; the whale swam by the ship. " * 20)
+    assert main(["evaluate", "--model", pth, "--thresholds", thr, "--data", str(text), "--split", "all",
+                 "--max-tokens", "256", "--json", ev, "-q"]) == 0
+    sparsity = json.loads(open(ev).read())["sparsity"]
+    assert sparsity["mac_weighted"]["thresholded"] > sparsity["mac_weighted"]["natural"]
+    assert sparsity["per_layer"][0]["att.v1"]["natural"] is None  # layer 0 has no value-residual LoRA
+    g, m = str(tmp_path / "g"), str(tmp_path / "map.json")
+    assert main(["build", "--model", pth, "--thresholds", thr, "-o", g]) == 0
+    assert main(["map", g, "--topology", "seneca", "-o", m]) == 0
+    energy = []
+    for engine in ("message", "trace"):
+        out = str(tmp_path / f"{engine}.json")
+        assert main(["simulate", g, "--mapping", m, "--token-ids", "1,2,3,4,5,6,7,8", "--engine", engine, "--model", pth,
+                     "--json", out]) == 0
+        energy.append(json.loads(open(out).read())["energy_per_token_j"])
+    assert energy[1] == pytest.approx(energy[0], rel=1e-4)
+    replies = []
+    for backend in ("sim", "torch"):
+        out = str(tmp_path / f"{backend}.json")
+        assert main(["generate", "--model", pth, "--thresholds", thr, "--backend", backend, "--prompt", "The whale",
+                     "--max-tokens", "12", "--greedy", "--json", out, "-q"]) == 0
+        replies.append(json.loads(open(out).read())["turns_text"])
+    assert replies[0] == replies[1]
+    capsys.readouterr()
