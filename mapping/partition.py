@@ -156,17 +156,19 @@ def partition(graph: ProcessGraph, topology: Topology, fill: float = 1.0) -> lis
             for k in range(n):
                 lo, hi = int(bounds[k]), int(bounds[k + 1])
                 add("rows", k, n, lo, hi, rows, (hi - lo) * d, (hi - lo) if scaled else 0, state if k == 0 else 0, d)
-        elif how == "heads":
+        elif how == "heads":  # state, weights and parameters per head (attention's cache; RWKV-7's per-head kinds)
             heads = proc.attrs["n_head"]
-            per_head = state // heads
-            n = next((n for n in range(1, heads + 1) if heads % n == 0
-                      and _nbytes(per_head * heads // n, wb) + _nbytes(io // n + 1, wb) <= M), None)
+            per_head, w_head, p_head = state // heads, weights // heads, params // heads
+            n = next((n for n in range(1, heads + 1) if heads % n == 0 and _nbytes(w_head * heads // n, ww)
+                      + _nbytes((per_head + p_head) * heads // n, wb) + _nbytes(io // n + 1, wb) <= M), None)
             if n is None:
-                raise MappingError(f"{proc.name}: one attention head's key/value cache ({_nbytes(per_head, wb):,} bytes) "
-                                   f"does not fit a core's {M:,} bytes; use a topology with more memory per core{_fill_hint(fill)}")
+                raise MappingError(f"{proc.name}: one head's state and parameters ({_nbytes(per_head + p_head, wb):,} bytes) "
+                                   f"do not fit a core's {M:,} bytes; use a topology with more memory per core{_fill_hint(fill)}")
             for k in range(n):
                 lo, hi = k * heads // n, (k + 1) * heads // n
-                add("heads", k, n, lo, hi, heads, 0, 0, per_head * (hi - lo) + (state - per_head * heads if k == 0 else 0), io // n)
+                first = k == 0  # what does not divide by heads stays with the first group
+                add("heads", k, n, lo, hi, heads, w_head * (hi - lo), p_head * (hi - lo) + (params - p_head * heads if first else 0),
+                    per_head * (hi - lo) + (state - per_head * heads if first else 0), io // n)
         else:
             raise MappingError(f"{proc.name} ({proc.kind}) needs {whole:,} bytes but a {topology.name} core has {M:,}; "
                                f"use a topology with more memory per core{_fill_hint(fill)}")

@@ -142,10 +142,12 @@ class Simulator:
         s = self.mapping.shards[sid]
         if s.split == "inputs":
             return [(s.lo, s.hi)]
-        if s.split == "heads":  # q, k and v of its heads
-            d = size // 3
+        if s.split == "heads":
+            # its heads' slice of each part of the in-vector, the parts being head-major vectors of the process's
+            # output size: attention's qkv has three (q, k, v), an in-port of a per-head kind (RWKV-7's) one
+            d = sum(port.size for port in self.graph[s.process].out_ports.values())
             hd = d // s.axis
-            return [(part * d + s.lo * hd, part * d + s.hi * hd) for part in range(3)]
+            return [(part * d + s.lo * hd, part * d + s.hi * hd) for part in range(size // d)]
         return [(0, size)]
 
     def _plan_pairs(self) -> None:
@@ -232,13 +234,17 @@ class Simulator:
                         self.static[sid, C["state_writes"]] += 2 * rows
                         self.static[sid, C["neuron_ops"]] += rows
             elif not model.has_extra_counts():
-                sid = ids[0]
                 n_out = sum(port.size for port in p.out_ports.values())
-                self.static[sid, C["neuron_updates"]] = n_out
-                self.static[sid, C["neuron_ops"]] = model.entry_ops() * n_out
-                self.static[sid, C["param_reads"]] = sum(v.value.size for v in p.vars.values() if v.role == "param")
+                row = np.zeros(len(COUNTERS))
+                row[C["neuron_updates"]] = n_out
+                row[C["neuron_ops"]] = model.entry_ops() * n_out
+                row[C["param_reads"]] = sum(v.value.size for v in p.vars.values() if v.role == "param")
                 state = sum(v.value.size * v.words for v in p.vars.values() if v.role == "state")
-                self.static[sid, C["state_reads"]] = self.static[sid, C["state_writes"]] = state
+                row[C["state_reads"]] = row[C["state_writes"]] = state
+                if self.split[ids[0]] == "heads":  # each head group does its heads' share
+                    self.static[ids] = ((self.hi[ids] - self.lo[ids]) / self.mapping.shards[ids[0]].axis)[:, None] * row
+                else:
+                    self.static[ids[0]] = row
         self.partial_shards = np.array([i for i in range(self.n_shards) if self.split[i] == "inputs"], dtype=np.int64)
         self.threshold_ranges = np.array([(self.port_offset[f"{p.name}.out"], self.port_offset[f"{p.name}.out"] + p.out_ports["out"].size)
                                           for p in self.thresholds], dtype=np.int64).reshape(-1, 2)

@@ -127,7 +127,7 @@ def _calibrate_by_finetuning(args) -> int:
         print(f"paused at step {p.step} after {p.seconds:.1f} s of the run; saved in {p.checkpoint}. Run the same command "
               "again to go on (nothing else is written until the run ends)")
         return 0
-    rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g}" for p in m.PROJECTIONS] for i in range(m.n_layer)]
+    rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g}" if (i, p) in res.thetas else "–" for p in m.PROJECTIONS] for i in range(m.n_layer)]
     print(format_table(["layer", *m.PROJECTIONS], rows, title="Thresholds θ of the fine-tuned model"))
     if m.head_threshold:
         print(f"head: θ {res.thetas[(m.n_layer, m.HEAD_SITE)]:.3g}")
@@ -258,8 +258,8 @@ def cmd_calibrate(args) -> int:
                     search=args.search, levels=args.levels, **({"grad_tokens": args.grad_tokens} if args.grad_tokens else {}))
     m = loaded.model
     greedy = res.search == "greedy"  # its kept fractions are the calibration tokens', on a finer grid
-    rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g} ({res.keeps[(i, p)]:.{2 if greedy else 1}f})" for p in m.PROJECTIONS]
-            for i in range(m.n_layer)]
+    rows = [[str(i)] + [f"{res.thetas[(i, p)]:.3g} ({res.keeps[(i, p)]:.{2 if greedy else 1}f})" if (i, p) in res.thetas else "–"
+                        for p in m.PROJECTIONS] for i in range(m.n_layer)]
     title = ("Thresholds θ (kept fraction of the calibration tokens, greedy allocation)" if greedy
              else "Thresholds θ (Top-K kept fraction of the search)")
     print(format_table(["layer", *m.PROJECTIONS], rows, title=title))

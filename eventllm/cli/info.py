@@ -50,7 +50,8 @@ def cmd_info(args) -> int:
     print(f"tokenizer: {type(loaded.tokenizer).__name__}, {loaded.tokenizer.vocab_size} tokens")
     shapes = m.projection_shapes()
     thetas = m.get_thetas()
-    rows = [[p, shapes[p][0], shapes[p][1], f"{max(thetas[(i, p)] for i in range(m.n_layer)):g}"] for p in m.PROJECTIONS]
+    rows = [[p, shapes[p][0], shapes[p][1], f"{max(thetas[(i, p)] for i in range(m.n_layer) if (i, p) in thetas):g}"]
+            for p in m.PROJECTIONS]
     print(format_table(["projection", "in", "out", "max θ"], rows, title=f"Thresholded projections ({m.n_layer} layers)"))
     if loaded.card:
         c = loaded.card

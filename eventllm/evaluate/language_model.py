@@ -46,7 +46,8 @@ def sparsity_table(result: dict, projections: tuple[str, ...]) -> list[list[str]
 
     rows = []
     for i, layer in enumerate(result["sparsity"]["per_layer"]):
-        rows.append([str(i)] + [f"{pct(layer[p]['natural'])} → {pct(layer[p]['thresholded'])}" for p in projections])
+        rows.append([str(i)] + [f"{pct(layer[p]['natural'])} → {pct(layer[p]['thresholded'])}" if layer[p]["natural"] is not None
+                                else "–" for p in projections])
     mean = result["sparsity"]["per_projection"]
     rows.append(["mean"] + [f"{pct(mean[p]['natural'])} → {pct(mean[p]['thresholded'])}" for p in projections])
     return rows

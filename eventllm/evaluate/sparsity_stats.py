@@ -65,11 +65,18 @@ class SparsityReport:
             skipped += f * macs
         return skipped / total if total else 0.0
 
-    def per_layer(self) -> list[dict[str, float]]:
-        return [{p: self.fractions.get((i, p), 0.0) for p in self.projections} for i in range(self.n_layer)]
+    def per_layer(self) -> list[dict[str, float | None]]:
+        """Zero fraction per projection of each layer; None where the layer has no such site (RWKV-7's layer 0 has
+        no value-residual LoRA)."""
+        return [{p: self.fractions.get((i, p)) for p in self.projections} for i in range(self.n_layer)]
 
     def per_projection(self) -> dict[str, float]:
-        return {p: sum(self.fractions.get((i, p), 0.0) for i in range(self.n_layer)) / self.n_layer for p in self.projections}
+        """Mean zero fraction of each projection over the layers that have its site."""
+        out = {}
+        for p in self.projections:
+            seen = [self.fractions[(i, p)] for i in range(self.n_layer) if (i, p) in self.fractions]
+            out[p] = sum(seen) / len(seen) if seen else 0.0
+        return out
 
 
 def sparsity_json(natural: SparsityReport, thresholded: SparsityReport) -> dict:

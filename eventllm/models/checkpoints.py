@@ -1,10 +1,10 @@
-"""Reading and writing model files: Hugging Face folders, BlinkDL RWKV-4 `.pth`, and eventllm safetensors.
+"""Reading and writing model files: Hugging Face folders, BlinkDL RWKV-4 and RWKV-7 `.pth`, and eventllm safetensors.
 
     load_checkpoint(path)            -> CausalLM (architecture detected from the files)
     save_eventllm(model, path)       one .safetensors file with the config in its metadata (our format); a quantised
                                      model's weights as int8 integers with their float32 scales
     save_hf(model, folder)           config.json + model.safetensors, loadable by transformers
-    save_blinkdl(model, path)        RWKV-4 .pth in BlinkDL's layout, loadable by the `rwkv` package
+    save_blinkdl(model, path)        RWKV-4 / RWKV-7 .pth in BlinkDL's layout, loadable by the `rwkv` package
 
 Every problem with a file raises `CheckpointError` naming the file (and the key, for a bad tensor).
 """
@@ -22,6 +22,7 @@ from eventllm.errors import CheckpointError, ConfigError
 from eventllm.models import ARCHS
 from eventllm.models.base import CausalLM
 from eventllm.models.rwkv import RWKV, RWKVConfig
+from eventllm.models.rwkv7 import RWKV7
 
 FORMAT = "eventllm"
 FORMAT_VERSION = "1"
@@ -78,12 +79,15 @@ def _fill(model: CausalLM, tensors: dict[str, torch.Tensor], path: Path, target=
     return model.eval()
 
 
-def _load_blinkdl(path: Path) -> RWKV:
+def _load_blinkdl(path: Path) -> RWKV | RWKV7:
     w = _read_torch(path)
     if "emb.weight" not in w or "blocks.0.att.key.weight" not in w:
         raise CheckpointError(f"{path}: missing key 'emb.weight' or 'blocks.0.att.key.weight'; not a BlinkDL RWKV checkpoint")
+    if "blocks.0.att.r_k" in w:
+        return _load_blinkdl_x070(path, w)
     if any(".ln_x." in k or "time_faaaa" in k or "time_maa" in k for k in w):
-        raise CheckpointError(f"{path}: this is an RWKV-5/6/7 checkpoint (it has ln_x / time_faaaa / time_maa keys); eventllm supports RWKV-4")
+        raise CheckpointError(f"{path}: this is an RWKV-5/6 checkpoint (it has ln_x / time_faaaa / time_maa keys and no att.r_k); "
+                              "eventllm reads RWKV-4 and RWKV-7 (x070) .pth files: convert it to one of those")
     try:
         n_layer = 1 + max(int(k.split(".")[1]) for k in w if k.startswith("blocks."))
         cfg = RWKVConfig(
@@ -99,6 +103,19 @@ def _load_blinkdl(path: Path) -> RWKV:
         raise CheckpointError(f"{path}: {e}") from None
     tensors = {k: (v.reshape(-1) if ".time_" in k else v).float() for k, v in w.items()}
     return _fill(RWKV(cfg), tensors, path)
+
+
+def _load_blinkdl_x070(path: Path, w: dict[str, torch.Tensor]) -> RWKV7:
+    try:
+        cfg = RWKV7.config_from_blinkdl(w)
+    except KeyError as e:
+        raise CheckpointError(f"{path}: missing key {e.args[0]!r}; not a complete BlinkDL RWKV-7 (x070) checkpoint") from None
+    except (ValueError, IndexError, AttributeError):
+        raise CheckpointError(f"{path}: the keys and shapes are not those of a BlinkDL RWKV-7 (x070) checkpoint "
+                              "(blocks.N.att.r_k [heads, head size], LoRA matrices att.w1 [C, D], …)") from None
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return _fill(RWKV7(cfg), RWKV7.tensors_from_blinkdl({k: v.float() for k, v in w.items()}), path)
 
 
 def _load_hf_folder(folder: Path) -> CausalLM:
@@ -274,12 +291,16 @@ def save_hf(model: CausalLM, folder: str | Path) -> Path:
     return folder
 
 
-def save_blinkdl(model: RWKV, path: str | Path) -> Path:
-    """Write an RWKV-4 model as BlinkDL's `.pth` (time_mix as [1, 1, C]), as the `rwkv` package expects."""
-    if not isinstance(model, RWKV):
+def save_blinkdl(model: RWKV | RWKV7, path: str | Path) -> Path:
+    """Write an RWKV-4 or RWKV-7 model as BlinkDL's `.pth` (time_mix / x_r … as [1, 1, C]), as the `rwkv` package
+    expects (for RWKV-7: with RWKV_V7_ON=1)."""
+    if not isinstance(model, (RWKV, RWKV7)):
         raise CheckpointError(f"BlinkDL .pth holds RWKV models only, not {model.arch}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sd = {k: (v.reshape(1, 1, -1) if "time_mix" in k else v).detach().clone() for k, v in model.state_dict().items()}
+    if isinstance(model, RWKV7):
+        sd = model.blinkdl_tensors()
+    else:
+        sd = {k: (v.reshape(1, 1, -1) if "time_mix" in k else v).detach().clone() for k, v in model.state_dict().items()}
     torch.save(sd, str(path))
     return path

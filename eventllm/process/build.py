@@ -21,6 +21,7 @@ from eventllm.process.library import (
     WKV, Add, Attention, Dense, Embedding, LayerNorm, Multiply, PositionalEmbedding, ReLU, ShiftMix, Sigmoid,
     SquaredReLU, Threshold,
 )
+from eventllm.process.rwkv7 import WKV7, Bonus7, Decay7, GroupNorm, HeadL2Norm, Key7, Lerp, Tanh
 
 # RWKV-4's projections in data-flow order (as eventllm.models.rwkv.RWKV.PROJECTIONS, without importing torch)
 RWKV_PROJECTIONS = ("att.key", "att.value", "att.receptance", "att.output", "ffn.key", "ffn.receptance", "ffn.value")
@@ -177,6 +178,73 @@ def rwkv_shape_graph(n_layer: int, d_model: int, vocab_size: int = 50277, d_ffn:
     return graph
 
 
+def rwkv7_graph(weights: Mapping[str, np.ndarray], config: dict, thetas: dict[tuple[int, str], float],
+                quantization: dict | None = None, bounds: dict | None = None) -> ProcessGraph:
+    """The RWKV-7 graph from the torch model's arrays (`eventllm.models.rwkv7` names: `blocks.0.att.w1.weight`, …),
+    one process per operation of `RWKV7.forward`, in its order."""
+    b = _Builder(weights, quantization, bounds)
+    w = weights
+    eps = config.get("layer_norm_eps", 1e-5)
+    C, F_ = config["d_model"], config["d_ffn"]
+    H = C // config["head_size"]
+    x = b.add(Embedding("emb", weights=w["emb.weight"])).out
+    x = b.layer_norm("ln0", "blocks.0.ln0", None, eps, x)
+    v_first = None
+    for i in range(config["n_layer"]):
+        p, k_ = f"L{i}.", f"blocks.{i}."
+        att, ffn = k_ + "att.", k_ + "ffn."
+
+        def proj(name: str, src, bias=None):
+            site = "att." + name if "." not in name else name
+            return b.thresholded_dense(p + site, i, site, src, thetas[(i, site)], w[k_ + site + ".weight"], bias)
+
+        def lora(name: str, src, inner, bias=None):
+            h = proj(name + "1", src)
+            if inner is not None:
+                h = b.add(inner(f"{p}att.{name}.inner", n=h.size, layer=i), h).out
+            return proj(name + "2", h, bias)
+
+        h = b.layer_norm(p + "ln1", k_ + "ln1", i, eps, x)
+        # the model's x + (x_prev − x)·x_m is the token shift x·(1 − x_m) + x_prev·x_m
+        s = b.add(ShiftMix(p + "att.shift", layer=i, **{f"mix_{m}": 1 - w[att + "x_" + m] for m in "rwkvag"}), h)
+        r = proj("receptance", s.r)
+        dec = b.add(Decay7(p + "att.decay", n=C, layer=i), lora("w", s.w, Tanh, w[att + "w0"])).out
+        k = proj("key", s.k)
+        v = proj("value", s.v)
+        a = b.add(Sigmoid(p + "att.iclr", n=C, layer=i), lora("a", s.a, None, w[att + "a0"])).out
+        g = lora("g", s.g, Sigmoid)
+        kappa = b.add(HeadL2Norm(p + "att.kappa", n=C, n_head=H, k_k=w[att + "k_k"], layer=i), k).out
+        k = b.add(Key7(p + "att.key_iclr", n=C, k_a=w[att + "k_a"], layer=i), k, a).out
+        if i == 0:
+            v_first = v
+        else:
+            gate = b.add(Sigmoid(p + "att.v_gate", n=C, layer=i), lora("v", s.v, None, w[att + "v0"])).out
+            v = b.add(Lerp(p + "att.v_residual", n=C, layer=i), v, v_first, gate).out
+        y = b.add(WKV7(p + "att.wkv", n=C, n_head=H, layer=i), r, dec, k, v, kappa, a).out
+        y = b.add(GroupNorm(p + "att.ln_x", n=C, n_head=H, weight=w[att + "ln_x.weight"], bias=w[att + "ln_x.bias"],
+                            eps=config["group_norm_eps"], layer=i), y).out
+        bonus = b.add(Bonus7(p + "att.bonus", n=C, n_head=H, r_k=w[att + "r_k"], layer=i), r, k, v).out
+        o = b.add(Add(p + "att.with_bonus", n=C, layer=i), y, bonus).out
+        o = b.add(Multiply(p + "att.gate", n=C, layer=i), o, g).out
+        x = b.add(Add(p + "att.residual", n=C, layer=i), x, proj("output", o)).out
+        h = b.layer_norm(p + "ln2", k_ + "ln2", i, eps, x)
+        s = b.add(ShiftMix(p + "ffn.shift", mix_k=1 - w[ffn + "x_k"], layer=i), h)
+        f = b.add(SquaredReLU(p + "ffn.sqrelu", n=F_, layer=i), proj("ffn.key", s.k)).out
+        x = b.add(Add(p + "ffn.residual", n=C, layer=i), x, proj("ffn.value", f)).out
+    x = b.layer_norm("ln_out", "ln_out", None, eps, x)
+    head_theta = thetas.get((config["n_layer"], "head"))
+    if head_theta is not None:
+        x = b.threshold("head.threshold", None, "head", x, head_theta, (config["n_layer"], "head"))
+    b.add(b.dense("head", None, "head", w["head.weight"]), x)
+    return ProcessGraph(b.procs, "head.out")
+
+
+def build_rwkv7(model) -> ProcessGraph:
+    weights = {k: _np(v) for k, v in model.state_dict().items()}
+    return rwkv7_graph(weights, model.config_dict(), model.get_thetas(), getattr(model, "quantization", None),
+                       model.theta_vectors())
+
+
 def build_opt(model) -> ProcessGraph:
     cfg = model.config
     dec = model.hf.model.decoder
@@ -213,7 +281,7 @@ def build_opt(model) -> ProcessGraph:
     return ProcessGraph(b.procs, "head.out")
 
 
-BUILDERS = {"rwkv4": build_rwkv, "opt": build_opt}
+BUILDERS = {"rwkv4": build_rwkv, "rwkv7": build_rwkv7, "opt": build_opt}
 
 
 def build_graph(model, name: str | None = None) -> ProcessGraph:

@@ -20,6 +20,7 @@ from eventllm.errors import GraphError
 from eventllm.limits import check_memory
 from eventllm.process.core import Connection, InPort, OutPort, Process
 from eventllm.process.library import KINDS
+from eventllm.process import rwkv7 as _rwkv7_kinds  # noqa: F401  (its kinds register in KINDS)
 
 FORMAT = "eventllm-graph"
 VERSION = 1

@@ -40,7 +40,7 @@ def thresholds_to_json(model: CausalLM, model_name: str, meta: dict | None = Non
         "version": VERSION,
         "model": {"name": model_name, "arch": model.arch, "fingerprint": model.fingerprint(), "n_layer": model.n_layer},
         "projections": list(model.PROJECTIONS),
-        "thresholds": [{p: thetas[(i, p)] for p in model.PROJECTIONS} for i in range(model.n_layer)],
+        "thresholds": [{p: thetas[(i, p)] for p in model.PROJECTIONS if (i, p) in thetas} for i in range(model.n_layer)],
     }
     if model.head_threshold:
         doc["head"] = thetas[(model.n_layer, model.HEAD_SITE)]
@@ -51,7 +51,7 @@ def thresholds_to_json(model: CausalLM, model_name: str, meta: dict | None = Non
         doc["scores"] = model.scores
     if model.scores == "gradient":
         scales = {k: _short_floats(g) for k, g in model.channel_scales().items()}
-        doc["channel_scales"] = [{p: scales[(i, p)] for p in model.PROJECTIONS} for i in range(model.n_layer)]
+        doc["channel_scales"] = [{p: scales[(i, p)] for p in model.PROJECTIONS if (i, p) in scales} for i in range(model.n_layer)]
         if model.head_threshold:
             doc["channel_scales"].append({model.HEAD_SITE: scales[(model.n_layer, model.HEAD_SITE)]})
     return doc | {"meta": meta or {}}
@@ -154,12 +154,15 @@ def apply_thresholds(model: CausalLM, path: str | Path, allow_partial: bool = Fa
         raise ThresholdError(f"{path}: has θ for {len(doc['thresholds'])} layers, the model has {model.n_layer} "
                              f"(layers 0..{model.n_layer - 1}); calibrate thresholds for this model")
     thetas = {}
+    sites = [k for k in model.get_thetas() if k[1] != model.HEAD_SITE]
     for i, layer in enumerate(doc["thresholds"]):
         for proj, value in layer.items():
             if proj not in model.PROJECTIONS:
                 raise ThresholdError(f"{path}: layer {i}: unknown projection {proj!r}; {model.arch} has {', '.join(model.PROJECTIONS)}")
+            if (i, proj) not in sites:
+                raise ThresholdError(f"{path}: layer {i} has no {proj} site in {model.arch}; remove it from the file or recalibrate")
             thetas[(i, proj)] = float(value)
-    missing = [(i, p) for i in range(model.n_layer) for p in model.PROJECTIONS if (i, p) not in thetas]
+    missing = [k for k in sites if k not in thetas]
     if missing and not allow_partial:
         sites = ", ".join(f"layer {i} {p}" for i, p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise ThresholdError(f"{path}: no θ for {sites}; recalibrate, or pass `allow_partial` to run those sites at θ = 0")
