@@ -15,7 +15,7 @@ from eventllm.errors import ConfigError
 PRESETS = Path(__file__).parent / "presets"
 
 ENERGY_KEYS = ("synop", "synop_int8", "weight_read", "weight_unpack", "param_read", "state_read", "state_write",
-               "neuron_op", "neuron_update", "event_in", "event_out", "noc_hop", "chip_link", "static_power_w")
+               "neuron_op", "neuron_update", "event_in", "event_out", "packet", "noc_hop", "chip_link", "static_power_w")
 TIME_KEYS = ("synop", "synop_int8", "weight_unpack", "neuron_op", "event_in", "event_out", "packet", "hop", "chip_link")
 
 

@@ -54,7 +54,7 @@ ENERGY_GROUPS = {
     "neuron": (("neuron_ops", "neuron_op"), ("neuron_updates", "neuron_update"), ("param_reads", "param_read")),
     "state memory": (("state_reads", "state_read"), ("state_writes", "state_write")),
     "events": (("events_in", "event_in"), ("events_out", "event_out")),
-    "noc": (("hops", "noc_hop"), ("chip_crossings", "chip_link")),
+    "noc": (("packets", "packet"), ("hops", "noc_hop"), ("chip_crossings", "chip_link")),
 }
 
 
