@@ -69,6 +69,16 @@ class TraceEngine(Simulator):
         super().__init__(graph, mapping, costs, event_driven, overrides)
         self._plan_trace()
         self.position = 0
+        self.recorded: list[tuple[np.ndarray, np.ndarray]] = []
+        self._record = None
+
+    def record(self, shards) -> np.ndarray:
+        """From now on keep, per token, the counters of `shards` and the packets of every NoC pair into them
+        (`recorded`: a list of ([T, len(shards), counters], [T, pairs]) blocks); returns those pairs' indices."""
+        shards = np.asarray(shards, dtype=np.int64)
+        pairs = np.flatnonzero(np.isin(self.p_dst, shards))
+        self._record = (shards, pairs)
+        return pairs
 
     def reset(self) -> None:
         super().reset()
@@ -193,6 +203,8 @@ class TraceEngine(Simulator):
         counts[..., C["hops"]] = self.src_groups.sum(packets * self.p_hops)
         counts[..., C["chip_crossings"]] = self.src_groups.sum(packets * self.p_crossings)
         latency, layer_finish = self._latencies(counts, packets)
+        if self._record is not None:
+            self.recorded.append((counts[:, self._record[0]].copy(), packets[:, self._record[1]].copy()))
         energy = sum(self.energy_breakdown(counts.sum(1).T, latency).values())
         if len(self.threshold_ranges):
             a, b = self.threshold_ranges[:, 0], self.threshold_ranges[:, 1]
