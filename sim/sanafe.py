@@ -330,9 +330,93 @@ def agreement(a: dict, b: dict) -> dict:
     out = {}
     for k in ("synaptic_events", "messages", "hops"):
         out[k] = int(b[k]) - int(a[k])
+    if "messages_per_destination_core" in a:  # ours counted SANA-FE's way
+        out["messages_per_destination_core"] = int(b["messages"]) - int(a["messages_per_destination_core"])
     for k in ("energy_j", "latency_s"):
         out[k] = (b[k] - a[k]) / a[k] if a[k] else (0.0 if not b[k] else math.inf)
     for k in PARTS:
         x, y = a["energy_by_part_j"][k], b["energy_by_part_j"][k]
         out[f"energy_{k}"] = (y - x) / x if x else (0.0 if not y else math.inf)
     return out
+
+
+# --- the whole comparison -----------------------------------------------------------------------------------
+class Comparison:
+    """Our trace engine and SANA-FE on the same tokens, projection by projection.
+
+    >>> cmp = Comparison(TraceEngine(graph, mapping, costs), layer=0)          # doctest: +SKIP
+    >>> cmp.add(tokens, masks)          # the torch model's event masks (eventllm.masks), chunk after chunk
+    >>> cmp.run()["projections"][0]["sanafe"]["synaptic_events"]
+    """
+
+    def __init__(self, engine, names: list[str] | None = None, layer: int | None = None):
+        self.sanafe = require_sanafe()  # before any work
+        self.engine = engine
+        self.projs = projections(engine, names, layer)
+        self.shards = np.unique(np.concatenate([np.concatenate([p.shards, p.src_shards]) for p in self.projs]))
+        self.pairs = engine.record(self.shards)
+        self.masks: dict[str, list[np.ndarray]] = {p.port: [] for p in self.projs}
+
+    def add(self, tokens, masks: dict[str, np.ndarray]) -> None:
+        """Count `tokens` on our engine and keep the event masks of the projections' input ports (a port without a
+        mask sends every entry, as the trace engine takes it)."""
+        self.engine.add(tokens, masks)
+        for port, kept in self.masks.items():
+            m = masks.get(port)
+            kept.append(np.asarray(m) != 0 if m is not None else np.ones((len(tokens), self.engine.graph.port(port).size), bool))
+
+    def run(self, timings=("simple", "detailed"), costs=COSTS, folder: str | Path | None = None, progress: bool = False) -> dict:
+        """Each projection on SANA-FE at our costs (every timing of `timings`) and at SANA-FE's loihi.yaml (the first
+        timing), beside our figures: {"costs", "tokens", "projections": [{"name", "ours", "sanafe", …}]}. The
+        architecture files go to `folder` (a temporary folder when None)."""
+        import tempfile
+
+        eng = self.engine
+        counts = np.concatenate([a for a, _ in eng.recorded])
+        packets = np.concatenate([b for _, b in eng.recorded])
+        masks = {port: np.concatenate(kept) for port, kept in self.masks.items()}
+        with tempfile.TemporaryDirectory() as tmp:
+            where = Path(folder) if folder is not None else Path(tmp)
+            archs = {}
+            for c in costs:
+                arch = architecture(eng.topo, eng.costs if c == "ours" else c, self.projs)
+                path = write_architecture(arch, where / f"sanafe_arch_{c.replace('.yaml', '')}.yaml")
+                archs[c] = self.sanafe.load_arch(str(path))
+            rows = []
+            for i, p in enumerate(self.projs):
+                if progress:
+                    print(f"SANA-FE {i + 1}/{len(self.projs)}: {p.name}", flush=True)
+                mine = np.isin(eng.p_dst[self.pairs], p.shards)
+                row = {"name": p.name, "ours": ours(eng, p, self.pairs[mine], counts[:, np.searchsorted(self.shards, p.shards)],
+                                                    packets[:, mine], counts[:, np.searchsorted(self.shards, p.src_shards)])}
+                row["ours"]["messages_per_destination_core"] = messages_per_core(p, masks[p.port])
+                for c in costs:
+                    for t in (timings if c == "ours" else timings[:1]):
+                        key = "sanafe" + ("" if c == "ours" else "_loihi_yaml") + ("" if t == timings[0] else f"_{t}")
+                        with _quiet():
+                            row[key] = run_projection(self.sanafe, archs[c], eng.graph, p, masks[p.port], t)
+                if "sanafe" in row:
+                    row["agreement"] = agreement(row["ours"], row["sanafe"])
+                rows.append(row)
+        return {"costs": eng.costs.name, "timing": timings[0], "tokens": int(counts.shape[0]), "projections": rows}
+
+
+class _quiet:
+    """SANA-FE's C++ core prints its progress on the process's stdout: sent to /dev/null while it runs."""
+
+    def __enter__(self):
+        import os
+        import sys
+
+        sys.stdout.flush()
+        self.saved = os.dup(1)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+
+    def __exit__(self, *exc):
+        import os
+
+        os.dup2(self.saved, 1)
+        os.close(self.saved)
+        return False
