@@ -33,3 +33,6 @@ print(f"largest |energy Δ|: {big['name']}: {big['ours']['chip_crossings']:,} ch
 det = max(rows, key=lambda r: r["sanafe_detailed"]["latency_s"] / r["sanafe"]["latency_s"])
 print(f"largest detailed/simple: {det['name']}: {det['sanafe_detailed']['latency_s'] / det['sanafe']['latency_s']:.2f}x, "
       f"{det['sanafe']['messages'] / T:,.0f} messages and {det['sanafe']['hops'] / T:,.0f} hops per token")
+by = {k: [sum(r[side]["energy_by_part_j"][k] for r in rows) / T * 1e6 for side in ("ours", "sanafe_loihi_yaml")] for k in
+      ("synapse", "neuron", "network")}
+print("projections by part, µJ/token ours / SANA-FE loihi.yaml: " + "; ".join(f"{k} {a:.3f} / {b:.3f}" for k, (a, b) in by.items()))
