@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from sim.costs import load_costs
 
 pytest.importorskip("sanafe", reason="sanafe is installed by `make setup`")
 
+ROOT = Path(__file__).resolve().parent.parent
 PROJECTIONS = ["L0.ffn.key", "L0.att.key", "L0.ffn.value"]
 
 
@@ -119,3 +121,30 @@ def test_sanafe_options_need_the_backend(capsys, tmp_path):
 
     code = main(["simulate", str(tmp_path / "g"), "--mapping", str(tmp_path / "m.json"), "--sanafe-layer", "0", "--token-ids", "1"])
     assert code == 2 and "add --backend sanafe" in capsys.readouterr().err
+
+
+def test_per_core_messages_option_is_sanafes_count(tiny):
+    """With the cost table's `messages = "per_core"` our simulator counts messages as SANA-FE does: then the network
+    energy differs only by our chip-to-chip links."""
+    from dataclasses import replace
+
+    from eventllm.pipeline import Hardware, sanafe_compare
+
+    hw, loaded, ids, _ = tiny
+    costs = replace(hw.costs, messages="per_core")
+    result = sanafe_compare(Hardware(hw.graph, hw.mapping, costs), loaded.model, ids, ["L0.att.key"], timings=("simple",))
+    (r,) = result["projections"]
+    ours, theirs = r["ours"], r["sanafe"]
+    assert ours["messages"] == theirs["messages"] == ours["messages_per_destination_core"] > 0
+    diff = theirs["energy_by_part_j"]["network"] - ours["energy_by_part_j"]["network"]
+    assert diff == pytest.approx(-ours["chip_crossings"] * costs.energy["chip_link"], rel=1e-9, abs=1e-18)
+
+
+def test_messages_option_is_checked(tmp_path):
+    from eventllm.errors import ConfigError
+
+    text = (ROOT / "sim" / "presets" / "loihi.toml").read_text().replace('topology = "loihi"', 'topology = "loihi"\nmessages = "per_neuron"')
+    (tmp_path / "c.toml").write_text(text)
+    with pytest.raises(ConfigError, match="messages = 'per_neuron'; use one of per_shard, per_core"):
+        load_costs(str(tmp_path / "c.toml"))
+    assert load_costs("loihi").messages == "per_shard"
