@@ -43,6 +43,7 @@ import numpy as np
 from eventllm.errors import ConfigError, EventLLMError
 from eventllm.process.library import Dense
 from sim.costs import CostModel
+from mapping.partition import per_output_params
 from sim.engine import C, synaptic_plan
 
 INSTALL_HINT = "run `make setup` (it installs sanafe 2.2.9 into .venv, see .ci/install-sanafe)"
@@ -72,7 +73,7 @@ class Projection:
     port: str  # the out-port feeding it ('proc.port'): its mask drives the sources
     size: int  # entries of that port
     sources: list[tuple[int, int, int]]  # (core, lo, hi): source neurons [lo, hi) of the port on a core
-    targets: list[dict]  # per shard: shard, core, rows (lo, hi), inputs (lo, hi), unit (the synapse/soma kind)
+    targets: list[dict]  # per shard: shard, core, rows (lo, hi), inputs (lo, hi), unit (its `Unit`)
     shards: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     src_shards: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
@@ -108,7 +109,6 @@ def projections(engine, names: list[str] | None = None, layer: int | None = None
             lo, hi = int(engine.p_lo[k]) - off, int(engine.p_hi[k]) - off
             a, b = sources.get(s, (lo, hi))
             sources[s] = (min(a, lo), max(b, hi))
-        plan = synaptic_plan(p)
         n_out, n_in = p.shape
         targets = []
         for sid in engine.shards_of[p.name]:
@@ -116,32 +116,47 @@ def projections(engine, names: list[str] | None = None, layer: int | None = None
             rows = (sh.lo, sh.hi) if sh.split == "outputs" else (0, n_out)
             inputs = (sh.lo, sh.hi) if sh.split == "inputs" else (0, n_in)
             targets.append({"shard": int(sid), "core": int(engine.core[sid]), "rows": rows, "inputs": inputs,
-                            "unit": _unit_key(p, plan)})
+                            "unit": unit_of(p)})
         out.append(Projection(p.name, src.path, src.size, [(int(engine.core[s]), a, b) for s, (a, b) in sorted(sources.items())],
                               targets, np.array(engine.shards_of[p.name]), np.array(sorted(sources))))
     return out
 
 
-def _unit_key(proc, plan: dict) -> str:
-    """The name of the synapse and target soma units a Dense's shards use: one per kind of synaptic work."""
-    return (f"w{plan['weight_bits']}" + ("i8" if plan["int8_macs"] else "") + f"u{plan['unpacks_per_weight']}"
-            + f"o{plan['ops_per_output']}" + f"p{(('bias' in proc.vars) + ('scale' in proc.vars))}" + ("a" if proc.accumulates else ""))
+@dataclass(frozen=True, order=True)
+class Unit:
+    """The kind of synaptic work of a Dense's shards: what its SANA-FE synapse and target soma units are priced for."""
+
+    weight_bits: int
+    int8_macs: bool
+    unpacks_per_weight: int
+    ops_per_output: int
+    params_per_output: int  # bias, scale
+    accumulates: bool  # a delta receiver's kept sums
+
+    @property
+    def name(self) -> str:
+        return (f"w{self.weight_bits}{'i8' if self.int8_macs else ''}u{self.unpacks_per_weight}o{self.ops_per_output}"
+                f"p{self.params_per_output}{'a' if self.accumulates else ''}")
+
+
+def unit_of(proc) -> Unit:
+    """The `Unit` of a Dense process (`sim.engine.synaptic_plan`)."""
+    plan = synaptic_plan(proc)
+    return Unit(plan["weight_bits"], plan["int8_macs"], plan["unpacks_per_weight"], plan["ops_per_output"],
+                per_output_params(proc), bool(proc.accumulates))
 
 
 # --- the architecture ---------------------------------------------------------------------------------------
-def _unit_costs(key: str, costs: CostModel, npe: int, clock: float) -> tuple[dict, dict]:
+def _unit_costs(u: Unit, costs: CostModel, npe: int, clock: float) -> tuple[dict, dict]:
     """(synapse attributes, target soma attributes) of a unit kind at our costs: the same price per action."""
     e, cy = costs.energy, costs.cycles
-    bits = int(key[1:key.index("u")].replace("i8", ""))
-    int8 = "i8" in key
-    unpacks = int(key[key.index("u") + 1:key.index("o")])
-    ops = int(key[key.index("o") + 1:key.index("p")])
-    params = int(key[key.index("p") + 1])
-    acc = key.endswith("a")
-    per_synapse_j = (e["synop_int8"] if int8 else e["synop"]) + e["weight_read"] * min(bits, 16) / 16 + unpacks * e["weight_unpack"]
-    per_synapse_s = ((cy["synop_int8"] if int8 else cy["synop"]) + unpacks * cy["weight_unpack"]) / npe / clock
+    per_synapse_j = ((e["synop_int8"] if u.int8_macs else e["synop"]) + e["weight_read"] * u.weight_bits / 16
+                     + u.unpacks_per_weight * e["weight_unpack"])
+    per_synapse_s = ((cy["synop_int8"] if u.int8_macs else cy["synop"]) + u.unpacks_per_weight * cy["weight_unpack"]) / npe / clock
     # our per-output work of a Dense shard, every token whatever the events: SANA-FE's access of every mapped neuron
-    access_j = params * e["param_read"] + (ops + acc) * e["neuron_op"] + acc * 2 * (e["state_read"] + e["state_write"])
+    acc = int(u.accumulates)
+    access_j = (u.params_per_output * e["param_read"] + (u.ops_per_output + acc) * e["neuron_op"]
+                + acc * 2 * (e["state_read"] + e["state_write"]))
     synapse = {"model": "current_based", "energy_process_spike": per_synapse_j, "latency_process_spike": per_synapse_s}
     soma = {"model": "leaky_integrate_fire", "energy_access_neuron": access_j, "latency_access_neuron": 0.0,
             "energy_update_neuron": 0.0, "latency_update_neuron": 0.0, "energy_spike_out": 0.0, "latency_spike_out": 0.0}
@@ -208,13 +223,13 @@ def architecture(topology, costs: CostModel | str, projs: list[Projection]) -> d
         raise ConfigError(f"unknown SANA-FE costs {costs!r}; use one of {', '.join(COSTS)}")
     tiles = []
     for c in range(n):
-        soma = [{"name": f"tgt_{k}", "attributes": units[k][1]} for k in kinds]
+        soma = [{"name": f"tgt_{k.name}", "attributes": units[k][1]} for k in kinds]
         if inputs[c]:
             soma.append({"name": f"in[0..{inputs[c] - 1}]", "attributes": source})
         core = {"name": "core", "attributes": {"buffer_position": "soma", "buffer_inside_unit": False,
                                                "max_neurons_supported": int(max(neurons[c], 1))},
                 "axon_in": [{"name": "axon_in", "attributes": axon_in}],
-                "synapse": [{"name": f"syn_{k}", "attributes": units[k][0]} for k in kinds],
+                "synapse": [{"name": f"syn_{k.name}", "attributes": units[k][0]} for k in kinds],
                 "dendrite": [{"name": "dendrite", "attributes": dendrite}],
                 "soma": soma, "axon_out": [{"name": "axon_out", "attributes": axon_out}]}
         tiles.append({"name": f"tile{c}", "attributes": hop, "core": [core]})
@@ -254,8 +269,8 @@ def network(sanafe, arch, graph, proj: Projection, mask: np.ndarray):
     for t in proj.targets:
         r0, r1 = t["rows"]
         c0, c1 = t["inputs"]
-        tgt = net.create_neuron_group(f"tgt{t['shard']}", r1 - r0, soma_hw_name=f"tgt_{t['unit']}",
-                                      default_synapse_hw_name=f"syn_{t['unit']}", model_attributes={"threshold": NEVER})
+        tgt = net.create_neuron_group(f"tgt{t['shard']}", r1 - r0, soma_hw_name=f"tgt_{t['unit'].name}",
+                                      default_synapse_hw_name=f"syn_{t['unit'].name}", model_attributes={"threshold": NEVER})
         tgt.map_to_core(cores[t["core"]])
         for g, lo, hi in groups:
             a, b = max(lo, c0), min(hi, c1)

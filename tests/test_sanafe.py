@@ -71,7 +71,7 @@ def test_hand_count(tmp_path):
     sanafe = sf.require_sanafe()
     topo, costs = load_topology("loihi:2x2"), load_costs("loihi")
     graph = {"d": Dense("d", weights=np.ones((2, 3), np.float32))}
-    unit = sf._unit_key(graph["d"], {"weight_bits": 16, "int8_macs": False, "unpacks_per_weight": 0, "ops_per_output": 0})
+    unit = sf.unit_of(graph["d"])
     proj = sf.Projection("d", "src.out", 3, [(0, 0, 3)], [{"shard": 0, "core": 3, "rows": (0, 2), "inputs": (0, 3), "unit": unit}])
     mask = np.array([[1, 0, 1], [0, 1, 1], [1, 1, 1]], bool).T  # per step: sources 0 and 2, 1 and 2, all three
     arch = sanafe.load_arch(str(sf.write_architecture(sf.architecture(topo, costs, [proj]), tmp_path / "arch.yaml")))
