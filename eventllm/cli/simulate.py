@@ -30,6 +30,8 @@ def cmd_simulate(args) -> int:
     costs = load_costs(args.costs or mapping.topology.name)
     if note := topology_note(costs, mapping.topology.name):
         print(note, file=sys.stderr)
+    if args.backend == "sanafe" and graph.delta_sites():  # SANA-FE's sources follow the torch model's masks: values, not changes
+        raise ConfigError("delta events cannot be driven on SANA-FE yet; drop --backend sanafe, or build the graph without --delta")
     if args.backend == "lava" and graph.delta_sites():
         raise ConfigError("delta events are not bridged to Lava yet; drop --backend lava, or build the graph without --delta")
     if args.data:
