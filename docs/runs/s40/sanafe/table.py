@@ -22,7 +22,8 @@ rows = s["projections"]
 worst = max(abs(r["agreement"]["energy_j"]) for r in rows)
 counts = all(r["agreement"][k] == 0 for r in rows for k in ("synaptic_events", "hops", "messages_per_destination_core"))
 print(f"\nall {len(rows)} projections: counts equal {counts}; largest |energy Δ| {worst:.3%}; "
-      f"largest |latency Δ| (simple) {max(abs(r['agreement']['latency_s']) for r in rows):.3%}")
+      f"largest |latency Δ| (simple) {max(abs(r['agreement']['latency_s']) for r in rows):.3%}; "
+      f"largest |synaptic energy Δ| {max(abs(r['agreement']['energy_synapse']) for r in rows):.1e}")
 m = s["model"]
 print(f"whole graph µJ/token: ours {m['energy_per_token_j'] * 1e6:.3f}; projections ours {m['projections_energy_per_token_j'] * 1e6:.3f}; "
       f"(SANA-FE at loihi.yaml: {sum(r['sanafe_loihi_yaml']['energy_j'] for r in rows) / T * 1e6:.3f}); "
