@@ -257,6 +257,47 @@ def simulator(hw: Hardware, dense: bool = False):
     return Simulator(graph, mapping, hw.costs, event_driven=False, overrides=MODE_OVERRIDES)
 
 
+def require_sanafe() -> None:
+    """Raise `sim.sanafe.SanafeMissing` (one line naming `make setup`) unless the sanafe package imports."""
+    from sim.sanafe import require_sanafe as check
+
+    check()
+
+
+def sanafe_compare(hw: Hardware, model, ids: list[int], names: list[str] | None = None, layer: int | None = None,
+                   timings=("simple", "detailed"), folder: str | Path | None = None, progress: bool = False) -> dict:
+    """The projections of `hw.graph` (those `names`d, those of `layer`, or all) run on SANA-FE over `ids`, their sources
+    driven by the event masks of `model` (the torch model the graph was built from), beside our trace engine's figures
+    for the same tokens (`sim.sanafe.Comparison.run`); the whole graph's energy per token under our accounting and with
+    the projections' input side as SANA-FE counts it at its loihi.yaml costs (`model`)."""
+    from eventllm.masks import check_model_matches, check_thresholds_match, event_masks, graph_thetas
+    from sim.report import summarize
+    from sim.sanafe import Comparison
+    from sim.trace import TraceEngine
+
+    if not ids:
+        raise ConfigError("nothing to simulate: pass at least one token")
+    engine = TraceEngine(hw.graph, hw.mapping, hw.costs)
+    cmp = Comparison(engine, names, layer)  # a missing sanafe package is named here, before any work
+    check_model_matches(model, hw.graph)
+    saved = model.get_thetas()
+    try:
+        model.set_thetas(graph_thetas(hw.graph))
+        check_thresholds_match(model, hw.graph)
+        for part, masks in event_masks(model, hw.graph, ids):
+            cmp.add(part, masks)
+    finally:
+        model.set_thetas(saved)
+    out = cmp.run(timings, folder=folder, progress=progress)
+    total = summarize(engine)["energy_per_token_j"]
+    T = out["tokens"]
+    ours = sum(r["ours"]["energy_j"] for r in out["projections"]) / T
+    theirs = sum(r["sanafe_loihi_yaml"]["energy_j"] for r in out["projections"]) / T
+    out["model"] = {"energy_per_token_j": total, "projections_energy_per_token_j": ours,
+                    "with_sanafe_loihi_yaml_projections_energy_per_token_j": total - ours + theirs}
+    return out
+
+
 @dataclass
 class World:
     """This process's rank among `size` processes (rank 0 of 1 without torchrun; `eventllm.distributed` joins one)."""

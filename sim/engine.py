@@ -54,7 +54,7 @@ ENERGY_GROUPS = {
     "neuron": (("neuron_ops", "neuron_op"), ("neuron_updates", "neuron_update"), ("param_reads", "param_read")),
     "state memory": (("state_reads", "state_read"), ("state_writes", "state_write")),
     "events": (("events_in", "event_in"), ("events_out", "event_out")),
-    "noc": (("hops", "noc_hop"), ("chip_crossings", "chip_link")),
+    "noc": (("packets", "packet"), ("hops", "noc_hop"), ("chip_crossings", "chip_link")),
 }
 
 
@@ -205,6 +205,15 @@ class Simulator:
         self.p_remote = a != b
         self.p_hops = np.where(self.p_remote, self.topo.hops(a, b), 0).astype(np.int64)
         self.p_crossings = np.asarray(self.topo.chip_crossings(a, b), dtype=np.int64) * self.p_remote
+        # packets one event on a pair makes: one per destination shard on another core ("per_shard"), or, as SANA-FE
+        # counts, one per destination core, the sender's own too ("per_core": shards of one core that read the same
+        # range share a message)
+        if self.costs.messages == "per_core":
+            _, first = np.unique(np.stack([self.p_src, b, self.p_lo, self.p_hi], 1), axis=0, return_index=True)
+            self.p_messages = np.zeros(len(self.p_src), np.int64)
+            self.p_messages[first] = 1
+        else:
+            self.p_messages = self.p_remote.astype(np.int64)
         cy, clock = self.costs.cycles, self.topo.core.clock_hz
         self.p_transfer = (self.p_hops * cy["hop"] + self.p_crossings * cy["chip_link"]) / clock
         # per-shard constants: synaptic fan-out of an input event (and its memory words, unpacks and kind of MAC),
@@ -298,11 +307,11 @@ class Simulator:
         ev = cum[self.p_hi] - cum[self.p_lo]
         if self.p_partial.any():
             ev = np.where(self.p_partial, np.where(ev_in[self.p_src] > 0, self.p_hi - self.p_lo, 0), ev)
-        packets = ev * self.p_remote
+        packets = ev * self.p_messages
         counts[:, C["packets"]] = np.bincount(self.p_src, packets, self.n_shards)
         counts[:, C["hops"]] = np.bincount(self.p_src, packets * self.p_hops, self.n_shards)
         counts[:, C["chip_crossings"]] = np.bincount(self.p_src, packets * self.p_crossings, self.n_shards)
-        latency, layer_finish = self._latency(counts, packets)
+        latency, layer_finish = self._latency(counts, ev)
         r = self.result
         r.tokens += 1
         r.counts += counts
@@ -362,9 +371,10 @@ class Simulator:
         return (counts[..., C["events_in"]] * cy["event_in"] + np.ceil(parallel / npe)
                 + counts[..., C["events_out"]] * cy["event_out"] + counts[..., C["packets"]] * cy["packet"])
 
-    def _latency(self, counts: np.ndarray, packets: np.ndarray) -> tuple[float, list[float]]:
+    def _latency(self, counts: np.ndarray, events: np.ndarray) -> tuple[float, list[float]]:
+        """The critical path of one token, whose pairs carried `events` (a pair on one core: no transfer time)."""
         compute = self._compute_cycles(counts) / self.topo.core.clock_hz
-        arrive_delay = np.where(packets > 0, self.p_transfer, 0.0)
+        arrive_delay = np.where(events > 0, self.p_transfer, 0.0)
         finish = np.zeros(self.n_shards)
         group_finish = np.zeros(len(self.layer_names))
         for proc in self.order:

@@ -24,7 +24,7 @@ MODE_OVERRIDES = {"theta": 0.0}
 
 
 def unit_energies(costs: CostModel) -> np.ndarray:
-    """Joules per count of each counter (packets cost nothing by themselves: their hops do)."""
+    """Joules per count of each counter (a packet: the cost table's `packet`, 0 where only its hops cost)."""
     per = dict.fromkeys(COUNTERS, 0.0)
     for pairs in ENERGY_GROUPS.values():
         for counter, key in pairs:

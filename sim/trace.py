@@ -69,6 +69,16 @@ class TraceEngine(Simulator):
         super().__init__(graph, mapping, costs, event_driven, overrides)
         self._plan_trace()
         self.position = 0
+        self.recorded: list[tuple[np.ndarray, np.ndarray]] = []
+        self._record = None
+
+    def record(self, shards) -> np.ndarray:
+        """From now on keep, per token, the counters of `shards` and the packets of every NoC pair into them
+        (`recorded`: a list of ([T, len(shards), counters], [T, pairs]) blocks); returns those pairs' indices."""
+        shards = np.asarray(shards, dtype=np.int64)
+        pairs = np.flatnonzero(np.isin(self.p_dst, shards))
+        self._record = (shards, pairs)
+        return pairs
 
     def reset(self) -> None:
         super().reset()
@@ -188,11 +198,13 @@ class TraceEngine(Simulator):
         ev = events(self.ix_pair)
         if self.p_partial.any():
             ev = np.where(self.p_partial, np.where(ev_in[:, self.p_src] > 0, self.p_hi - self.p_lo, 0), ev)
-        packets = ev * self.p_remote
+        packets = ev * self.p_messages
         counts[..., C["packets"]] = self.src_groups.sum(packets)
         counts[..., C["hops"]] = self.src_groups.sum(packets * self.p_hops)
         counts[..., C["chip_crossings"]] = self.src_groups.sum(packets * self.p_crossings)
-        latency, layer_finish = self._latencies(counts, packets)
+        latency, layer_finish = self._latencies(counts, ev)
+        if self._record is not None:
+            self.recorded.append((counts[:, self._record[0]].copy(), packets[:, self._record[1]].copy()))
         energy = sum(self.energy_breakdown(counts.sum(1).T, latency).values())
         if len(self.threshold_ranges):
             a, b = self.threshold_ranges[:, 0], self.threshold_ranges[:, 1]
@@ -240,11 +252,12 @@ class TraceEngine(Simulator):
         counts[:, ids, C["state_reads"]] += 2 * pos * d_part
         counts[:, ids, C["state_writes"]] += 2 * d_part
 
-    def _latencies(self, counts: np.ndarray, packets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The message engine's critical path for every token: latency [T] and layer finish times [T, groups]."""
+    def _latencies(self, counts: np.ndarray, events: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The message engine's critical path for every token (`events` [T, pairs] on each pair): latency [T] and layer
+        finish times [T, groups]."""
         T = counts.shape[0]
         compute = self._compute_cycles(counts) / self.topo.core.clock_hz
-        arrive_delay = np.where(packets > 0, self.p_transfer, 0.0)
+        arrive_delay = np.where(events > 0, self.p_transfer, 0.0)
         finish = np.zeros((T, self.n_shards))
         group_finish = np.zeros((T, len(self.layer_names)))
         for proc in self.order:

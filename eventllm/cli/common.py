@@ -43,6 +43,10 @@ def positive_int(text: str) -> int:
     return number(text, int, lambda v: v >= 1, "an integer ≥ 1")
 
 
+def non_negative_int(text: str) -> int:
+    return number(text, int, lambda v: v >= 0, "an integer ≥ 0")
+
+
 def seed(text: str) -> int:
     return number(text, int, lambda v: 0 <= v < 2**63, "an integer in 0 … 2^63 - 1")
 

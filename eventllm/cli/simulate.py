@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from eventllm.cli.common import (
-    LAVA_BLOCKS, SIMULATE_PROMPT, check_outputs, enough_tokens, lava_blocks, positive_int, write_json,
+    LAVA_BLOCKS, SIMULATE_PROMPT, check_outputs, enough_tokens, lava_blocks, non_negative_int, positive_int, projection_list,
+    write_json,
 )
 
 
@@ -22,15 +23,20 @@ def cmd_simulate(args) -> int:
     if args.segments > 1 and args.data is None:
         raise ConfigError("--segments cuts the text of --data; drop it, or pass --data")
     lava_blocks(args)
+    sanafe_options(args)
     check_outputs(args.json, folder=args.report)
     graph = ProcessGraph.load(args.graph)
     mapping = load_mapping(args.mapping, graph)
     costs = load_costs(args.costs or mapping.topology.name)
     if note := topology_note(costs, mapping.topology.name):
         print(note, file=sys.stderr)
+    if args.backend == "sanafe" and graph.delta_sites():  # SANA-FE's sources follow the torch model's masks: values, not changes
+        raise ConfigError("delta events cannot be driven on SANA-FE yet; drop --backend sanafe, or build the graph without --delta")
     if args.backend == "lava" and graph.delta_sites():
         raise ConfigError("delta events are not bridged to Lava yet; drop --backend lava, or build the graph without --delta")
     if args.data:
+        if args.backend == "sanafe":
+            raise ConfigError("--backend sanafe runs the tokens of a prompt; drop --data and pass --prompt or --token-ids")
         if args.backend == "lava":
             raise ConfigError("--backend lava runs a prompt token by token (about 0.3 tokens/s on the tiny model); "
                               "drop --data and pass --prompt or --token-ids")
@@ -67,7 +73,55 @@ def cmd_simulate(args) -> int:
             "prompt": args.prompt, "token_ids": tokens}
     if args.backend == "lava":
         info["lava"] = _simulate_on_lava(args, runs["thresholded"], tokens)
-    return _simulate_report(args, runs, info, mapping, len(tokens))
+    if args.backend == "sanafe":
+        from eventllm.pipeline import sanafe_compare
+
+        info["sanafe"] = sanafe_compare(hw, _graph_model(args, graph), tokens, args.sanafe_projections, args.sanafe_layer,
+                                        progress=not args.quiet)
+    code = _simulate_report(args, runs, info, mapping, len(tokens))
+    if args.backend == "sanafe":
+        _print_sanafe(info["sanafe"])
+    return code
+
+
+def sanafe_options(args) -> None:
+    """--sanafe-layer and --sanafe-projections only with --backend sanafe, and not both; sanafe installed."""
+    from eventllm.errors import ConfigError
+
+    given = [f for f, v in (("--sanafe-layer", args.sanafe_layer), ("--sanafe-projections", args.sanafe_projections)) if v is not None]
+    if given and args.backend != "sanafe":
+        raise ConfigError(f"{given[0]} chooses what runs on SANA-FE; drop it, or add --backend sanafe")
+    if len(given) > 1:
+        raise ConfigError("--sanafe-layer and --sanafe-projections both choose the projections; pass one of them")
+    if args.backend == "sanafe":
+        from eventllm.pipeline import require_sanafe
+
+        require_sanafe()
+
+
+def _print_sanafe(s: dict) -> None:
+    """Ours and SANA-FE's figures for every projection, side by side (counts over the tokens; µJ and µs per token)."""
+    from eventllm.report import format_table
+
+    T = s["tokens"]
+    rows = []
+    for r in s["projections"]:
+        o, f, d, n = r["ours"], r["sanafe"], r.get("sanafe_detailed"), r["sanafe_loihi_yaml"]
+        part = lambda x, k: f"{x['energy_by_part_j'][k] / T * 1e6:.3f}"  # noqa: E731
+        rows.append([r["name"], f"{o['synaptic_events']:,} / {f['synaptic_events']:,}",
+                     f"{o['messages']:,} ({o['messages_per_destination_core']:,}) / {f['messages']:,}", f"{o['hops']:,} / {f['hops']:,}",
+                     f"{part(o, 'synapse')} / {part(f, 'synapse')}", f"{part(o, 'neuron')} / {part(f, 'neuron')}",
+                     f"{part(o, 'network')} / {part(f, 'network')}", f"{r['agreement']['energy_j']:+.2e}",
+                     f"{o['latency_s'] * 1e6:.3f} / {f['latency_s'] * 1e6:.3f}" + (f" / {d['latency_s'] * 1e6:.3f}" if d else ""),
+                     f"{n['energy_j'] / T * 1e6:.3f}"])
+    print(format_table(["projection", "synaptic events", "messages (per dest. core)", "hops", "synapse µJ", "neuron µJ",
+                        "network µJ", "energy diff", "µs/token (simple / detailed)", "loihi.yaml µJ"], rows,
+                       title=f"\nSANA-FE beside eventllm, {T} tokens, both at the {s['costs']} costs: ours / SANA-FE "
+                             "(last column: SANA-FE at its own loihi.yaml)"))
+    m = s["model"]
+    print(f"whole graph: {m['energy_per_token_j'] * 1e6:.3f} µJ/token ours; {m['with_sanafe_loihi_yaml_projections_energy_per_token_j'] * 1e6:.3f} "
+          "µJ/token with these projections as SANA-FE's loihi.yaml counts them (SANA-FE has no graded spikes: "
+          "counts, energy and latency are compared, values are not)")
 
 
 def _simulate_on_lava(args, run: dict, tokens) -> dict:
@@ -194,8 +248,13 @@ def add_parser(sub) -> None:
     sm.add_argument("--model", help="the torch model the graph was built from, for the trace engine (default: the graph's)")
     sm.add_argument("--device", help="where the trace engine's torch model runs: cpu or cuda (default: cpu)")
     sm.add_argument("--compare-dense", action="store_true", help="also simulate θ = 0 with and without zero skipping")
-    sm.add_argument("--backend", default="sim", choices=["sim", "lava"], help="lava: also run the prompt on lava-nc "
-                    "(.venv-lava) and check its logits and per-port event counts against the simulator's (default: %(default)s)")
+    sm.add_argument("--backend", default="sim", choices=["sim", "lava", "sanafe"], help="lava: also run the prompt on lava-nc "
+                    "(.venv-lava) and check its logits and per-port event counts against the simulator's; sanafe: also run "
+                    "the projections on SANA-FE (the same tokens, costs and cores) and print its counts, energy and latency "
+                    "beside ours (default: %(default)s)")
+    sm.add_argument("--sanafe-layer", type=non_negative_int, help="with --backend sanafe: only the projections of this layer (default: all)")
+    sm.add_argument("--sanafe-projections", type=projection_list, metavar="NAME,…", help="with --backend sanafe: only these "
+                    "projections (process names as in the graph, e.g. L0.ffn.key)")
     sm.add_argument("--lava-blocks", choices=["hierarchical", "fused"], help=LAVA_BLOCKS)
     sm.add_argument("--json", metavar="OUT", help="write the results as JSON")
     sm.add_argument("--report", metavar="DIR", help="write simulation.json and plots into DIR")
