@@ -1,7 +1,10 @@
-"""Shared set-up for the benchmarks: the zoo graphs and an RWKV-4 430M-shaped model driven at measured sparsity."""
+"""Shared set-up for the benchmarks: the zoo graphs, an RWKV-4 430M-shaped model driven at measured sparsity, and the
+`--small` mode every benchmark has (`parse_args`): the least sizes that still run each of its stages, in seconds on a
+CPU, which `tests/test_benchmarks.py` runs so that no benchmark rots."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -11,7 +14,62 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python benchmarks/NAME.py` without an installed eventllm: the repository's packages
     sys.path.append(str(ROOT))
 
+from eventllm.cli.common import Parser  # noqa: E402,F401  (argparse with one-line errors, exit 2)
 from eventllm.data import SAMPLE_TEXT  # noqa: E402
+
+SMALL_MODEL = "zoo:rwkv4-tiny"  # the smallest trained zoo model: what --small runs instead of a larger one
+SMALL_DATA_CHARS = 1 << 14  # characters of held-out text in each split of the --small data folder (a few thousand tokens)
+
+
+def parse_args(ap: argparse.ArgumentParser, argv: list[str] | None, small: dict) -> argparse.Namespace:
+    """`ap`'s arguments from `argv` (None: the command line), with `--small` added: given, the values in `small`
+    (by dest; a function is called for its value, only then) replace the defaults, and the arguments they name are no
+    longer required; arguments given still win."""
+    shown = " ".join(f"{k.replace('_', '-')}={f'<{v.__name__}>' if callable(v) else v}" for k, v in small.items())
+    ap.add_argument("--small", action="store_true", help="the smallest run of every stage (a smoke test, seconds on a CPU; "
+                    "tests/test_benchmarks.py runs it)" + (f": {shown}" if shown else ""))
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--small", action="store_true")
+    if pre.parse_known_args(argv)[0].small:
+        for action in ap._actions:
+            if action.dest in small:
+                value = small[action.dest]
+                action.default, action.required = value() if callable(value) else value, False
+                if not action.option_strings:  # a positional: may be left out now
+                    action.nargs = "?"
+    return ap.parse_args(argv)
+
+
+def entry(main) -> None:
+    """Run a benchmark's `main` as a script: a library error (a bad file, an unknown model) is one line on stderr and
+    exit status 2, as the eventllm commands do."""
+    from eventllm.errors import EventLLMError
+
+    try:
+        code = main()
+    except EventLLMError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)
+
+
+def small_data() -> Path:
+    """A tiny data folder (train, valid and test split files, SMALL_DATA_CHARS characters each, cut one after the
+    other from the pg-books test text shipped in eventllm/heldout), written once beside the token cache: what
+    --small reads instead of a corpus, so its token streams take milliseconds."""
+    import lzma
+
+    from eventllm.atomic import write_text
+    from eventllm.data import HELDOUT_TEXT, default_cache_dir, split_files
+
+    folder = default_cache_dir().parent / "benchmark-small-data"
+    splits = ("train", "valid", "test")
+    if set(split_files(folder)) != set(splits):  # written once: the token cache keys on the files' times
+        with lzma.open(split_files(HELDOUT_TEXT)["test"], "rt", encoding="utf-8") as f:
+            text = f.read(len(splits) * SMALL_DATA_CHARS)
+        for i, split in enumerate(splits):
+            write_text(folder / f"{split}.txt", text[i * SMALL_DATA_CHARS:(i + 1) * SMALL_DATA_CHARS])
+    return folder
 
 
 def zoo(name: str):
