@@ -21,6 +21,13 @@ SMALL_MODEL = "zoo:rwkv4-tiny"  # the smallest trained zoo model: what --small r
 SMALL_DATA_CHARS = 1 << 14  # characters of held-out text in each split of the --small data folder (a few thousand tokens)
 
 
+def parser(file: str, doc: str, whole_doc: bool = False) -> Parser:
+    """The argument parser of benchmark `file` (its name in messages), described by `doc`'s first line (or all of it)."""
+    if whole_doc:
+        return Parser(prog=Path(file).name, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    return Parser(prog=Path(file).name, description=doc.split("\n")[0])
+
+
 def parse_args(ap: argparse.ArgumentParser, argv: list[str] | None, small: dict) -> argparse.Namespace:
     """`ap`'s arguments from `argv` (None: the command line), with `--small` added: given, the values in `small`
     (by dest; a function is called for its value, only then) replace the defaults, and the arguments they name are no
@@ -51,6 +58,13 @@ def entry(main) -> None:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
+
+
+def small_thresholds() -> str:
+    """The thresholds file shipped with SMALL_MODEL."""
+    from eventllm.pipeline import shipped_thresholds
+
+    return str(shipped_thresholds(SMALL_MODEL))
 
 
 def small_data() -> Path:

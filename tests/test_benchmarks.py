@@ -1,0 +1,66 @@
+"""Every script under benchmarks/ runs in its --small mode (the least sizes that still run each of its stages), called
+in this process through its `main(argv)`, and writes into tmp_path what it promises: a new benchmark without a small
+mode, or without a check below, fails here. No benchmark module may shadow a package (`import mapping` would find it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
+SCRIPTS = sorted(p.stem for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
+
+
+def positive(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def read(path: Path) -> dict:
+    assert path.is_file(), f"{path.name} was not written"
+    return json.loads(path.read_text())
+
+
+def check_scale_thresholds(tmp: Path) -> None:
+    from eventllm.pipeline import shipped_thresholds
+    from eventllm.sparsity.thresholds import read_thresholds
+
+    out, src = read(tmp / "scaled.json"), read_thresholds(shipped_thresholds("zoo:rwkv4-tiny"))
+    scale = out["meta"]["theta_scale"]["scale"]
+    assert positive(scale) and scale != 1
+    assert [{k: v * scale for k, v in layer.items()} for layer in src["thresholds"]] == out["thresholds"]
+
+
+# benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
+CASES = {
+    "scale_thresholds": (["-o", "{tmp}/scaled.json"], check_scale_thresholds),
+}
+
+
+def load(name: str):
+    """The benchmark module, imported by its path (its sibling `_common` found through sys.path)."""
+    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_benchmark_runs_small_and_writes_what_it_promises(name, tmp_path, monkeypatch, capsys):
+    assert importlib.util.find_spec(name) is None, f"benchmarks/{name}.py shadows the importable module {name!r}: rename it"
+    assert name in CASES, f"benchmarks/{name}.py has no case here: give it a --small mode and add how to check its output"
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = load(name)
+    argv, check = CASES[name]
+    argv = ["--small", *(a.format(tmp=tmp_path) for a in argv)]
+    with pytest.raises(SystemExit) as bad:
+        module.main([*argv, "--no-such-option"])
+    err = capsys.readouterr().err
+    assert bad.value.code == 2 and err.count("\n") == 1 and f"{name}.py: error: unrecognized arguments: --no-such-option" in err
+    module.main(argv)
+    check(tmp_path)
