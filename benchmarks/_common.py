@@ -129,8 +129,30 @@ def set_thresholds_for_sparsity(graph, tokens, target: dict[str, float]) -> None
             p.vars["theta"].value[...] = np.quantile(np.abs(ex.probed(src)).ravel(), q) if q > 0 else 0.0
 
 
-def rwkv_430m(seed: int = 0):
-    """An RWKV-4 430M-shaped torch model (24 layers, d_model 1024, vocab 50277) with random weights."""
+RWKV4_SHAPES = {(24, 1024): "430M", (24, 2048): "1.5B", (32, 2560): "3B"}  # BlinkDL's RWKV-4 Pile models: (layers, width)
+
+
+def shape(text: str) -> tuple[int, int]:
+    """An argument LAYERSxWIDTH, e.g. 24x1024: (layers, width)."""
+    try:
+        layers, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a shape as LAYERSxWIDTH, e.g. 24x1024") from None
+    if layers < 1 or width < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: layers and width must be ≥ 1")
+    return layers, width
+
+
+def shape_label(layers: int, width: int) -> str:
+    """'RWKV-4 430M shape' (the released model's size), or 'RWKV-4 1 x 64 shape' for a shape no released model has."""
+    return f"RWKV-4 {RWKV4_SHAPES.get((layers, width), f'{layers} x {width}')} shape"
+
+
+RWKV4_VOCAB = 50277  # the RWKV-4 Pile models' vocabulary
+
+
+def random_rwkv(layers: int, width: int, seed: int = 0):
+    """An RWKV-4-shaped torch model (vocabulary RWKV4_VOCAB) with random weights, e.g. (24, 1024): the 430M shape."""
     from eventllm.models import RWKV, RWKVConfig
 
-    return RWKV(RWKVConfig(vocab_size=50277, d_model=1024, n_layer=24)).randomize(seed=seed).eval()
+    return RWKV(RWKVConfig(vocab_size=RWKV4_VOCAB, d_model=width, n_layer=layers)).randomize(seed=seed).eval()

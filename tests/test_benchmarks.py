@@ -36,8 +36,30 @@ def check_scale_thresholds(tmp: Path) -> None:
     assert [{k: v * scale for k, v in layer.items()} for layer in src["thresholds"]] == out["thresholds"]
 
 
+def check_placement(tmp: Path) -> None:
+    out = read(tmp / "placement.json")
+    assert len(out["placement"]) == 2
+    for graph in out["placement"].values():
+        assert positive(graph["cores"]) and all(positive(h) for h in graph["hop_traffic"].values())
+        assert positive(graph["bisection_vs_sequential"]) and positive(graph["bisection_vs_random"])
+    assert positive(out["large"]["cores_used"]) and positive(out["large"]["chips"]) and positive(out["large"]["seconds"])
+
+
+def check_energy(tmp: Path) -> None:
+    out = read(tmp / "energy.json")
+    assert len(out) == 3  # the two zoo models and the random-weight shape
+    for model in out.values():
+        for mode in ("dense", "natural", "thresholded"):
+            assert positive(model[mode]["energy_per_token_j"]) and positive(model[mode]["latency_per_token_s"])
+        # the dense run processes every entry: never cheaper than skipping zeros
+        assert model["dense"]["energy_per_token_j"] >= model["thresholded"]["energy_per_token_j"]
+        assert positive(model["cores"]) and positive(model["tokens"])
+
+
 # benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
 CASES = {
+    "energy": (["--json", "{tmp}/energy.json"], check_energy),
+    "placement": (["--json", "{tmp}/placement.json"], check_placement),
     "scale_thresholds": (["-o", "{tmp}/scaled.json"], check_scale_thresholds),
 }
 
