@@ -56,11 +56,19 @@ def check_energy(tmp: Path) -> None:
         assert positive(model["cores"]) and positive(model["tokens"])
 
 
+def check_simulator(tmp: Path) -> None:
+    out = read(tmp / "simulator.json")
+    assert len(out["models"]) == 2  # the zoo model and the random-weight shape
+    for model in out["models"].values():
+        assert all(positive(v) for v in model.values()), model
+
+
 # benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
 CASES = {
     "energy": (["--json", "{tmp}/energy.json"], check_energy),
     "placement": (["--json", "{tmp}/placement.json"], check_placement),
     "scale_thresholds": (["-o", "{tmp}/scaled.json"], check_scale_thresholds),
+    "simulator": (["--json", "{tmp}/simulator.json"], check_simulator),
 }
 
 
@@ -70,6 +78,18 @@ def load(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The small runs take milliseconds per operation: a second thread buys nothing there, and beside other jobs on
+    the 2-core CPU its spinning made a zoo model's load 8x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("name", SCRIPTS)
