@@ -143,6 +143,17 @@ def shape(text: str) -> tuple[int, int]:
     return layers, width
 
 
+def floats(text: str) -> list[float]:
+    """An argument of numbers separated by commas, e.g. 0,0.5,1."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas, e.g. 0,0.5,1") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least one number")
+    return values
+
+
 def shape_label(layers: int, width: int) -> str:
     """'RWKV-4 430M shape' (the released model's size), or 'RWKV-4 1 x 64 shape' for a shape no released model has."""
     return f"RWKV-4 {RWKV4_SHAPES.get((layers, width), f'{layers} x {width}')} shape"

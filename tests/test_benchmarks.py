@@ -63,11 +63,22 @@ def check_simulator(tmp: Path) -> None:
         assert all(positive(v) for v in model.values()), model
 
 
+def check_sparsity_curve(tmp: Path) -> None:
+    out = read(tmp / "sparsity_curve.json")
+    assert set(out["curves"]) == set(out["per_layer"]) == {"rwkv4-tiny", "opt-tiny"}
+    for points in out["curves"].values():
+        natural, shipped = (next(p for p in points if p["scale"] == s) for s in (0.0, 1.0))
+        assert all(positive(p["ppl"]) and 0 <= p["sparsity"] < 1 for p in points)
+        assert shipped["sparsity"] > natural["sparsity"]  # the shipped θ zero more inputs than θ = 0
+    assert (tmp / "sparsity_curve.png").stat().st_size and (tmp / "per_layer_sparsity.png").stat().st_size
+
+
 # benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
 CASES = {
     "energy": (["--json", "{tmp}/energy.json"], check_energy),
     "placement": (["--json", "{tmp}/placement.json"], check_placement),
     "scale_thresholds": (["-o", "{tmp}/scaled.json"], check_scale_thresholds),
+    "sparsity_curve": (["--output", "{tmp}"], check_sparsity_curve),
     "simulator": (["--json", "{tmp}/simulator.json"], check_simulator),
 }
 
