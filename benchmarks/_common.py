@@ -18,6 +18,7 @@ from eventllm.cli.common import Parser  # noqa: E402,F401  (argparse with one-li
 from eventllm.data import SAMPLE_TEXT  # noqa: E402
 
 SMALL_MODEL = "zoo:rwkv4-tiny"  # the smallest trained zoo model: what --small runs instead of a larger one
+TINY_RWKV = {"vocab_size": 256, "d_model": 32, "n_layer": 2}  # the random model --small calibrates: bytes, 2 layers
 SMALL_DATA_CHARS = 1 << 14  # characters of held-out text in each split of the --small data folder (a few thousand tokens)
 
 
@@ -67,7 +68,20 @@ def small_thresholds() -> str:
     return str(shipped_thresholds(SMALL_MODEL))
 
 
-def small_data() -> Path:
+def tiny_model() -> str:
+    """A 2-layer RWKV-4 over bytes (TINY_RWKV) with random weights in every part, saved once beside the token cache:
+    what --small calibrates and fine-tunes instead of a trained model, 100x faster per step than zoo:rwkv4-tiny."""
+    from eventllm.data import default_cache_dir
+    from eventllm.models import RWKV, RWKVConfig
+    from eventllm.models.checkpoints import save_eventllm
+
+    path = default_cache_dir().parent / "benchmark-small-model" / "rwkv4-bytes-random.safetensors"
+    if not path.is_file():
+        save_eventllm(RWKV(RWKVConfig(**TINY_RWKV)).randomize(seed=0).eval(), path)
+    return str(path)
+
+
+def small_data() -> str:
     """A tiny data folder (train, valid and test split files, SMALL_DATA_CHARS characters each, cut one after the
     other from the pg-books test text shipped in eventllm/heldout), written once beside the token cache: what
     --small reads instead of a corpus, so its token streams take milliseconds."""
@@ -83,7 +97,7 @@ def small_data() -> Path:
             text = f.read(len(splits) * SMALL_DATA_CHARS)
         for i, split in enumerate(splits):
             write_text(folder / f"{split}.txt", text[i * SMALL_DATA_CHARS:(i + 1) * SMALL_DATA_CHARS])
-    return folder
+    return str(folder)
 
 
 def zoo(name: str):

@@ -2,6 +2,7 @@
 
     python benchmarks/allocation.py [--model zoo:rwkv4-tiny] [--data ../shared/data/gutenberg] [--device cuda]
                                     [--eval-tokens N] [--json OUT] [--thresholds-dir DIR]
+    python benchmarks/allocation.py --small --json OUT      (a few windows and levels on the CPU; seconds)
 
 Both searches calibrate the same model on the same windows of the valid split with the same bound, check stream
 and safety (`calibrate(search="paper" | "greedy")`), then each is evaluated on the held-out test split (the first
@@ -12,21 +13,26 @@ headline) and mean over sites.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (import path)
+import _common
 import torch
 
 from eventllm.atomic import write_text
 from eventllm.report import format_table, pct
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+# --small: both searches on a tiny random model over a few short windows, a few levels, a short check stream and test
+# text, on the CPU
+SMALL = {"model": _common.tiny_model, "data": _common.small_data, "device": "cpu", "tokens": 64, "context": 16,
+         "check_tokens": 128, "levels": 3, "eval_tokens": 64}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = _common.parser(__file__, __doc__)
     ap.add_argument("--model", default="zoo:rwkv4-tiny")
     ap.add_argument("--data", default=str(_common.ROOT.parent / "shared" / "data" / "gutenberg"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -40,7 +46,7 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, help="first N tokens of the test split (default: all)")
     ap.add_argument("--json", help="write the figures (and the greedy search's site prices) as JSON")
     ap.add_argument("--thresholds-dir", help="write each search's thresholds file here")
-    args = ap.parse_args()
+    args = _common.parse_args(ap, argv, SMALL)
 
     from eventllm.data import cached_token_stream
     from eventllm.evaluate.language_model import evaluate_stream
@@ -95,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.entry(main)

@@ -73,8 +73,20 @@ def check_sparsity_curve(tmp: Path) -> None:
     assert (tmp / "sparsity_curve.png").stat().st_size and (tmp / "per_layer_sparsity.png").stat().st_size
 
 
+def check_allocation(tmp: Path) -> None:
+    out = read(tmp / "allocation.json")
+    assert set(out["runs"]) == {"paper", "greedy"} and out["runs"]["greedy"]["prices"]
+    for run in out["runs"].values():
+        assert positive(run["seconds"]) and positive(run["evaluations"]) and positive(run["scale"])
+        assert run["check"]["ppl_increase"] <= out["args"]["max_ppl_increase"]  # the bound the search promises
+        assert positive(run["test"]["ppl"]) and positive(run["test"]["ppl_dense"])
+        assert run["test"]["mac_weighted"]["thresholded"] > run["test"]["mac_weighted"]["natural"] >= 0
+    assert len(list((tmp / "thresholds").glob("*.json"))) == 2
+
+
 # benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
 CASES = {
+    "allocation": (["--json", "{tmp}/allocation.json", "--thresholds-dir", "{tmp}/thresholds"], check_allocation),
     "energy": (["--json", "{tmp}/energy.json"], check_energy),
     "placement": (["--json", "{tmp}/placement.json"], check_placement),
     "scale_thresholds": (["-o", "{tmp}/scaled.json"], check_scale_thresholds),
