@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     m = loaded.model
     valid = cached_token_stream(args.data, "valid", loaded.tokenizer).astype("int64").tolist()
     test = cached_token_stream(args.data, "test", loaded.tokenizer).astype("int64").tolist()[: args.eval_tokens]
+    stem = loaded.name.replace(":", "_") if loaded.name.startswith("zoo:") else Path(loaded.name).stem  # a file: its name
     runs, rows = {}, []
     for search in args.searches.split(","):
         m.set_thetas(0.0)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.thresholds_dir:
             meta = res.meta() | {"precision": describe(m), "data": args.data, "split": "valid", "max_ppl_increase": args.max_ppl_increase,
                                  "check_tokens": args.check_tokens}
-            save_thresholds(m, Path(args.thresholds_dir) / f"{loaded.name.replace(':', '_')}_{search}.json", loaded.name, meta=meta)
+            save_thresholds(m, Path(args.thresholds_dir) / f"{stem}_{search}.json", loaded.name, meta=meta)
         ev = evaluate_stream(m, test)
         sp = ev["sparsity"]
         runs[search] = {
