@@ -19,6 +19,7 @@ from eventllm.data import SAMPLE_TEXT  # noqa: E402
 
 SMALL_MODEL = "zoo:rwkv4-tiny"  # the smallest trained zoo model: what --small runs instead of a larger one
 TINY_RWKV = {"vocab_size": 256, "d_model": 32, "n_layer": 2}  # the random model --small calibrates: bytes, 2 layers
+TINY_SCALE = 1.0  # its weights' scale (`randomize`): at 0.5 the loss hardly feels the inputs, and a search zeroes them all
 SMALL_DATA_CHARS = 1 << 14  # characters of held-out text in each split of the --small data folder (a few thousand tokens)
 
 
@@ -75,9 +76,10 @@ def tiny_model() -> str:
     from eventllm.models import RWKV, RWKVConfig
     from eventllm.models.checkpoints import save_eventllm
 
-    path = default_cache_dir().parent / "benchmark-small-model" / "rwkv4-bytes-random.safetensors"
+    name = f"rwkv4-bytes-{TINY_RWKV['n_layer']}x{TINY_RWKV['d_model']}-random{TINY_SCALE:g}.safetensors"
+    path = default_cache_dir().parent / "benchmark-small-model" / name
     if not path.is_file():
-        save_eventllm(RWKV(RWKVConfig(**TINY_RWKV)).randomize(seed=0).eval(), path)
+        save_eventllm(RWKV(RWKVConfig(**TINY_RWKV)).randomize(seed=0, scale=TINY_SCALE).eval(), path)
     return str(path)
 
 
