@@ -83,6 +83,13 @@ def tiny_model() -> str:
     return str(path)
 
 
+def small_lambada() -> str:
+    """The LAMBADA test file shipped in eventllm/heldout (xz-compressed; read up to a limit, as --small does)."""
+    from eventllm.evaluate.tasks import default_task_file
+
+    return str(default_task_file("lambada", None))
+
+
 def small_data() -> str:
     """A tiny data folder (train, valid and test split files, SMALL_DATA_CHARS characters each, cut one after the
     other from the pg-books test text shipped in eventllm/heldout), written once beside the token cache: what

@@ -84,9 +84,20 @@ def check_allocation(tmp: Path) -> None:
     assert len(list((tmp / "thresholds").glob("*.json"))) == 2
 
 
+def check_calibration(tmp: Path) -> None:
+    out = read(tmp / "calibration.json")
+    for key in ("training_free_before_s", "training_free_s", "training_based_s", "ratio", "target_sparsity"):
+        assert positive(out[key]), key
+    assert set(out["models"]) == {"dense (θ = 0)", "training-free", "training-based"}
+    for m in out["models"].values():
+        assert positive(m["ppl"]) and positive(m["lambada_ppl"]) and 0 <= m["lambada_acc"] <= 1 and 0 <= m["sparsity"] < 1
+    assert out["models"]["training-free"]["sparsity"] > out["models"]["dense (θ = 0)"]["sparsity"]
+
+
 # benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
 CASES = {
     "allocation": (["--json", "{tmp}/allocation.json", "--thresholds-dir", "{tmp}/thresholds"], check_allocation),
+    "calibration": (["--json", "{tmp}/calibration.json"], check_calibration),
     "energy": (["--json", "{tmp}/energy.json"], check_energy),
     "placement": (["--json", "{tmp}/placement.json"], check_placement),
     "scale_thresholds": (["-o", "{tmp}/scaled.json"], check_scale_thresholds),
