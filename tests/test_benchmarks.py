@@ -94,6 +94,15 @@ def check_calibration(tmp: Path) -> None:
     assert out["models"]["training-free"]["sparsity"] > out["models"]["dense (θ = 0)"]["sparsity"]
 
 
+def check_weight_average(tmp: Path) -> None:
+    out = read(tmp / "weight_average.json")
+    assert len(out["runs"]) == len(out["summary"]) == 2  # the last iterate and the average
+    for run in out["runs"].values():
+        assert positive(run["seconds"]) and run["checks"]
+        assert all(math.isfinite(c["ppl_increase"]) and 0 <= c["mac_weighted"] < 1 for c in run["checks"])
+    assert all(math.isfinite(v) for s in out["summary"].values() for v in s.values())
+
+
 # benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
 CASES = {
     "allocation": (["--json", "{tmp}/allocation.json", "--thresholds-dir", "{tmp}/thresholds"], check_allocation),
@@ -103,6 +112,7 @@ CASES = {
     "scale_thresholds": (["-o", "{tmp}/scaled.json"], check_scale_thresholds),
     "sparsity_curve": (["--output", "{tmp}"], check_sparsity_curve),
     "simulator": (["--json", "{tmp}/simulator.json"], check_simulator),
+    "weight_average": (["-o", "{tmp}/weight_average"], check_weight_average),
 }
 
 
