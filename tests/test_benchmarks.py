@@ -103,11 +103,18 @@ def check_weight_average(tmp: Path) -> None:
     assert all(math.isfinite(v) for s in out["summary"].values() for v in s.values())
 
 
+def check_finetune_throughput(tmp: Path) -> None:
+    out = read(tmp / "finetune_throughput.json")
+    assert [r["batch"] for r in out["runs"]] == [1, 2]
+    assert all(positive(r["seconds_per_step"]) and positive(r["tokens_per_s"]) for r in out["runs"])
+
+
 # benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
 CASES = {
     "allocation": (["--json", "{tmp}/allocation.json", "--thresholds-dir", "{tmp}/thresholds"], check_allocation),
     "calibration": (["--json", "{tmp}/calibration.json"], check_calibration),
     "energy": (["--json", "{tmp}/energy.json"], check_energy),
+    "finetune_throughput": (["-o", "{tmp}/finetune_throughput"], check_finetune_throughput),
     "placement": (["--json", "{tmp}/placement.json"], check_placement),
     "scale_thresholds": (["-o", "{tmp}/scaled.json"], check_scale_thresholds),
     "sparsity_curve": (["--output", "{tmp}"], check_sparsity_curve),
