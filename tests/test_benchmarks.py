@@ -109,6 +109,14 @@ def check_finetune_throughput(tmp: Path) -> None:
     assert all(positive(r["seconds_per_step"]) and positive(r["tokens_per_s"]) for r in out["runs"])
 
 
+def check_training(tmp: Path) -> None:
+    out = read(tmp / "training.json")
+    micro = out["shapes"]["micro"]
+    assert positive(micro["parameters"]) and positive(micro["chunked_tokens_per_s"]) and positive(micro["first_loss_chunked"])
+    if "fused_tokens_per_s" in micro:  # where the fused kernel runs (a GPU, or TRITON_INTERPRET=1)
+        assert positive(micro["ratio"]) and micro["first_loss_fused"] == pytest.approx(micro["first_loss_chunked"], rel=1e-2)
+
+
 # benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
 CASES = {
     "allocation": (["--json", "{tmp}/allocation.json", "--thresholds-dir", "{tmp}/thresholds"], check_allocation),
@@ -119,6 +127,7 @@ CASES = {
     "scale_thresholds": (["-o", "{tmp}/scaled.json"], check_scale_thresholds),
     "sparsity_curve": (["--output", "{tmp}"], check_sparsity_curve),
     "simulator": (["--json", "{tmp}/simulator.json"], check_simulator),
+    "training": (["--json", "{tmp}/training.json"], check_training),
     "weight_average": (["-o", "{tmp}/weight_average"], check_weight_average),
 }
 
