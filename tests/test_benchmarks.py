@@ -117,10 +117,22 @@ def check_training(tmp: Path) -> None:
         assert positive(micro["ratio"]) and micro["first_loss_fused"] == pytest.approx(micro["first_loss_chunked"], rel=1e-2)
 
 
+def check_delta(tmp: Path) -> None:
+    out = read(tmp / "delta.json")
+    assert positive(out["dense"]["energy_j"]) and positive(out["dense"]["latency_s"])
+    modes = [(p["mode"], p["theta_delta"]) for p in out["points"]]
+    assert ("natural", None) in modes and ("thresholded", 0.05) in modes
+    for p in out["points"]:
+        for key in ("ppl", "energy_j", "latency_s", "energy_ratio", "latency_ratio", "cores", "synops"):
+            assert positive(p[key]), (p["mode"], key)
+        assert math.isfinite(p["ppl_increase"])
+
+
 # benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
 CASES = {
     "allocation": (["--json", "{tmp}/allocation.json", "--thresholds-dir", "{tmp}/thresholds"], check_allocation),
     "calibration": (["--json", "{tmp}/calibration.json"], check_calibration),
+    "delta": (["-o", "{tmp}"], check_delta),
     "energy": (["--json", "{tmp}/energy.json"], check_energy),
     "finetune_throughput": (["-o", "{tmp}/finetune_throughput"], check_finetune_throughput),
     "placement": (["--json", "{tmp}/placement.json"], check_placement),
