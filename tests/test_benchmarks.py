@@ -128,6 +128,16 @@ def check_delta(tmp: Path) -> None:
         assert math.isfinite(p["ppl_increase"])
 
 
+def check_pareto(tmp: Path) -> None:
+    out = read(tmp / "pareto.json")
+    assert positive(out["ppl_dense"]) and positive(out["dense"]["energy_j"]) and not out.get("partial")
+    assert {(p["weight_bits"], p["theta_scale"]) for p in out["points"]} == {(16, 0.0), (16, 1.0), (8, 0.0), (8, 1.0)}
+    for p in out["points"]:
+        for key in ("ppl", "energy_j", "latency_s", "cores", "energy_ratio", "latency_ratio", "cores_ratio"):
+            assert positive(p[key]), (p["weight_bits"], p["theta_scale"], key)
+    assert (tmp / "pareto.png").stat().st_size
+
+
 # benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
 CASES = {
     "allocation": (["--json", "{tmp}/allocation.json", "--thresholds-dir", "{tmp}/thresholds"], check_allocation),
@@ -135,6 +145,7 @@ CASES = {
     "delta": (["-o", "{tmp}"], check_delta),
     "energy": (["--json", "{tmp}/energy.json"], check_energy),
     "finetune_throughput": (["-o", "{tmp}/finetune_throughput"], check_finetune_throughput),
+    "pareto": (["-o", "{tmp}"], check_pareto),
     "placement": (["--json", "{tmp}/placement.json"], check_placement),
     "scale_thresholds": (["-o", "{tmp}/scaled.json"], check_scale_thresholds),
     "sparsity_curve": (["--output", "{tmp}"], check_sparsity_curve),
