@@ -138,6 +138,17 @@ def check_pareto(tmp: Path) -> None:
     assert (tmp / "pareto.png").stat().st_size
 
 
+def check_methods(tmp: Path) -> None:
+    out = read(tmp / "methods.json")
+    assert positive(out["dense_ppl"]) and 0 <= out["dense_lambada_acc"] <= 1 and len(out["methods"]) == 1
+    (entry,) = out["methods"].values()
+    assert [p["scale"] for p in entry["points"]] == [0.5, 1.0] and 0 <= entry["lambada_acc"] <= 1
+    for p in entry["points"]:
+        assert positive(p["ppl"]) and 0 < p["site_mean"] < 1 and 0 < p["mac_weighted"] < 1
+    assert entry["points"][1]["mac_weighted"] > entry["points"][0]["mac_weighted"]  # a higher θ zeroes more
+    assert (tmp / "methods.png").stat().st_size
+
+
 # benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
 CASES = {
     "allocation": (["--json", "{tmp}/allocation.json", "--thresholds-dir", "{tmp}/thresholds"], check_allocation),
@@ -145,6 +156,7 @@ CASES = {
     "delta": (["-o", "{tmp}"], check_delta),
     "energy": (["--json", "{tmp}/energy.json"], check_energy),
     "finetune_throughput": (["-o", "{tmp}/finetune_throughput"], check_finetune_throughput),
+    "methods": (["-o", "{tmp}/methods"], check_methods),
     "pareto": (["-o", "{tmp}"], check_pareto),
     "placement": (["--json", "{tmp}/placement.json"], check_placement),
     "scale_thresholds": (["-o", "{tmp}/scaled.json"], check_scale_thresholds),
