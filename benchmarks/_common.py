@@ -110,10 +110,10 @@ def small_data() -> str:
 
 
 def zoo(name: str):
-    """(loaded model, graph with the shipped calibrated θ, sample tokens)."""
+    """(loaded model, graph with the shipped calibrated θ, sample tokens) of zoo model `name` (or of a model file, θ = 0)."""
     from eventllm import pipeline
 
-    loaded = pipeline.load(f"zoo:{name}", thresholds="shipped")
+    loaded = pipeline.load(name if Path(name).is_file() else f"zoo:{name}", thresholds="shipped")
     graph = pipeline.build(loaded.model, loaded.name)
     return loaded, graph, loaded.tokenizer.encode(SAMPLE_TEXT)
 
