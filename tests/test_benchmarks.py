@@ -170,6 +170,13 @@ def lava_missing() -> str | None:
     return None
 
 
+def check_real_size(tmp: Path) -> None:
+    out = read(tmp / "stages.json")
+    assert [s["stage"] for s in out["stages"]] == ["write .pth", "calibrate", "build", "map", "simulate (trace)"]
+    assert all(positive(s["seconds"]) and positive(s["peak_rss_bytes"]) for s in out["stages"])
+    assert positive(out["energy_per_token_j"]) and positive(out["latency_per_token_s"]) and positive(out["stages"][0]["parameters"])
+
+
 # benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
 CASES = {
     "allocation": (["--json", "{tmp}/allocation.json", "--thresholds-dir", "{tmp}/thresholds"], check_allocation),
@@ -181,6 +188,7 @@ CASES = {
     "methods": (["-o", "{tmp}/methods"], check_methods),
     "pareto": (["-o", "{tmp}"], check_pareto),
     "placement": (["--json", "{tmp}/placement.json"], check_placement),
+    "real_size": (["-o", "{tmp}"], check_real_size),
     "scale_thresholds": (["-o", "{tmp}/scaled.json"], check_scale_thresholds),
     "sparsity_curve": (["--output", "{tmp}"], check_sparsity_curve),
     "simulator": (["--json", "{tmp}/simulator.json"], check_simulator),
