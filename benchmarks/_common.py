@@ -14,13 +14,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python benchmarks/NAME.py` without an installed eventllm: the repository's packages
     sys.path.append(str(ROOT))
 
-from eventllm.cli.common import Parser  # noqa: E402,F401  (argparse with one-line errors, exit 2)
+from eventllm.cli.common import Parser  # noqa: E402  (argparse with one-line errors, exit 2)
 from eventllm.data import SAMPLE_TEXT  # noqa: E402
 
 SMALL_MODEL = "zoo:rwkv4-tiny"  # the smallest trained zoo model: what --small runs instead of a larger one
 TINY_RWKV = {"vocab_size": 256, "d_model": 32, "n_layer": 2}  # the random model --small calibrates: bytes, 2 layers
 TINY_SCALE = 1.0  # its weights' scale (`randomize`): at 0.5 the loss hardly feels the inputs, and a search zeroes them all
 SMALL_DATA_CHARS = 1 << 14  # characters of held-out text in each split of the --small data folder (a few thousand tokens)
+
+
+OUTPUT = object()  # in a benchmark's SMALL: this output argument must be given with --small
 
 
 def parser(file: str, doc: str, whole_doc: bool = False) -> Parser:
@@ -33,8 +36,10 @@ def parser(file: str, doc: str, whole_doc: bool = False) -> Parser:
 def parse_args(ap: argparse.ArgumentParser, argv: list[str] | None, small: dict) -> argparse.Namespace:
     """`ap`'s arguments from `argv` (None: the command line), with `--small` added: given, the values in `small`
     (by dest; a function is called for its value, only then) replace the defaults, and the arguments they name are no
-    longer required; arguments given still win."""
-    shown = " ".join(f"{k.replace('_', '-')}={f'<{v.__name__}>' if callable(v) else v}" for k, v in small.items())
+    longer required (but those given as OUTPUT are: a small run writes where it is told, never into the default place
+    of the full run's results); arguments given still win."""
+    shown = " ".join(f"{k.replace('_', '-')}={f'<{v.__name__}>' if callable(v) else v}" for k, v in small.items()
+                     if v is not OUTPUT)
     ap.add_argument("--small", action="store_true", help="the smallest run of every stage (a smoke test, seconds on a CPU; "
                     "tests/test_benchmarks.py runs it)" + (f": {shown}" if shown else ""))
     pre = argparse.ArgumentParser(add_help=False)
@@ -43,7 +48,10 @@ def parse_args(ap: argparse.ArgumentParser, argv: list[str] | None, small: dict)
         for action in ap._actions:
             if action.dest in small:
                 value = small[action.dest]
-                action.default, action.required = value() if callable(value) else value, False
+                if value is OUTPUT:
+                    action.default, action.required = None, True
+                else:
+                    action.default, action.required = value() if callable(value) else value, False
                 if not action.option_strings:  # a positional: may be left out now
                     action.nargs = "?"
     return ap.parse_args(argv)

@@ -38,8 +38,8 @@ ARGS = None  # the worker processes' copy of the command line
 DENSE_TOKENS = 256  # tokens the dense baseline is simulated on
 # --small: zoo:rwkv4-tiny over a few tokens of the small data folder: dense, natural, θ_Δ none and 0.05, θ × 1.3, in
 # this process
-SMALL = {"model": _common.SMALL_MODEL, "deltas": "none,0.05", "theta_scales": "1.3", "data": _common.small_data,
-         "tokens": 4, "jobs": 1}
+SMALL = {"output": _common.OUTPUT, "model": _common.SMALL_MODEL, "deltas": "none,0.05", "theta_scales": "1.3",
+         "data": _common.small_data, "tokens": 4, "jobs": 1}
 
 
 @functools.lru_cache(maxsize=1)

@@ -13,7 +13,6 @@ against the executor's.
 from __future__ import annotations
 
 import json
-import sys
 import time
 
 import _common

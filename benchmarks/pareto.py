@@ -33,8 +33,8 @@ from eventllm.report import format_table, pct
 
 PRECISIONS = {16: (16, 16), 8: (8, 8), 4: (4, 8)}  # --bits → (weight bits, event bits)
 # --small: zoo:rwkv4-tiny at 16 and 8 bits, natural and calibrated θ, a few tokens of the small data folder and sample text
-SMALL = {"model": _common.SMALL_MODEL, "data": _common.small_data, "bits": "16,8", "scales": "0,1", "eval_tokens": 32,
-         "sim_tokens": 4}
+SMALL = {"output": _common.OUTPUT, "model": _common.SMALL_MODEL, "data": _common.small_data, "bits": "16,8",
+         "scales": "0,1", "eval_tokens": 32, "sim_tokens": 4}
 
 
 @functools.lru_cache(maxsize=1)  # the sweep goes precision by precision: each is loaded and quantised once

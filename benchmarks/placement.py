@@ -36,10 +36,10 @@ def zoo_graph(rate_tokens: int):
 def main(argv: list[str] | None = None) -> None:
     ap = _common.parser(__file__, __doc__)
     ap.add_argument("--skip-3b", action="store_true")
-    ap.add_argument("--shape", type=_common.shape, default=(24, 1024), help="the shape compared beside zoo:rwkv4-tiny (default: 24x1024, "
-                    "RWKV-4 430M)")
-    ap.add_argument("--large-shape", type=_common.shape, default=(32, 2560), help="the shape mapped onto a multi-chip mesh (default: "
-                    "32x2560, RWKV-4 3B)")
+    ap.add_argument("--shape", type=_common.shape, default=(24, 1024),
+                    help="the shape compared beside zoo:rwkv4-tiny (default: 24x1024, RWKV-4 430M)")
+    ap.add_argument("--large-shape", type=_common.shape, default=(32, 2560),
+                    help="the shape mapped onto a multi-chip mesh (default: 32x2560, RWKV-4 3B)")
     ap.add_argument("--rate-tokens", type=int, default=64, help="sample-text tokens the zoo graph's event rates are measured on")
     ap.add_argument("--json", help="write the figures as JSON")
     args = _common.parse_args(ap, argv, SMALL)
@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
         figures["large"] = {"shape": [layers, width], "parameters": graph.n_parameters(), "cores_used": s["cores_used"],
                             "mesh": [m.topology.rows, m.topology.cols], "chips": s["chips"], "shards": s["shards"],
                             "seconds": total, "map_seconds": m.seconds}
-        print(f"\n{_common.shape_label(layers, width)} ({layers} x {width}, {graph.n_parameters() / 1e9:.2f}B parameters, shapes only): "
+        print(f"\n{_common.shape_label(layers, width)} ({layers} x {width}, {graph.n_parameters() / 1e9:.2f}B parameters, "
+              "shapes only): "
               f"{s['cores_used']:,} SENECA cores used of a {m.topology.rows}x{m.topology.cols} mesh on {s['chips']} chips, "
               f"{s['shards']:,} shards; build + map {total:.1f} s (mapping alone {m.seconds:.1f} s)")
     if args.json:

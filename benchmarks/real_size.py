@@ -143,7 +143,8 @@ class Stages:
         return rec
 
     def run(self, name: str, argv: list[str], log: Path, command: str | None = None) -> dict:
-        return self.reused(name, command or "eventllm " + " ".join(argv)) or self.add(_run(name, argv, log, command, self.in_process))
+        command = command or "eventllm " + " ".join(argv)
+        return self.reused(name, command) or self.add(_run(name, argv, log, command, self.in_process))
 
 
 def write_checkpoint(shape: str, folder: Path, seed: int) -> dict:

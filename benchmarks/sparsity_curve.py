@@ -18,7 +18,8 @@ import _common
 from eventllm.report import format_table, pct
 
 SCALES = "0,0.25,0.5,0.75,1,1.25,1.5,2,3"
-SMALL = {"tokens": 32, "scales": "0,1", "data": _common.small_data}  # --small: natural and shipped θ on a few tokens
+# --small: natural and shipped θ on a few tokens, written where -o says (never into docs/)
+SMALL = {"output": _common.OUTPUT, "tokens": 32, "scales": "0,1", "data": _common.small_data}
 
 
 def main(argv: list[str] | None = None) -> None:

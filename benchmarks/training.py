@@ -39,8 +39,10 @@ def sync(device: torch.device) -> None:
 
 
 def run(cfg: RWKVConfig, batch: int, context: int, impl: str, steps: int, warmup: int = 3,
-        compile: bool = False, device: torch.device = torch.device("cuda")) -> tuple[float, float, float]:
-    """(tokens per second, loss of the first batch, seconds of the warm-up steps) over `steps` timed training steps."""
+        compile: bool = False, device: torch.device | None = None) -> tuple[float, float, float]:
+    """(tokens per second, loss of the first batch, seconds of the warm-up steps) over `steps` timed training steps
+    on `device` (default: the GPU)."""
+    device = device or torch.device("cuda")
     torch.manual_seed(0)
     model = RWKV(cfg).init_weights(0).to(device).train()
     model.wkv_impl = impl
@@ -75,7 +77,8 @@ def measure(name: str, args, device: torch.device) -> tuple[list[str], dict]:
     cfg, batch, context = SHAPES[name]
     old, loss_old, _ = run(cfg, batch, context, "chunked", args.steps, args.warmup, device=device)
     params = sum(p.numel() for p in RWKV(cfg).parameters())
-    figures = {"parameters": params, "batch": batch, "context": context, "chunked_tokens_per_s": old, "first_loss_chunked": loss_old}
+    figures = {"parameters": params, "batch": batch, "context": context, "chunked_tokens_per_s": old,
+               "first_loss_chunked": loss_old}
     row = [name, f"{params / 1e6:.1f}M", f"{batch}x{context}", f"{old:,.0f}"]
     if not wkv_kernel.available(device):  # a CPU without Triton's interpreter: the training loop runs, the kernel cannot
         print(f"{name}: the fused kernel does not run on {device} (a GPU, or TRITON_INTERPRET=1): chunked path only")

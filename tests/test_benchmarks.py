@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -174,7 +173,8 @@ def check_real_size(tmp: Path) -> None:
     out = read(tmp / "stages.json")
     assert [s["stage"] for s in out["stages"]] == ["write .pth", "calibrate", "build", "map", "simulate (trace)"]
     assert all(positive(s["seconds"]) and positive(s["peak_rss_bytes"]) for s in out["stages"])
-    assert positive(out["energy_per_token_j"]) and positive(out["latency_per_token_s"]) and positive(out["stages"][0]["parameters"])
+    assert positive(out["energy_per_token_j"]) and positive(out["latency_per_token_s"])
+    assert positive(out["stages"][0]["parameters"])  # the write stage's record
 
 
 # benchmark → (its arguments after --small, {tmp} standing for the test's folder; the check of what it wrote)
