@@ -38,8 +38,10 @@ def parse_args(ap: argparse.ArgumentParser, argv: list[str] | None, small: dict)
     (by dest; a function is called for its value, only then) replace the defaults, and the arguments they name are no
     longer required (but those given as OUTPUT are: a small run writes where it is told, never into the default place
     of the full run's results); arguments given still win."""
-    shown = " ".join(f"{k.replace('_', '-')}={f'<{v.__name__}>' if callable(v) else v}" for k, v in small.items()
-                     if v is not OUTPUT)
+    def show(v) -> str:
+        return f"<{v.__name__}>" if callable(v) else "x".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+    shown = " ".join(f"{k.replace('_', '-')}={show(v)}" for k, v in small.items() if v is not OUTPUT)
     ap.add_argument("--small", action="store_true", help="the smallest run of every stage (a smoke test, seconds on a CPU; "
                     "tests/test_benchmarks.py runs it)" + (f": {shown}" if shown else ""))
     pre = argparse.ArgumentParser(add_help=False)
