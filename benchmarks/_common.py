@@ -79,17 +79,17 @@ def small_thresholds() -> str:
     return str(shipped_thresholds(SMALL_MODEL))
 
 
-def tiny_model() -> str:
-    """A 2-layer RWKV-4 over bytes (TINY_RWKV) with random weights in every part, saved once beside the token cache:
-    what --small calibrates and fine-tunes instead of a trained model, 100x faster per step than zoo:rwkv4-tiny."""
+def tiny_model(n_layer: int = TINY_RWKV["n_layer"]) -> str:
+    """An RWKV-4 over bytes (TINY_RWKV, `n_layer` layers) with random weights in every part, saved once beside the token
+    cache: what --small calibrates and fine-tunes instead of a trained model, 100x faster per step than zoo:rwkv4-tiny."""
     from eventllm.data import default_cache_dir
     from eventllm.models import RWKV, RWKVConfig
     from eventllm.models.checkpoints import save_eventllm
 
-    name = f"rwkv4-bytes-{TINY_RWKV['n_layer']}x{TINY_RWKV['d_model']}-random{TINY_SCALE:g}.safetensors"
+    name = f"rwkv4-bytes-{n_layer}x{TINY_RWKV['d_model']}-random{TINY_SCALE:g}.safetensors"
     path = default_cache_dir().parent / "benchmark-small-model" / name
     if not path.is_file():
-        save_eventllm(RWKV(RWKVConfig(**TINY_RWKV)).randomize(seed=0, scale=TINY_SCALE).eval(), path)
+        save_eventllm(RWKV(RWKVConfig(**TINY_RWKV | {"n_layer": n_layer})).randomize(seed=0, scale=TINY_SCALE).eval(), path)
     return str(path)
 
 

@@ -1,7 +1,7 @@
 """Tokens per second of the Lava backend against our executor and simulator: same graph, same tokens, one run.
 
     python benchmarks/lava_speed.py --model rwkv4-tiny --tokens 16 [--json out.json]
-    python benchmarks/lava_speed.py --small --json OUT      (a 2-layer random model, 2 tokens)
+    python benchmarks/lava_speed.py --small --json OUT      (a one-layer random model, 2 tokens)
 
 For lava-nc (Loihi2SimCfg, `.venv-lava`) both block modes are timed through the client the generation backend
 uses: "hierarchical" (one Lava process — one OS process — per process of the graph, a hierarchical process
@@ -31,7 +31,12 @@ def timed(step, tokens) -> tuple[np.ndarray, float, float]:
     return np.stack(outs), first, (len(tokens) - 1) / (time.perf_counter() - t0)
 
 
-SMALL = {"model": _common.tiny_model, "tokens": 2}  # --small: a 2-layer random model, the first token and one more
+def one_layer_model() -> str:
+    """--small's model: one layer (the hierarchical form starts an OS process per process of the graph)."""
+    return _common.tiny_model(n_layer=1)
+
+
+SMALL = {"model": one_layer_model, "tokens": 2}  # --small: a one-layer random model, the first token and one more
 
 
 def main(argv: list[str] | None = None) -> int:
