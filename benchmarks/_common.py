@@ -1,6 +1,12 @@
 """Shared set-up for the benchmarks: the zoo graphs, an RWKV-4 430M-shaped model driven at measured sparsity, and the
 `--small` mode every benchmark has (`parse_args`): the least sizes that still run each of its stages, in seconds on a
-CPU, which `tests/test_benchmarks.py` runs so that no benchmark rots."""
+CPU, which `tests/test_benchmarks.py` runs so that no benchmark rots.
+
+A new benchmark: `def main(argv=None)`, its parser from `parser(__file__, __doc__)`, its arguments through
+`parse_args(ap, argv, SMALL)` with SMALL the sizes of its small run (a trained zoo model: SMALL_MODEL; a model to
+calibrate or train: `tiny_model`; text: `small_data`), outputs written only where an argument says, and its case (the
+arguments after --small, a check of what it wrote) in tests/test_benchmarks.py. Its file name must not be that of an
+importable module (`mapping.py` would shadow the package)."""
 
 from __future__ import annotations
 
