@@ -225,6 +225,7 @@ def test_benchmark_runs_small_and_writes_what_it_promises(name, tmp_path, monkey
         pytest.skip(lava_missing())
     monkeypatch.syspath_prepend(str(BENCHMARKS))
     module = load(name)
+    assert "--small" in module.__doc__, f"benchmarks/{name}.py: its docstring's usage lines should show --small"
     argv, check = CASES[name]
     argv = ["--small", *(a.format(tmp=tmp_path) for a in argv)]
     with pytest.raises(SystemExit) as bad:
