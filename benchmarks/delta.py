@@ -134,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     else:  # spawned workers: a fork after torch started its thread pool can hang the child
         with ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"), initializer=_init, initargs=(args,)) as pool:
             results = list(pool.map(run_point, points, [tokens] * len(points)))
+    _loaded.cache_clear()  # main may be called again in this process (the test suite): no model kept beyond the run
     seconds = time.perf_counter() - t0
     dense = results[0]
     natural = results[1]
