@@ -2,6 +2,7 @@
 
     python benchmarks/allocation.py [--model zoo:rwkv4-tiny] [--data ../shared/data/gutenberg] [--device cuda]
                                     [--eval-tokens N] [--json OUT] [--thresholds-dir DIR]
+    python benchmarks/allocation.py --small --json OUT      (a few windows and levels on the CPU; seconds)
 
 Both searches calibrate the same model on the same windows of the valid split with the same bound, check stream
 and safety (`calibrate(search="paper" | "greedy")`), then each is evaluated on the held-out test split (the first
@@ -12,21 +13,26 @@ headline) and mean over sites.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (import path)
+import _common
 import torch
 
 from eventllm.atomic import write_text
 from eventllm.report import format_table, pct
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+# --small: both searches on a tiny random model over a few short windows, a few levels, a short check stream and test
+# text, on the CPU
+SMALL = {"model": _common.tiny_model, "data": _common.small_data, "device": "cpu", "tokens": 64, "context": 16,
+         "check_tokens": 128, "levels": 3, "eval_tokens": 64}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = _common.parser(__file__, __doc__)
     ap.add_argument("--model", default="zoo:rwkv4-tiny")
     ap.add_argument("--data", default=str(_common.ROOT.parent / "shared" / "data" / "gutenberg"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -40,7 +46,7 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, help="first N tokens of the test split (default: all)")
     ap.add_argument("--json", help="write the figures (and the greedy search's site prices) as JSON")
     ap.add_argument("--thresholds-dir", help="write each search's thresholds file here")
-    args = ap.parse_args()
+    args = _common.parse_args(ap, argv, SMALL)
 
     from eventllm.data import cached_token_stream
     from eventllm.evaluate.language_model import evaluate_stream
@@ -56,6 +62,7 @@ def main() -> None:
     m = loaded.model
     valid = cached_token_stream(args.data, "valid", loaded.tokenizer).astype("int64").tolist()
     test = cached_token_stream(args.data, "test", loaded.tokenizer).astype("int64").tolist()[: args.eval_tokens]
+    stem = loaded.name.replace(":", "_") if loaded.name.startswith("zoo:") else Path(loaded.name).stem  # a file: its name
     runs, rows = {}, []
     for search in args.searches.split(","):
         m.set_thetas(0.0)
@@ -68,7 +75,7 @@ def main() -> None:
         if args.thresholds_dir:
             meta = res.meta() | {"precision": describe(m), "data": args.data, "split": "valid", "max_ppl_increase": args.max_ppl_increase,
                                  "check_tokens": args.check_tokens}
-            save_thresholds(m, Path(args.thresholds_dir) / f"{loaded.name.replace(':', '_')}_{search}.json", loaded.name, meta=meta)
+            save_thresholds(m, Path(args.thresholds_dir) / f"{stem}_{search}.json", loaded.name, meta=meta)
         ev = evaluate_stream(m, test)
         sp = ev["sparsity"]
         runs[search] = {
@@ -95,4 +102,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.entry(main)

@@ -1,6 +1,7 @@
 """Training-free threshold search vs training-based thresholds (snnTorch surrogate gradients), side by side.
 
     python benchmarks/calibration.py [--device cuda] [--model zoo:rwkv4-tiny] [--skip-baseline] [--json OUT]
+    python benchmarks/calibration.py --small --json OUT      (a tiny random model, a few windows and steps; seconds)
 
 Both start from the same model and the same calibration text (the valid split; 2048 tokens of windows for
 the search and for training). The training-free search runs with a 1% perplexity bound; the training-based
@@ -11,20 +12,24 @@ sparsity there and LAMBADA (accuracy, perplexity).
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import time
 
-import _common  # noqa: F401  (import path)
+import _common
 import torch
 
 from eventllm.atomic import write_text
 from eventllm.report import format_table, pct
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+# --small: a tiny random model, a few short windows and training steps, short check and test streams, 2 LAMBADA passages
+SMALL = {"model": _common.tiny_model, "data": _common.small_data, "device": "cpu", "eval_tokens": 64, "tokens": 64,
+         "context": 16, "check_tokens": 128, "max_steps": 3, "lambada": _common.small_lambada, "lambada_limit": 2}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = _common.parser(__file__, __doc__)
     ap.add_argument("--model", default="zoo:rwkv4-tiny")
     ap.add_argument("--data", default=str(_common.ROOT.parent / "shared" / "data" / "gutenberg"))
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -32,9 +37,14 @@ def main() -> None:
     ap.add_argument("--eval-tokens", type=int, default=32768)
     ap.add_argument("--lambada", default=str(_common.ROOT.parent / "shared" / "data" / "lambada" / "lambada_test.jsonl"))
     ap.add_argument("--lambada-limit", type=int, default=500)
+    ap.add_argument("--tokens", type=int, help="calibration tokens, in windows of --context (default: calibrate's)")
+    ap.add_argument("--context", type=int, help="window length of both (default: calibrate's)")
+    ap.add_argument("--check-tokens", type=int, help="the training-free search's check stream (default: calibrate's)")
+    ap.add_argument("--max-steps", type=int, help="the training-based baseline's step limit (default: train_thresholds')")
     ap.add_argument("--skip-baseline", action="store_true", help="time only the training-free search, before and now")
     ap.add_argument("--json", help="write the figures as JSON")
-    args = ap.parse_args()
+    args = _common.parse_args(ap, argv, SMALL)
+    windows = {k: v for k, v in (("tokens", args.tokens), ("context", args.context)) if v is not None}
 
     from eventllm.data import cached_token_stream
     from eventllm.evaluate.language_model import evaluate_stream
@@ -64,12 +74,13 @@ def main() -> None:
             model.wkv_impl = "chunked"
         sync()
         t = time.perf_counter()
-        res = calibrate(model, calib_ids, max_ppl_increase=args.max_ppl_increase, progress=False, **kw)
+        res = calibrate(model, calib_ids, max_ppl_increase=args.max_ppl_increase, progress=False, **windows, **kw)
         sync()
         return model, res, time.perf_counter() - t
 
-    old_model, old, t_old = timed(chunked=dev.type == "cpu", scale_search="bisect")
-    free_model, free, t_free = timed()
+    check = {} if args.check_tokens is None else {"check_tokens": args.check_tokens}
+    old_model, old, t_old = timed(chunked=dev.type == "cpu", scale_search="bisect", **check)
+    free_model, free, t_free = timed(**check)
     same = old.thetas == free.thetas
     print(f"training-free, as before: {t_old:.1f} s ({old.evaluations} loss evaluations, scale {old.scale:.3f}); "
           f"now: {t_free:.1f} s ({free.evaluations}, scale {free.scale:.3f}) → {t_old / t_free:.2f}x faster; same thresholds: {same}")
@@ -96,7 +107,8 @@ def main() -> None:
     trained_model = load_model(args.model).model.to(dev)
     sync()
     t = time.perf_counter()
-    trained = train_thresholds(trained_model, calib_ids, free.sparsity, device=args.device, progress=False)
+    steps = {} if args.max_steps is None else {"max_steps": args.max_steps}
+    trained = train_thresholds(trained_model, calib_ids, free.sparsity, device=args.device, progress=False, **windows, **steps)
     sync()
     t_train = time.perf_counter() - t
     print(f"training-based: {t_train:.1f} s ({trained.steps} steps; target reached at step {trained.steps_to_target}, "
@@ -123,4 +135,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.entry(main)

@@ -2,6 +2,7 @@
 
     python benchmarks/delta.py [--model zoo:rwkv4-small] [--thresholds F] [--bits 16|8] [--deltas none,0,0.05,0.1]
                                [--theta-scales 1,1.15,1.3] [--tokens 4096] [--jobs N] [-o DIR]
+    python benchmarks/delta.py --small -o DIR      (zoo:rwkv4-tiny, a few tokens, one θ_Δ and one θ scale; seconds)
 
 Every configuration is the process graph of the model (its calibrated θ times a scale; w16a16, or w8a8 with
 `--bits 8`), with delta events of threshold θ_Δ at every site or without them ("none"), mapped onto SENECA and
@@ -10,12 +11,12 @@ comes from the simulator's own logits (delta events have no torch counterpart: t
 the natural graph (θ = 0, no delta) on the same tokens; energy and latency per token against the dense 16-bit
 model (θ = 0, every entry processed, no delta; `ProcessGraph.plain`), simulated on the first 256 tokens.
 The θ-scale points without delta events are the comparison: the same perplexity bought by a higher θ instead.
-Writes delta.json into -o.
+Writes delta.json into -o. With --jobs 1 the configurations run one after the other in this process.
 """
 
 from __future__ import annotations
 
-import argparse
+import functools
 import json
 import os
 import platform
@@ -34,14 +35,29 @@ from eventllm.atomic import write_text  # noqa: E402
 from eventllm.report import format_table, pct  # noqa: E402
 
 ARGS = None  # the worker processes' copy of the command line
+DENSE_TOKENS = 256  # tokens the dense baseline is simulated on
+# --small: zoo:rwkv4-tiny over a few tokens of the small data folder: dense, natural, θ_Δ none and 0.05, θ × 1.3, in
+# this process
+SMALL = {"output": _common.OUTPUT, "model": _common.SMALL_MODEL, "deltas": "none,0.05", "theta_scales": "1.3",
+         "data": _common.small_data, "tokens": 4, "jobs": 1}
+
+
+@functools.lru_cache(maxsize=1)
+def _loaded(model: str, thresholds: str, bits: int):
+    """The model at `bits` with its thresholds file, loaded once per process."""
+    from eventllm import pipeline
+
+    precision = {"weight_bits": 8, "event_bits": 8, "method": "mse"} if bits == 8 else None
+    return pipeline.load(model, thresholds, precision=precision)
 
 
 def _graph(scale: float):
+    import copy
+
     from eventllm import pipeline
 
-    precision = {"weight_bits": 8, "event_bits": 8, "method": "mse"} if ARGS.bits == 8 else None
-    loaded = pipeline.load(ARGS.model, ARGS.thresholds, precision=precision)
-    m = loaded.model.eval()
+    loaded = _loaded(ARGS.model, ARGS.thresholds, ARGS.bits)
+    m = copy.deepcopy(loaded.model).eval()
     m.set_thetas({k: v * scale for k, v in m.get_thetas().items()})
     return pipeline.build(m, loaded.name)
 
@@ -61,7 +77,7 @@ def run_point(point: tuple[float, float | None, str], tokens: list[int]) -> dict
     scale, delta, mode = point
     graph = _graph(scale)
     if mode == "dense":
-        graph, tokens = graph.plain(), tokens[:256]
+        graph, tokens = graph.plain(), tokens[:DENSE_TOKENS]
     elif delta is not None:
         graph = graph.with_delta_events(delta)
     mapping = map_graph(graph, "seneca")
@@ -82,8 +98,8 @@ def _init(args) -> None:
     ARGS = args
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = _common.parser(__file__, __doc__)
     ap.add_argument("--model", default="zoo:rwkv4-small")
     ap.add_argument("--thresholds", help="thresholds file (default: the zoo model's shipped file)")
     ap.add_argument("--bits", type=int, default=16, choices=[16, 8], help="16: w16a16; 8: int8 weights and int8 events")
@@ -94,12 +110,17 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=4096)
     ap.add_argument("--jobs", type=int, default=max(1, min(8, (os.cpu_count() or 1) - 1)))
     ap.add_argument("-o", "--output", default="out/delta")
-    args = ap.parse_args()
+    args = _common.parse_args(ap, argv, SMALL)
+    if args.tokens < 2 or args.jobs < 1:
+        ap.error("--tokens must be at least 2 (a perplexity needs a next token) and --jobs at least 1")
     from eventllm.data import cached_token_stream
     from eventllm.models.registry import load_model
     from eventllm.pipeline import shipped_thresholds
 
-    args.thresholds = args.thresholds or str(shipped_thresholds(args.model))
+    args.thresholds = args.thresholds or shipped_thresholds(args.model)
+    if args.thresholds is None:
+        ap.error(f"{args.model} ships no thresholds file: give one with --thresholds")
+    args.thresholds = str(args.thresholds)
     tokens = cached_token_stream(args.data, args.split, load_model(args.model).tokenizer)[: args.tokens].astype("int64").tolist()
     deltas = [None if d == "none" else float(d) for d in args.deltas.split(",")]
     points = [(0.0, None, "dense"), (0.0, None, "natural")] + [(1.0, d, "thresholded") for d in deltas]
@@ -108,9 +129,12 @@ def main() -> None:
           f"{args.data} [{args.split}], {args.jobs} jobs", flush=True)
     t0 = time.perf_counter()
     _init(args)
-    # spawned workers: a fork after torch started its thread pool can hang the child
-    with ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"), initializer=_init, initargs=(args,)) as pool:
-        results = list(pool.map(run_point, points, [tokens] * len(points)))
+    if args.jobs == 1:
+        results = [run_point(p, tokens) for p in points]
+    else:  # spawned workers: a fork after torch started its thread pool can hang the child
+        with ProcessPoolExecutor(args.jobs, multiprocessing.get_context("spawn"), initializer=_init, initargs=(args,)) as pool:
+            results = list(pool.map(run_point, points, [tokens] * len(points)))
+    _loaded.cache_clear()  # main may be called again in this process (the test suite): no model kept beyond the run
     seconds = time.perf_counter() - t0
     dense = results[0]
     natural = results[1]
@@ -139,4 +163,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.entry(main)

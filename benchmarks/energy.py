@@ -1,16 +1,16 @@
 """Energy and latency per token on the SENECA preset: dense vs natural vs thresholded, measured side by side.
 
-    python benchmarks/energy.py [--tokens N] [--skip-430m] [--json OUT]
+    python benchmarks/energy.py [--tokens N] [--skip-430m] [--shape 24x1024] [--json OUT]
+    python benchmarks/energy.py --small --json OUT      (a few tokens, a one-layer random shape; seconds)
 
 zoo:rwkv4-tiny and zoo:opt-tiny run with their shipped calibrated thresholds on the built-in sample text.
-The RWKV-4 430M-shaped model has random weights, so its thresholds are set to reproduce, per projection,
+The RWKV-4 430M-shaped model (--shape) has random weights, so its thresholds are set to reproduce, per projection,
 the sparsity measured on zoo:rwkv4-tiny (natural run: the zoo model's natural sparsity; thresholded run:
 its calibrated sparsity). Dense = θ = 0 with every entry processed and sent (no zero skipping).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -20,6 +20,10 @@ import torch
 
 from eventllm.atomic import write_text
 from eventllm.report import format_table, pct
+
+
+FIT_TOKENS = 8  # tokens the random-weight model's thresholds are fitted on (the sparsity targets)
+SMALL = {"tokens": 4, "shape": (1, 64)}  # --small: a few tokens; a one-layer shape for the 430M one
 
 
 def run_modes(graph, tokens, modes):
@@ -50,12 +54,16 @@ def theta_setter(graph, values):
     return set_theta
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = _common.parser(__file__, __doc__)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--skip-430m", action="store_true")
+    ap.add_argument("--shape", type=_common.shape, default=(24, 1024), help="the random-weight model's LAYERSxWIDTH "
+                    "(default: 24x1024, RWKV-4 430M)")
     ap.add_argument("--json", help="write all figures as JSON")
-    args = ap.parse_args()
+    args = _common.parse_args(ap, argv, SMALL)
+    if args.tokens < 1:
+        ap.error(f"--tokens {args.tokens}: give at least 1")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs")
     results = {}
     zoo_sparsity = {}
@@ -77,16 +85,18 @@ def main() -> None:
     if not args.skip_430m:
         from eventllm.process.build import build_graph
 
-        graph = build_graph(_common.rwkv_430m(), name="RWKV-4 430M shape")
-        toks = torch.randint(0, 50277, (max(8, args.tokens // 4),), generator=torch.Generator().manual_seed(1)).tolist()
-        fit = toks[:8]
+        key = _common.shape_label(*args.shape)
+        graph = build_graph(_common.random_rwkv(*args.shape), name=key)
+        toks = torch.randint(0, _common.RWKV4_VOCAB, (max(FIT_TOKENS, args.tokens // 4),),
+                             generator=torch.Generator().manual_seed(1)).tolist()
+        fit = toks[:FIT_TOKENS]
         _common.set_thresholds_for_sparsity(graph, fit, zoo_sparsity["natural"])
         natural = {p.name: p.vars["theta"].value.copy() for p in graph if p.kind == "threshold"}
         _common.set_thresholds_for_sparsity(graph, fit, zoo_sparsity["thresholded"])
         thresholded = {p.name: p.vars["theta"].value.copy() for p in graph if p.kind == "threshold"}
         modes = {"dense": (theta_setter(graph, dict.fromkeys(natural, 0.0)), False),
                  "natural": (theta_setter(graph, natural), True), "thresholded": (theta_setter(graph, thresholded), True)}
-        key = "RWKV-4 430M shape (zoo sparsity)"
+        key += " (zoo sparsity)"
         results[key], m = run_modes(graph, toks, modes)
         results[key]["cores"] = m.cores_used
         results[key]["tokens"] = len(toks)
@@ -111,4 +121,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.entry(main)

@@ -4,6 +4,7 @@ average) at each batch size, and each one's ratio to the first.
 
     python benchmarks/finetune_throughput.py --model zoo:rwkv4-small --data ../shared/data/pg-books \\
         --batch-sizes 32,64,128 [--context 512] [--steps 60] [--device cuda] [-o docs/runs/finetune_throughput]
+    python benchmarks/finetune_throughput.py --small -o OUT      (a tiny random model, a few steps on the CPU; seconds)
 
 Every run starts from the same model at θ = 0 with the same seed and the same settings but the batch, ramping towards
 a target sparsity (so the quantile tracking runs as in a real run) with no check before the last step. The rate is
@@ -18,7 +19,7 @@ import copy
 import json
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the repository on the path)
+import _common
 
 from eventllm.atomic import write_text
 from eventllm.report import format_table
@@ -34,8 +35,13 @@ def batch_list(text: str) -> list[int]:
     return sizes
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+# --small: a tiny random model, batches of 1 and 2 short windows, 3 steps (1 left out), a short last check, on the CPU
+SMALL = {"model": _common.tiny_model, "data": _common.small_data, "batch_sizes": "1,2", "context": 16, "steps": 3,
+         "warm": 1, "check_tokens": 64, "device": "cpu"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = _common.parser(__file__, __doc__)
     ap.add_argument("--model", default="zoo:rwkv4-small")
     ap.add_argument("--data", required=True, help="data folder (train split for training, valid for the last check)")
     ap.add_argument("--batch-sizes", type=batch_list, default=[32, 64, 128])
@@ -46,7 +52,7 @@ def main() -> None:
     ap.add_argument("--check-tokens", type=int, default=4096)
     ap.add_argument("--device", default=None, help="cuda when there is one, else cpu")
     ap.add_argument("-o", "--output", help="output path without extension (.json is written)")
-    args = ap.parse_args()
+    args = _common.parse_args(ap, argv, SMALL)
     if args.steps <= args.warm:
         ap.error(f"--steps {args.steps} must be above --warm {args.warm}")
 
@@ -79,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.entry(main)

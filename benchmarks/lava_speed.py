@@ -1,6 +1,7 @@
 """Tokens per second of the Lava backend against our executor and simulator: same graph, same tokens, one run.
 
     python benchmarks/lava_speed.py --model rwkv4-tiny --tokens 16 [--json out.json]
+    python benchmarks/lava_speed.py --small --json OUT      (a one-layer random model, 2 tokens)
 
 For lava-nc (Loihi2SimCfg, `.venv-lava`) both block modes are timed through the client the generation backend
 uses: "hierarchical" (one Lava process — one OS process — per process of the graph, a hierarchical process
@@ -11,9 +12,7 @@ against the executor's.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 
 import _common
@@ -32,14 +31,22 @@ def timed(step, tokens) -> tuple[np.ndarray, float, float]:
     return np.stack(outs), first, (len(tokens) - 1) / (time.perf_counter() - t0)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="rwkv4-tiny", help="zoo model (default: %(default)s)")
+def one_layer_model() -> str:
+    """--small's model: one layer (the hierarchical form starts an OS process per process of the graph)."""
+    return _common.tiny_model(n_layer=1)
+
+
+SMALL = {"model": one_layer_model, "tokens": 2}  # --small: a one-layer random model, the first token and one more
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _common.parser(__file__, __doc__, whole_doc=True)
+    ap.add_argument("--model", default="rwkv4-tiny", help="zoo model, or a model file (θ = 0) (default: %(default)s)")
     ap.add_argument("--tokens", type=int, default=16, help="tokens of the sample text (default: %(default)s)")
     ap.add_argument("--json", help="write the figures as JSON")
-    args = ap.parse_args()
+    args = _common.parse_args(ap, argv, SMALL)
     if args.tokens < 2:
-        sys.exit("lava_speed.py: error: --tokens must be at least 2")
+        ap.error("--tokens must be at least 2")
     from eventllm.pipeline import place
     from eventllm.process.executor import Executor
     from eventllm.process.lava.client import LavaClient
@@ -64,7 +71,8 @@ def main() -> int:
             hold = lava.hold
         rows.append({"backend": f"lava-nc, {blocks} blocks", "processes": len(graph), "steps_per_token": hold,
                      "start_s": start, "first_token_s": first, "tokens_per_s": rate, "max_abs_diff": float(np.abs(out - ref).max())})
-    print(f"zoo:{args.model} with its shipped θ, {len(tokens)} tokens of the sample text, this CPU, one run")
+    print(f"{loaded.name} with {'its shipped θ' if loaded.thresholds else 'θ = 0'}, {len(tokens)} tokens of the sample text, "
+          "this CPU, one run")
     print(f"{'backend':<30} {'steps/token':>11} {'start+first s':>14} {'tokens/s':>10} {'vs executor':>12} {'max |Δ logit|':>14}")
     for r in rows:
         print(f"{r['backend']:<30} {r.get('steps_per_token', 1):>11} {r.get('start_s', 0) + r['first_token_s']:>14.2f} "
@@ -76,4 +84,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _common.entry(main)

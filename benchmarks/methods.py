@@ -3,6 +3,7 @@
     python benchmarks/methods.py --model zoo:rwkv4-small --data ../shared/data/pg-books \
         --method "paper search=thr_paper.json" --method "per-neuron θ (WINA)=thr_wina.json" \
         --method "fine-tuned=ft.safetensors:thr_ft.json" [--tokens 65536] [--lambada FILE] [--reuse OLD.json] -o OUT
+    python benchmarks/methods.py --small -o OUT      (zoo:rwkv4-tiny's shipped θ, a few tokens, 2 LAMBADA passages)
 
 Each --method is LABEL=THRESHOLDS or LABEL=MODEL:THRESHOLDS (a fine-tuned model comes with its own thresholds
 file). For every method, every θ × s for s in --scales is evaluated on the first --tokens tokens of the test
@@ -16,7 +17,6 @@ curves on one plot, the 1% bound drawn).
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -27,8 +27,18 @@ from eventllm.atomic import atomic_path, write_text
 from eventllm.report import format_table, pct
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def shipped_method() -> list[str]:
+    """--small's one method: zoo:rwkv4-tiny's shipped thresholds."""
+    return [f"shipped θ={_common.small_thresholds()}"]
+
+
+# --small: zoo:rwkv4-tiny's shipped θ at two scales on a few tokens of the small data folder, 2 LAMBADA passages
+SMALL = {"model": _common.SMALL_MODEL, "data": _common.small_data, "method": shipped_method, "tokens": 32,
+         "scales": "0.5,1", "lambada": _common.small_lambada, "lambada_limit": 2, "device": "cpu"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = _common.parser(__file__, __doc__)
     ap.add_argument("--model", required=True, help="the original dense model (zoo:NAME or a file)")
     ap.add_argument("--data", required=True, help="data folder whose test split is evaluated")
     ap.add_argument("--method", action="append", required=True, help="LABEL=THRESHOLDS or LABEL=MODEL:THRESHOLDS")
@@ -41,7 +51,7 @@ def main() -> None:
                     "(marked \"reused_from\") instead of being evaluated again")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("-o", "--output", required=True, help="output path without extension (.json and .png are written)")
-    args = ap.parse_args()
+    args = _common.parse_args(ap, argv, SMALL)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,4 +148,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.entry(main)

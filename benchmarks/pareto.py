@@ -2,6 +2,7 @@
 
     python benchmarks/pareto.py [--model zoo:rwkv4-small] [--thresholds F] [--head-thresholds F]
                                 [--bits 16,8,4] [--scales 0,0.7,1,1.3] [--eval-tokens N] [--device cuda] [-o DIR]
+    python benchmarks/pareto.py --small -o DIR      (zoo:rwkv4-tiny at 16 and 8 bits, θ × 0 and 1, a few tokens; seconds)
 
 Every point is one configuration of the default RWKV zoo model, run for real:
   precision  16 (the trained bf16 weights, float events), 8 (int8 weights, int8 events: 2xINT8 MACs),
@@ -16,7 +17,9 @@ Writes pareto.json and pareto.png (energy and latency against the perplexity inc
 
 from __future__ import annotations
 
-import argparse
+import copy
+import dataclasses
+import functools
 import json
 import os
 import platform
@@ -29,18 +32,30 @@ from eventllm.atomic import atomic_path, write_text
 from eventllm.report import format_table, pct
 
 PRECISIONS = {16: (16, 16), 8: (8, 8), 4: (4, 8)}  # --bits → (weight bits, event bits)
+# --small: zoo:rwkv4-tiny at 16 and 8 bits, natural and calibrated θ, a few tokens of the small data folder and sample text
+SMALL = {"output": _common.OUTPUT, "model": _common.SMALL_MODEL, "data": _common.small_data, "bits": "16,8",
+         "scales": "0,1", "eval_tokens": 32, "sim_tokens": 4}
+
+
+@functools.lru_cache(maxsize=1)  # the sweep goes precision by precision: each is loaded and quantised once
+def _at_precision(spec: str, weight_bits: int, event_bits: int):
+    from eventllm.models.quantize import quantize_model
+    from eventllm.models.registry import load_model
+
+    loaded = load_model(spec)
+    loaded.model.eval()
+    if weight_bits < 16 or event_bits < 16:
+        quantize_model(loaded.model, weight_bits, "mse", event_bits=event_bits)
+    return loaded
 
 
 def configure(spec: str, thresholds: str, weight_bits: int, event_bits: int, scale: float, device: str | None):
     """The model at one precision with the thresholds of `thresholds` times `scale`."""
-    from eventllm.models.quantize import quantize_model
-    from eventllm.models.registry import load_model
     from eventllm.sparsity.thresholds import apply_thresholds
 
-    loaded = load_model(spec)
-    m = loaded.model.eval()
-    if weight_bits < 16 or event_bits < 16:
-        quantize_model(m, weight_bits, "mse", event_bits=event_bits)
+    base = _at_precision(spec, weight_bits, event_bits)
+    loaded = dataclasses.replace(base, model=copy.deepcopy(base.model))
+    m = loaded.model
     # the thresholds files hold θ of the 16-bit model; its fingerprint stays valid after quantising
     apply_thresholds(m, thresholds)
     m.set_thetas({k: v * scale for k, v in m.get_thetas().items()})
@@ -68,8 +83,8 @@ def simulate_point(model, name: str, tokens: list[int], mode: str = "thresholded
             "synops": s["synaptic_ops_per_token"], "sparsity_sim": s["activation_sparsity"]}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = _common.parser(__file__, __doc__)
     ap.add_argument("--model", default="zoo:rwkv4-small")
     ap.add_argument("--thresholds", help="thresholds file without a head site (default: the zoo model's shipped file)")
     ap.add_argument("--head-thresholds", help="a file from `calibrate --head` for the thresholded-head points")
@@ -83,7 +98,10 @@ def main() -> None:
     ap.add_argument("--fill", type=float, default=1.0, help="map the configurations with at most this fraction of each core's "
                     "memory (more cores, shards in parallel); the dense baseline is mapped at 1")
     ap.add_argument("-o", "--output", default="out/pareto")
-    args = ap.parse_args()
+    args = _common.parse_args(ap, argv, SMALL)
+    bad = [b for b in args.bits.split(",") if not b.strip().isdigit() or int(b) not in PRECISIONS]
+    if bad:
+        ap.error(f"--bits: {bad[0]!r} is not one of {', '.join(map(str, PRECISIONS))}")
     import torch
 
     from eventllm.data import SAMPLE_TEXT, cached_token_stream
@@ -123,6 +141,7 @@ def main() -> None:
                       f"{sim['energy_j'] * 1e6:7.2f} µJ ({p['energy_ratio']:.2f}x)  {sim['latency_s'] * 1e6:7.1f} µs "
                       f"({p['latency_ratio']:.2f}x)  {sim['cores']} cores", flush=True)
     seconds = time.perf_counter() - t0
+    _at_precision.cache_clear()  # main may be called again in this process (the test suite): no model kept beyond the run
     ok = [p for p in points if p["ppl_increase"] <= 0.01]
     best_e = max(ok, key=lambda p: p["energy_ratio"], default=None)
     best_l = max(ok, key=lambda p: p["latency_ratio"], default=None)
@@ -178,4 +197,4 @@ def plot(points, dense, path: Path, title: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.entry(main)

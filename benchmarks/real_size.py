@@ -4,6 +4,7 @@ write a BlinkDL-format `.pth` with random weights, then `eventllm calibrate` (on
 
     python benchmarks/real_size.py --shape 430m --tokens 65536 --device cuda -o /tmp/real430m
     python benchmarks/real_size.py --shape 3b --tokens 8192 --device cuda -o /tmp/real3b --skip-calibrate
+    python benchmarks/real_size.py --small -o DIR      (the tiny shape, a few tokens, every stage in this process; seconds)
 
 After every stage its record goes into `stages_partial.json` in the output folder. With `--resume`, a stage whose
 record there has the same command and whose outputs are all still there is not run again: its record (wall time,
@@ -13,16 +14,18 @@ makes every later stage run again.
 
 Each stage is a child process (this script, running `eventllm …` or, for the write, `save_blinkdl`), so its wall time
 counts its start and loading and its peak resident memory is its own (`wait4`); the
-GPU peak is what torch allocated in that process. The text goes through the shipped default model's
+GPU peak is what torch allocated in that process. With `--in-process` (--small) each stage runs in this process instead:
+the peak memory is then this process's so far. The text goes through the shipped default model's
 tokenizer (BlinkDL's own 20B tokenizer is a download; its ids are below the 50,277-token vocabulary, so the
 costs are those of a text of that length). Random weights: the sparsity is not that of trained weights.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -39,6 +42,10 @@ SHAPES = {  # BlinkDL RWKV-4 Pile models: layers, width, vocabulary
     "3b": (32, 2560, 50277),
     "tiny": (2, 128, 50277),  # a seconds-long rehearsal of every stage
 }
+# --small: the tiny shape calibrated on a few short windows of the small data folder, a few tokens traced, on the CPU,
+# every stage in this process
+SMALL = {"shape": "tiny", "tokens": 16, "data": _common.small_data, "device": "cpu", "calibrate_tokens": 64,
+         "calibrate_context": 16, "check_tokens": 128, "in_process": True}
 CUDA_PEAK = "eventllm-benchmark-cuda-peak-bytes:"
 RECORD = "eventllm-benchmark-write-record:"
 
@@ -56,26 +63,42 @@ def _stage_child(argv: list[str]) -> int:
     return rc
 
 
-def _run(name: str, argv: list[str], log: Path, command: str | None = None) -> dict:
-    """One stage as a child process: wall seconds, peak RSS, GPU peak; stops the benchmark when it fails.
-    `argv` is an `eventllm` command line, or with `command` (its description) this script's own child arguments."""
+def _child(argv: list[str]) -> int:
+    """What a stage's child process runs: `--stage -- EVENTLLM ARGS` or `--write-stage SHAPE FOLDER SEED`."""
+    if argv[0] == "--stage":
+        return _stage_child(argv[2:] if argv[1:2] == ["--"] else argv[1:])
+    rec = write_checkpoint(argv[1], Path(argv[2]), int(argv[3]))
+    print(RECORD + json.dumps(rec), flush=True)
+    return 0
+
+
+def _run(name: str, argv: list[str], log: Path, command: str | None = None, in_process: bool = False) -> dict:
+    """One stage as a child process (or, `in_process`, in this one): wall seconds, peak RSS, GPU peak; stops the benchmark
+    when it fails. `argv` is an `eventllm` command line, or with `command` (its description) this script's own child
+    arguments."""
     command = command or "eventllm " + " ".join(argv)
-    cmd = [sys.executable, str(Path(__file__).resolve()), *(argv if argv[0].startswith("--") else ["--stage", "--", *argv])]
-    print(f"\n== {name}: {command}", flush=True)
+    child = argv if argv[0].startswith("--") else ["--stage", "--", *argv]
+    print(f"\n== {name}: {command}" + (" (in this process)" if in_process else ""), flush=True)
     t0 = time.perf_counter()
     with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=_common.ROOT)
-        _, status, usage = os.wait4(proc.pid, 0)
+        if in_process:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+                rc = _child(child)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        else:
+            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *child], stdout=out, stderr=subprocess.STDOUT,
+                                    cwd=_common.ROOT)
+            _, status, usage = os.wait4(proc.pid, 0)
+            rc, peak = os.waitstatus_to_exitcode(status), usage.ru_maxrss
     seconds = time.perf_counter() - t0
     text = log.read_text()
-    rc = os.waitstatus_to_exitcode(status)
     gpu = [int(line.split(":")[1]) for line in text.splitlines() if line.startswith(CUDA_PEAK)]
     extra = [json.loads(line.split(":", 1)[1]) for line in text.splitlines() if line.startswith(RECORD)]
     shown = [line for line in text.splitlines() if not line.startswith((CUDA_PEAK, RECORD))]
     print("\n".join(shown[-14:]), flush=True)
     if rc != 0:
         sys.exit(f"stage {name} failed with exit code {rc}; see {log}")
-    return {"stage": name, "seconds": seconds, "peak_rss_bytes": usage.ru_maxrss * 1024,
+    return {"stage": name, "seconds": seconds, "peak_rss_bytes": peak * 1024,
             "gpu_peak_bytes": gpu[-1] if gpu else None, "command": command, **(extra[-1] if extra else {})}
 
 
@@ -92,8 +115,8 @@ class Stages:
     """The stages run so far, saved to `stages_partial.json` after each; with `resume`, the records of an earlier
     run whose commands match and whose outputs exist are reused, in order, until the first that must run again."""
 
-    def __init__(self, out: Path, shape: str, resume: bool):
-        self.out, self.shape, self.file = out, shape, out / "stages_partial.json"
+    def __init__(self, out: Path, shape: str, resume: bool, in_process: bool = False):
+        self.out, self.shape, self.file, self.in_process = out, shape, out / "stages_partial.json", in_process
         self.done: list[dict] = []
         self.earlier: list[dict] = []
         if resume and self.file.is_file():
@@ -120,7 +143,8 @@ class Stages:
         return rec
 
     def run(self, name: str, argv: list[str], log: Path, command: str | None = None) -> dict:
-        return self.reused(name, command or "eventllm " + " ".join(argv)) or self.add(_run(name, argv, log, command))
+        command = command or "eventllm " + " ".join(argv)
+        return self.reused(name, command) or self.add(_run(name, argv, log, command, self.in_process))
 
 
 def write_checkpoint(shape: str, folder: Path, seed: int) -> dict:
@@ -148,14 +172,17 @@ def _write_command(shape: str, seed: int) -> str:
     return f"save_blinkdl(RWKV-4 {shape} with random weights, seed {seed})"
 
 
-def main() -> int:
-    if len(sys.argv) > 1 and sys.argv[1] == "--stage":
-        return _stage_child(sys.argv[3:] if sys.argv[2:3] == ["--"] else sys.argv[2:])
-    if len(sys.argv) == 5 and sys.argv[1] == "--write-stage":
-        rec = write_checkpoint(sys.argv[2], Path(sys.argv[3]), int(sys.argv[4]))
-        print(RECORD + json.dumps(rec), flush=True)
-        return 0
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def calibrate_options(args) -> list[str]:
+    """The calibrate options given to this benchmark (none: calibrate's defaults, the command as it always was)."""
+    given = (("--tokens", args.calibrate_tokens), ("--context", args.calibrate_context), ("--check-tokens", args.check_tokens))
+    return [str(v) for option, value in given if value is not None for v in (option, value)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--stage"] or (len(argv) == 4 and argv[0] == "--write-stage"):
+        return _child(argv)
+    ap = _common.parser(__file__, __doc__, whole_doc=True)
     ap.add_argument("--shape", choices=sorted(SHAPES), default="430m")
     ap.add_argument("--tokens", type=int, default=65536, help="tokens of pg-books test to trace (default: %(default)s)")
     ap.add_argument("--data", default=str(_common.ROOT.parent / "shared" / "data" / "pg-books"))
@@ -163,6 +190,11 @@ def main() -> int:
     ap.add_argument("--topology", default="seneca")
     ap.add_argument("--skip-calibrate", action="store_true", help="θ = 0 (natural sparsity) instead of a calibrated file")
     ap.add_argument("--compare-dense", action="store_true", help="also trace θ = 0 and the dense baseline")
+    ap.add_argument("--calibrate-tokens", type=int, help="calibrate --tokens (default: calibrate's)")
+    ap.add_argument("--calibrate-context", type=int, help="calibrate --context (default: calibrate's)")
+    ap.add_argument("--check-tokens", type=int, help="calibrate --check-tokens (default: calibrate's)")
+    ap.add_argument("--in-process", action="store_true", help="run every stage in this process (no child processes: the "
+                    "peak memory is this process's so far)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-o", "--output", required=True, help="work folder (checkpoint, graph, mapping, logs, stages.json)")
     ap.add_argument("--resume", action="store_true",
@@ -170,14 +202,14 @@ def main() -> int:
                          "and whose outputs are there, with their timings; run the rest")
     ap.add_argument("--stop-after", choices=["write", "calibrate", "build", "map"],
                     help="stop after this stage (then --resume runs the rest), e.g. to split the run over time-limited calls")
-    args = ap.parse_args()
+    args = _common.parse_args(ap, argv, SMALL)
     if args.tokens < 2:
-        sys.exit("real_size.py: error: --tokens must be at least 2")
+        ap.error("--tokens must be at least 2")
     if args.stop_after == "calibrate" and args.skip_calibrate:
-        sys.exit("real_size.py: error: --stop-after calibrate with --skip-calibrate: there is no calibrate stage")
+        ap.error("--stop-after calibrate with --skip-calibrate: there is no calibrate stage")
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    run = Stages(out, args.shape, args.resume)
+    run = Stages(out, args.shape, args.resume, args.in_process)
 
     def stop(stage: str) -> bool:
         if args.stop_after == stage:
@@ -191,7 +223,8 @@ def main() -> int:
     thr = []
     if not args.skip_calibrate:
         run.run("calibrate", ["calibrate", "--model", model, "--data", args.data, "--max-ppl-increase", "0.01",
-                              "--device", args.device, "-o", str(out / "thresholds.json"), "-q"], out / "calibrate.log")
+                              "--device", args.device, "-o", str(out / "thresholds.json"), "-q", *calibrate_options(args)],
+                out / "calibrate.log")
         thr = ["--thresholds", str(out / "thresholds.json")]
         if stop("calibrate"):
             return 0
@@ -230,4 +263,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _common.entry(main)

@@ -1,6 +1,7 @@
 """Sparsity against perplexity: the shipped calibrated thresholds scaled by a common factor, on held-out text.
 
-    python benchmarks/sparsity_curve.py [--tokens N] [--output docs]
+    python benchmarks/sparsity_curve.py [--tokens N] [--scales 0,0.25,…] [--output docs]
+    python benchmarks/sparsity_curve.py --small --output DIR      (a few tokens, two scales; seconds)
 
 For zoo:rwkv4-tiny and zoo:opt-tiny: every θ × s for s in a grid, perplexity increase and mean projection-
 input sparsity on the first N tokens of the test split (s = 0 is the natural sparsity, s = 1 the shipped
@@ -9,7 +10,6 @@ thresholds). Writes sparsity_curve.png, per_layer_sparsity.png and sparsity_curv
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -17,16 +17,21 @@ import _common
 
 from eventllm.report import format_table, pct
 
-SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
+SCALES = "0,0.25,0.5,0.75,1,1.25,1.5,2,3"
+# --small: natural and shipped θ on a few tokens, written where -o says (never into docs/)
+SMALL = {"output": _common.OUTPUT, "tokens": 32, "scales": "0,1", "data": _common.small_data}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None) -> None:
+    ap = _common.parser(__file__, __doc__)
     ap.add_argument("--tokens", type=int, default=16384)
+    ap.add_argument("--scales", type=_common.floats, default=SCALES, help="θ scales, with 1 (default: %(default)s)")
     ap.add_argument("--data", default=str(_common.ROOT.parent / "shared" / "data" / "gutenberg"))
     ap.add_argument("--output", default=str(_common.ROOT / "docs"))
     ap.add_argument("--plot-only", action="store_true", help="redraw the plots from OUTPUT/sparsity_curve.json")
-    args = ap.parse_args()
+    args = _common.parse_args(ap, argv, SMALL)
+    if 1.0 not in args.scales:
+        ap.error(f"--scales {','.join(f'{s:g}' for s in args.scales)}: include 1 (the shipped thresholds)")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,7 +55,7 @@ def main() -> None:
         apply_thresholds(m, ZOO_DIR / name / "thresholds.json")
         base = m.get_thetas()
         rows, points = [], []
-        for s in SCALES:
+        for s in args.scales:
             m.set_thetas({k: v * s for k, v in base.items()})
             r = evaluate_stream(m, ids, progress=False)
             points.append({"scale": s, "sparsity": r["sparsity"]["thresholded"], "ppl": r["ppl"], "ppl_increase": r["ppl_increase"],
@@ -94,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.entry(main)

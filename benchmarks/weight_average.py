@@ -3,6 +3,7 @@ moves from the dense model's because of the optimiser's noise alone.
 
     python benchmarks/weight_average.py --model zoo:rwkv4-tiny --data ../shared/data/gutenberg --steps 300 --lr 1e-3 \
         [--decay 0.98] [--device cpu] [-o docs/runs/weight_average_tiny]
+    python benchmarks/weight_average.py --small -o OUT      (a tiny random model, a few steps; seconds)
 
 Both runs start from the same model and θ (the zoo model's shipped thresholds), the same seed and the same windows,
 and hold the sparsity where the start has it (target = the start's MAC-weighted sparsity on the training windows, no
@@ -14,20 +15,24 @@ the warm-up, the mean and worst perplexity increase of each; writes OUTPUT.json 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the repository on the path)
+import _common
 import numpy as np
 
 from eventllm.atomic import write_text
 from eventllm.report import format_table
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+# --small: a tiny random model (θ = 0: it ships none), a few steps of two short windows, two checks on a short stream
+SMALL = {"model": _common.tiny_model, "data": _common.small_data, "steps": 4, "batch_size": 2, "context": 16,
+         "check_every": 2, "check_tokens": 64, "device": "cpu"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = _common.parser(__file__, __doc__)
     ap.add_argument("--model", default="zoo:rwkv4-tiny")
     ap.add_argument("--data", required=True, help="data folder (train split for training, valid for the checks)")
     ap.add_argument("--steps", type=int, default=300)
@@ -40,7 +45,7 @@ def main() -> None:
     ap.add_argument("--check-tokens", type=int, default=8192)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("-o", "--output", help="output path without extension (.json is written)")
-    args = ap.parse_args()
+    args = _common.parse_args(ap, argv, SMALL)
 
     from eventllm import pipeline
     from eventllm.data import cached_token_stream
@@ -90,4 +95,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    _common.entry(main)
