@@ -111,11 +111,11 @@ def _print_sanafe(s: dict) -> None:
         rows.append([r["name"], f"{o['synaptic_events']:,} / {f['synaptic_events']:,}",
                      f"{o['messages']:,} ({o['messages_per_destination_core']:,}) / {f['messages']:,}", f"{o['hops']:,} / {f['hops']:,}",
                      f"{part(o, 'synapse')} / {part(f, 'synapse')}", f"{part(o, 'neuron')} / {part(f, 'neuron')}",
-                     f"{part(o, 'network')} / {part(f, 'network')}", f"{r['agreement']['energy_j']:+.2e}",
+                     f"{part(o, 'network')} / {part(f, 'network')}", f"{100 * r['agreement']['energy_j']:+.3f}%",
                      f"{o['latency_s'] * 1e6:.3f} / {f['latency_s'] * 1e6:.3f}" + (f" / {d['latency_s'] * 1e6:.3f}" if d else ""),
                      f"{n['energy_j'] / T * 1e6:.3f}"])
     print(format_table(["projection", "synaptic events", "messages (per dest. core)", "hops", "synapse µJ", "neuron µJ",
-                        "network µJ", "energy diff", "µs/token (simple / detailed)", "loihi.yaml µJ"], rows,
+                        "network µJ", "energy Δ (SANA-FE ÷ ours − 1)", "µs/token (simple / detailed)", "loihi.yaml µJ"], rows,
                        title=f"\nSANA-FE beside eventllm, {T} tokens, both at the {s['costs']} costs: ours / SANA-FE "
                              "(last column: SANA-FE at its own loihi.yaml)"))
     m = s["model"]
