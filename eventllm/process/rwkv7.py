@@ -136,6 +136,8 @@ class WKV7Model(ProcessModel):
     ops_per_entry = 9
     split = "heads"
     lava = "WKV7"
+    quiet_inputs = ("r",)  # y = S·r
+    quiet_state_inputs = ("k", "v")  # S ← S·diag(w) − (S·κ)(κ ⊙ a)ᵀ + v kᵀ stays 0 while k or v is
 
     def entry_ops(self) -> int:
         return self.ops_per_entry * self.process.head_size + 1  # + κ ⊙ a, once per entry
@@ -154,6 +156,7 @@ class HeadL2NormModel(ProcessModel):
     ops_per_entry = 4  # the product with k_k, its square summed, the division
     split = "heads"
     lava = "Unary"
+    quiet_inputs = ("inp",)
 
     def run(self, inputs):
         x = _heads(inputs["inp"] * self.v["k_k"], self.process)
@@ -166,6 +169,7 @@ class GroupNormModel(ProcessModel):
     ops_per_entry = 6  # as a layer norm, within each head
     split = "heads"
     lava = "Unary"
+    quiet_inputs = ("inp",)
 
     def run(self, inputs):
         x = _heads(inputs["inp"], self.process)
@@ -180,6 +184,7 @@ class Bonus7Model(ProcessModel):
     ops_per_entry = 5  # r·k·r_k summed per head, then times v
     split = "heads"
     lava = "HeadBonus"
+    quiet_inputs = ("r", "k", "v")
 
     def run(self, inputs):
         p = self.process
@@ -191,6 +196,7 @@ class Bonus7Model(ProcessModel):
 class TanhModel(ProcessModel):
     ops_per_entry = 4
     lava = "Unary"
+    quiet_inputs = ("inp",)
 
     def run(self, inputs):
         return {"out": np.tanh(inputs["inp"]).astype(np.float32, copy=False)}
@@ -211,6 +217,7 @@ class Decay7Model(ProcessModel):
 class Key7Model(ProcessModel):
     ops_per_entry = 4
     lava = "Binary"
+    quiet_inputs = ("a",)
 
     def run(self, inputs):
         return {"out": inputs["a"] * (1 + (inputs["b"] - 1) * self.v["k_a"])}
@@ -220,6 +227,7 @@ class Key7Model(ProcessModel):
 class LerpModel(ProcessModel):
     ops_per_entry = 3
     lava = "Lerp"
+    quiet_inputs = (("a", "b"),)  # a + (b − a) ⊙ t
 
     def run(self, inputs):
         a = inputs["a"]
