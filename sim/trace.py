@@ -9,7 +9,8 @@ So a block of T tokens is counted with arrays [T, …] instead of a Python loop 
                (`eventllm.masks`); an embedding's out-port is looked up here from the graph's
                own table; an out-port not given is dense (every entry an event), except at a token where
                one of its process's `quiet_inputs` sent no event (a Dense after a site whose θ removed the
-               whole vector): then only its bias's non-zero entries;
+               whole vector) or while its zero start state stays zero (`quiet_state_inputs`, a WKV state never
+               fed): then only its bias's non-zero entries;
   ranges       every range the engine counts (a shard's inputs and outputs, a NoC pair, a threshold's
                out-port) starts and ends on one of a few boundary points of the vector of all out-ports laid
                end to end, so per token only the events between consecutive boundary points are summed
@@ -108,10 +109,10 @@ class TraceEngine(Simulator):
         if unknown:  # its counts depend on data the masks do not carry: no silent guess
             raise GraphError(f"the trace engine does not know the data-dependent counts of {unknown[0].name} "
                              f"({type(unknown[0]).__name__}); simulate it with `engine` message")
-        # a process whose out-port sends only its bias at a token where one of its `quiet_inputs` sent no event (a
-        # Dense after a site whose θ removed the whole vector, W·0 = 0): (out-port, those in-ports' sources, the
-        # bias's events per interval of the out-port)
-        # (and likewise while its zero start state stays zero: `quiet_state_inputs`)
+        # processes whose out-port sends only its bias at a token where one of its `quiet_inputs` sent no event (a
+        # Dense after a site whose θ removed the whole vector: W·0 = 0), or while its zero start state stays zero
+        # (`quiet_state_inputs`): (name, the sources of each quiet group, of the state inputs, the bias's events
+        # per interval of the out-port)
         self.quiet = []
         for p in self.order:
             model = model_class_for(p)
