@@ -7,7 +7,10 @@ So a block of T tokens is counted with arrays [T, …] instead of a Python loop 
   masks        for each out-port ('proc.port') a [T, size] array whose non-zero entries are the events; the
                torch model in sequence mode gives them for the threshold sites and their inputs
                (`eventllm.masks`); an embedding's out-port is looked up here from the graph's
-               own table; any other out-port not given is taken as dense (every entry an event);
+               own table; an out-port not given is dense (every entry an event), except at a token where
+               one of its process's `quiet_inputs` sent no event (a Dense after a site whose θ removed the
+               whole vector) or while its zero start state stays zero (`quiet_state_inputs`, a WKV state never
+               fed): then only its bias's non-zero entries;
   ranges       every range the engine counts (a shard's inputs and outputs, a NoC pair, a threshold's
                out-port) starts and ends on one of a few boundary points of the vector of all out-ports laid
                end to end, so per token only the events between consecutive boundary points are summed
@@ -33,6 +36,7 @@ from eventllm.process.graph import ProcessGraph
 from mapping.result import Mapping
 from sim.costs import CostModel
 from eventllm.process.library import Attention, Embedding, PositionalEmbedding
+from eventllm.process.models import model_class_for
 from sim.engine import COUNTERS, C, SimResult, Simulator
 
 # at most this many [token x shard x counter] entries per block (float64): bounds the memory of one block
@@ -82,10 +86,11 @@ class TraceEngine(Simulator):
 
     def reset(self) -> None:
         super().reset()
-        self.position = 0
+        self.new_sequence()
 
     def new_sequence(self) -> None:
         self.position = 0
+        self.state_moved: set[str] = set()  # processes whose state (zero at a sequence's start) has taken a value
 
     # --- planning -----------------------------------------------------------------------------------------
     def _plan_trace(self) -> None:
@@ -114,6 +119,20 @@ class TraceEngine(Simulator):
         if unknown:  # its counts depend on data the masks do not carry: no silent guess
             raise GraphError(f"the trace engine does not know the data-dependent counts of {unknown[0].name} "
                              f"({type(unknown[0]).__name__}); simulate it with `engine` message")
+        # processes whose out-port sends only its bias at a token where one of its `quiet_inputs` sent no event (a
+        # Dense after a site whose θ removed the whole vector: W·0 = 0), or while its zero start state stays zero
+        # (`quiet_state_inputs`): (name, the sources of each quiet group, of the state inputs, the bias's events
+        # per interval of the out-port)
+        self.quiet = []
+        for p in self.order:
+            model = model_class_for(p)
+            if (model.quiet_inputs or model.quiet_state_inputs) and set(p.out_ports) == {"out"}:
+                i0, i1, starts = self.port_intervals[f"{p.name}.out"]
+                bias = p.vars["bias"].value if "bias" in p.vars else np.zeros(p.out_ports["out"].size)
+                src = lambda names: [p.in_ports[n].sources[0].src.path for n in names]  # noqa: E731
+                groups = [src((g,) if isinstance(g, str) else g) for g in model.quiet_inputs]
+                self.quiet.append((p.name, groups, src(model.quiet_state_inputs),
+                                   np.add.reduceat(bias != 0, starts, dtype=np.int64)))
         # per process: its pairs sorted by destination shard, for the latest arrival per shard
         self.arrivals = {}
         for p in self.order:
@@ -138,7 +157,8 @@ class TraceEngine(Simulator):
         return out != 0
 
     def _interval_counts(self, masks: MappingABC, tokens: np.ndarray, positions: np.ndarray) -> np.ndarray:
-        """Events in every interval between consecutive boundary points, [T, intervals]."""
+        """Events in every interval between consecutive boundary points, [T, intervals] (the tokens continue the
+        sequence: the processes whose state has moved from zero are noted)."""
         T = len(tokens)
         counts = np.broadcast_to(self.interval_len, (T, len(self.interval_len))).copy()
         given = dict(masks)
@@ -154,7 +174,30 @@ class TraceEngine(Simulator):
             if mask.shape != (T, self.points[i1] - self.points[i0]):
                 raise GraphError(f"mask for {path}: shape {mask.shape}, expected ({T}, {self.points[i1] - self.points[i0]})")
             counts[:, i0:i1] = np.add.reduceat(mask != 0 if mask.dtype != bool else mask, starts, axis=1, dtype=np.int64)
+        for name, groups, state_sources, bias_events in self.quiet:  # in graph order: sources are final before
+            out = f"{name}.out"
+            if out in given:
+                continue
+            idle = np.zeros(T, dtype=bool)
+            for group in groups:
+                idle |= np.logical_and.reduce([self._silent(counts, src) for src in group])
+            if state_sources and name not in self.state_moved:
+                kept_zero = np.zeros(T, dtype=bool)
+                for src in state_sources:
+                    kept_zero |= self._silent(counts, src)
+                kept_zero = np.logical_and.accumulate(kept_zero)  # the state is still zero after token t
+                idle |= kept_zero
+                if not kept_zero[-1]:
+                    self.state_moved.add(name)
+            if idle.any():
+                i0, i1, _ = self.port_intervals[out]
+                counts[idle, i0:i1] = bias_events
         return counts
+
+    def _silent(self, counts: np.ndarray, path: str) -> np.ndarray:
+        """[T] bool: the tokens at which out-port `path` sent no event."""
+        s0, s1, _ = self.port_intervals[path]
+        return counts[:, s0:s1].sum(1) == 0
 
     # --- counting -----------------------------------------------------------------------------------------
     def add(self, tokens, masks: MappingABC[str, np.ndarray]) -> None:

@@ -56,6 +56,24 @@ def run_bridge(tmp_path, graph, tokens=None, blocks="hierarchical", inputs=None,
     return got, events
 
 
+def fused_run_equals_executor_and_simulator(tmp_path, graph, tokens) -> dict[str, int]:
+    """Run the whole graph on lava-nc in the fused form; assert its logits within 1e-4 of our executor's and the
+    events of every out-port, counted by the Lava processes, equal to the simulator's; return those events."""
+    ex = Executor(graph)
+    ours = ex.run(tokens)
+    hw = place(graph, "seneca")
+    sim = Simulator(graph, hw.mapping, hw.costs)
+    sim.run(tokens)
+    got, events = run_bridge(tmp_path, graph, tokens, blocks="fused")
+    assert got[graph.output].shape == ours.shape == (len(tokens), ours.shape[1])
+    # Lava's floating_pt models compute in float64, our executor in float32 (as torch does): ~3e-6 apart on the zoo
+    # models; a token out of step gives differences of order 0.1 to 10
+    np.testing.assert_allclose(got[graph.output], ours, atol=1e-4, rtol=0)
+    assert events == sim.port_events() == ex.counts.per_port
+    assert len(events) == sum(len(p.out_ports) for p in graph)
+    return events
+
+
 @needs_lava
 def test_lava_environment_imports_the_graph_package_without_torch():
     r = lava("-c", "import sys, lava, eventllm.process.graph, eventllm.process.lava.network; print('torch' in sys.modules)")
@@ -71,18 +89,7 @@ def test_whole_zoo_model_on_lava_equals_executor_and_simulator(tmp_path, name):
     simulator's exactly. (The hierarchical form, a Lava process per process, runs one layer below and the whole model
     over a few tokens.)"""
     graph, tokens = zoo_graph(name)
-    ex = Executor(graph)
-    ours = ex.run(tokens)
-    hw = place(graph, "seneca")
-    sim = Simulator(graph, hw.mapping, hw.costs)
-    sim.run(tokens)
-    got, events = run_bridge(tmp_path, graph, tokens, blocks="fused")
-    assert got[graph.output].shape == ours.shape == (16, ours.shape[1])
-    # Lava's floating_pt models compute in float64, our executor in float32 (as torch does): ~3e-6 apart here;
-    # a token out of step gives differences of order 0.1 to 10
-    np.testing.assert_allclose(got[graph.output], ours, atol=1e-4, rtol=0)
-    assert events == sim.port_events() == ex.counts.per_port
-    assert len(events) == sum(len(p.out_ports) for p in graph)
+    events = fused_run_equals_executor_and_simulator(tmp_path, graph, tokens)
     # the thresholds really sparsify what Lava's Dense processes receive
     sites = [p for p in graph if p.kind == "threshold"]
     assert sum(events[f"{p.name}.out"] for p in sites) < 0.8 * 16 * sum(p.out_ports["out"].size for p in sites)

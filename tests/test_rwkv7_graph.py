@@ -167,3 +167,28 @@ def test_cli_evaluates_builds_maps_simulates_and_generates_a_blinkdl_pth(tmp_pat
         replies.append(json.loads(open(out).read())["turns_text"])
     assert replies[0] == replies[1]
     capsys.readouterr()
+
+
+
+@pytest.mark.parametrize("killed", [("att.g2", "att.v2", "ffn.value"), ("att.key", "att.value", "att.receptance")])
+def test_sites_that_remove_whole_vectors_are_counted_by_the_trace_as_by_the_message_engine(ids, killed):
+    """θ far above every input at some sites: the exact zeros after them, which the torch masks do not show, are
+    counted by the trace engine as the message engine sends them — a Dense of no event sends nothing (W·0 = 0, no
+    bias), a norm of zeros its bias, the lerp of two zeros nothing, a WKV-7 state never fed (k or v silent since the
+    start) stays zero and so does its output: every counter equal, energy to rounding (the trace once took all
+    those outputs as dense: energy +0.12% and +0.64%, events sent +7.6% and +22%)."""
+    m = RWKV7(RWKV7Config(**CFG)).randomize(seed=2).eval()
+    m.set_thetas({k: 100.0 if k[1] in killed else 0.03 for k in m.get_thetas()})
+    g = build_graph(m)
+    mapping = map_graph(g, "seneca")
+    sim = Simulator(g, mapping, load_costs("seneca"))
+    for t in ids[:12]:
+        sim.step(t)
+    sent = sim.port_events()
+    silent = ["L1.ffn.value.out", "L2.att.g2.out"] if "att.g2" in killed else ["L0.att.wkv.out", "L2.att.v_residual.out"]
+    assert all(sent[path] == 0 for path in silent)
+    eng = TraceEngine(g, mapping, load_costs("seneca"))
+    for part, masks in event_masks(m, g, ids[:12], chunk=5):
+        eng.add(part, masks)
+    np.testing.assert_array_equal(eng.result.counts, sim.result.counts)
+    np.testing.assert_allclose(eng.result.energy_per_token, sim.result.energy_per_token, rtol=1e-9)

@@ -119,3 +119,27 @@ def test_torch_sequence_mode_masks_are_the_executors_but_for_rounding_at_theta(r
     ref = run["sim"].result.counts.sum(0)
     np.testing.assert_allclose(eng.result.counts.sum(0), ref, rtol=1e-4)
     assert np.mean(eng.result.energy_per_token) == pytest.approx(np.mean(run["sim"].result.energy_per_token), rel=1e-4)
+
+
+def test_a_value_site_that_removes_whole_vectors_keeps_rwkv4s_wkv_silent_across_sequences(small_rwkv):
+    """RWKV-4 with θ far above every value input: the WKV's numerator state never leaves zero, so the WKV sends no
+    event (the masks do not show it; the trace engine knows it from the kind's `quiet_state_inputs`), in a second
+    sequence as in the first (`new_sequence`): every counter equal to the message engine's."""
+    model = small_rwkv
+    model.set_thetas({k: 100.0 if k[1] == "att.value" else 0.05 for k in model.get_thetas()})
+    graph = build_graph(model)
+    mapping = map_graph(graph, "seneca")
+    costs = load_costs("seneca")
+    texts = [[5, 9, 2, 40, 33, 7, 1], [8, 8, 63, 0, 12]]
+    eng = TraceEngine(graph, mapping, costs)
+    counts = 0
+    for ids in texts:
+        sim = Simulator(graph, mapping, costs)  # a fresh state, as the trace engine's new sequence
+        for t in ids:
+            sim.step(t)
+        assert sim.port_events()["L0.att.wkv.out"] == 0
+        counts = counts + sim.result.counts
+        eng.new_sequence()
+        for part, masks in event_masks(model, graph, ids, chunk=3):
+            eng.add(part, masks)
+    np.testing.assert_array_equal(eng.result.counts, counts)

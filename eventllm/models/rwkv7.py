@@ -22,7 +22,8 @@ matrices are projections like the others (their down and up halves each have a s
 value-residual LoRA (BlinkDL's checkpoints carry its v0/v1/v2, which nothing reads), so it has no sites there.
 
 Sequence mode `model(idx[B, T], state)` and step mode `model.step(token, state)` run the same code: the WKV
-recurrence token by token (`wkv7_scan`) or, for long sequences, chunk by chunk (`wkv7_chunked`, same result).
+recurrence token by token (`eventllm.models.wkv7.wkv7_scan`) or, from a few tokens on, chunk by chunk with matrix
+products (`wkv7_chunked`, the same numbers to float rounding, faster on a CPU and suited to a GPU).
 
 Parameter names follow BlinkDL's x070 checkpoints (emb, blocks.N.att.x_r, att.w1, …); a LoRA matrix `att.w1`
 [C, D] of the file is the Linear `att.w1.weight` [D, C] here (transposed), the mixes [1, 1, C] are vectors.
@@ -41,6 +42,7 @@ from eventllm.errors import ConfigError
 from eventllm.limits import check_memory
 from eventllm.models.base import CausalLM
 from eventllm.models.threshold import ActivationThreshold
+from eventllm.models.wkv7 import wkv7
 
 DECAY_SCALE = math.exp(-0.5)  # log w = -e^-½ σ(·): every channel forgets at least a little, at most 1 - e^-e^-½
 GROUP_NORM_EPS_PER_CHANNEL = 1e-5  # BlinkDL's ln_x: eps = 1e-5 · head_size_divisor² = 64e-5 at 8
@@ -118,19 +120,6 @@ class RWKV7State:
         return RWKV7State(*(t.detach() for t in self.tensors()))
 
 
-def wkv7_scan(S, r, w, k, v, kappa, a):
-    """The WKV-7 recurrence token by token. S: [B, H, N, N]; r, w, k, v, κ, a: [B, T, H, N] (float32).
-    Returns y [B, T, H, N] and the final state."""
-    ys = []
-    for t in range(r.shape[1]):
-        # S ← S·diag(w) - (S·κ)(κ ⊙ a)ᵀ + v kᵀ;  y = S·r
-        sk = torch.einsum("bhij,bhj->bhi", S, kappa[:, t])
-        S = (S * w[:, t, :, None, :] - sk[..., None] * (kappa[:, t] * a[:, t])[:, :, None, :]
-             + v[:, t, :, :, None] * k[:, t, :, None, :])
-        ys.append(torch.einsum("bhij,bhj->bhi", S, r[:, t]))
-    return torch.stack(ys, 1), S
-
-
 def token_shift(x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
     """The previous token's vector at every position: [prev, x_0, …, x_{T-2}]."""
     return torch.cat([prev[:, None, :], x[:, :-1]], dim=1)
@@ -197,7 +186,7 @@ class TimeMix(nn.Module):
         else:
             v = v + (v_first - v) * torch.sigmoid(self.v0 + self.lora("v", xv))
         heads = lambda t: t.float().view(B, T, H, N)  # noqa: E731
-        y, S = wkv7_scan(S, heads(r), torch.exp(heads(log_w)), heads(k), heads(v), kappa.float(), heads(a))
+        y, S = wkv7(S, heads(r), torch.exp(heads(log_w)), heads(k), heads(v), kappa.float(), heads(a))
         y = self.ln_x(y.reshape(B * T, C).to(x.dtype)).view(B, T, C)
         bonus = (heads(r) * heads(k) * self.r_k).sum(-1, keepdim=True) * heads(v)
         o = y + bonus.view(B, T, C).to(x.dtype)

@@ -9,6 +9,12 @@ the system needs to know about that kind of process, so that a kind lives in one
                  outputs or by inputs), "rows" (a lookup table, by rows), "heads" (attention, by heads)
   lava           the name of its counterpart in `eventllm.process.lava.network.COUNTERPARTS` (None: not bridged)
   extra_counts   data-dependent counts beyond events and ops (table lookups, a growing attention cache)
+  quiet_inputs   in-ports any one of which (or a tuple of in-ports all of which), sending no event at a token,
+                 leaves the out-port sending only the non-zero entries of the `bias` Var (none without one):
+                 W·0 = 0, 0·b = 0, 0 + 0 = 0, a norm of 0 is its bias. The trace engine counts those exact zeros,
+                 which the torch model's masks do not show
+  quiet_state_inputs  for a state that starts at zero: in-ports any one of which, sending no event, keeps a zero
+                 state zero (S + v kᵀ with k = 0); while the state is zero the out-port sends as for `quiet_inputs`
 
 The model owns the run state: it copies the process's initial state and never writes the graph's Vars, so
 one graph serves any number of runs (thresholded, natural, dense shadow) side by side. Run options such as
@@ -47,6 +53,8 @@ class ProcessModel:
     synaptic: bool = False
     split: str = "whole"
     lava: str | None = None
+    quiet_inputs: tuple[str | tuple[str, ...], ...] = ()
+    quiet_state_inputs: tuple[str, ...] = ()
 
     def __init__(self, process: Process, overrides: dict[str, float] | None = None):
         self.process = process
@@ -165,6 +173,7 @@ class PositionalEmbeddingModel(EmbeddingModel):
 class LayerNormModel(ProcessModel):
     ops_per_entry = 6
     lava = "Unary"
+    quiet_inputs = ("inp",)
 
     def run(self, inputs):
         x = inputs["inp"]
@@ -194,6 +203,7 @@ class ShiftMixModel(ProcessModel):
 class ThresholdModel(ProcessModel):
     ops_per_entry = 1
     lava = "Unary"
+    quiet_inputs = ("inp",)
 
     def entry_ops(self) -> int:
         # int8 events: also the running max of |y| and the divide-and-round of each entry; delta events: the
@@ -227,6 +237,7 @@ class DenseModel(ProcessModel):
     synaptic = True
     split = "dense"
     lava = "Dense"  # lava.proc.dense (a hierarchical BiasedDense where it has a bias)
+    quiet_inputs = ("inp",)
 
     # int8 events into integer weights: integer MACs, whose sums float32 holds exactly up to 2^24; at most this many
     # events of |q| ≤ 127 into weights of |Q| ≤ 127 stay below it, more are summed in float64
@@ -271,6 +282,7 @@ class DenseModel(ProcessModel):
 class WKVModel(ProcessModel):
     ops_per_entry = 14
     lava = "WKV"
+    quiet_state_inputs = ("v",)  # a ← e^-w a + e^k v stays 0 while v is; then out = (e^p a + e^(u+k) v) / … = 0
     """The WKV recurrence in the numerically safe form of RWKV-4 (log-scale p carried with a and b)."""
 
     def run(self, inputs):
@@ -305,6 +317,7 @@ class SigmoidModel(ProcessModel):
 class ReLUModel(ProcessModel):
     ops_per_entry = 1
     lava = "Unary"
+    quiet_inputs = ("inp",)
 
     def run(self, inputs):
         return {"out": np.maximum(inputs["inp"], np.float32(0))}
@@ -314,6 +327,7 @@ class ReLUModel(ProcessModel):
 class SquaredReLUModel(ProcessModel):
     ops_per_entry = 2
     lava = "Unary"
+    quiet_inputs = ("inp",)
 
     def run(self, inputs):
         return {"out": np.square(np.maximum(inputs["inp"], np.float32(0)))}
@@ -323,6 +337,7 @@ class SquaredReLUModel(ProcessModel):
 class MultiplyModel(ProcessModel):
     ops_per_entry = 1
     lava = "Binary"
+    quiet_inputs = ("a", "b")
 
     def run(self, inputs):
         return {"out": inputs["a"] * inputs["b"]}
@@ -332,6 +347,7 @@ class MultiplyModel(ProcessModel):
 class AddModel(ProcessModel):
     ops_per_entry = 1
     lava = "Binary"
+    quiet_inputs = (("a", "b"),)
 
     def run(self, inputs):
         return {"out": inputs["a"] + inputs["b"]}

@@ -1,7 +1,8 @@
 """The process kinds RWKV-7 (x070) adds, each in one place: what it is (Vars, ports) and how it runs (its model,
-with its operation count, split rule and Lava counterpart). The projections, their threshold sites, the token
-shift, sigmoid, squared ReLU, products and sums are the library's kinds; a LoRA is two thresholded Dense processes
-with its function between them (`build.rwkv7_graph`).
+with its operation count, split rule and Lava counterpart: a process of `eventllm.process.lava.rwkv7`, or the Unary
+or Binary operation of its kind in `eventllm.process.lava.processes`). The projections, their threshold sites, the
+token shift, sigmoid, squared ReLU, products and sums are the library's kinds; a LoRA is two thresholded Dense
+processes with its function between them (`build.rwkv7_graph`).
 
 Per-head kinds (`n_head` heads of N channels, split by heads across cores):
   wkv7           the state S [H, N values, N keys] and its generalised delta rule: S ← S·diag(w) − (S·κ)(κ⊙a)ᵀ + v kᵀ,
@@ -134,7 +135,9 @@ class WKV7Model(ProcessModel):
     # update (two products and two sums) and S·r — 9 operations, times the head size (`entry_ops`)
     ops_per_entry = 9
     split = "heads"
-    lava = None
+    lava = "WKV7"
+    quiet_inputs = ("r",)  # y = S·r
+    quiet_state_inputs = ("k", "v")  # S ← S·diag(w) − (S·κ)(κ ⊙ a)ᵀ + v kᵀ stays 0 while k or v is
 
     def entry_ops(self) -> int:
         return self.ops_per_entry * self.process.head_size + 1  # + κ ⊙ a, once per entry
@@ -152,7 +155,8 @@ class WKV7Model(ProcessModel):
 class HeadL2NormModel(ProcessModel):
     ops_per_entry = 4  # the product with k_k, its square summed, the division
     split = "heads"
-    lava = None
+    lava = "Unary"
+    quiet_inputs = ("inp",)
 
     def run(self, inputs):
         x = _heads(inputs["inp"] * self.v["k_k"], self.process)
@@ -164,7 +168,8 @@ class HeadL2NormModel(ProcessModel):
 class GroupNormModel(ProcessModel):
     ops_per_entry = 6  # as a layer norm, within each head
     split = "heads"
-    lava = None
+    lava = "Unary"
+    quiet_inputs = ("inp",)
 
     def run(self, inputs):
         x = _heads(inputs["inp"], self.process)
@@ -178,7 +183,8 @@ class GroupNormModel(ProcessModel):
 class Bonus7Model(ProcessModel):
     ops_per_entry = 5  # r·k·r_k summed per head, then times v
     split = "heads"
-    lava = None
+    lava = "HeadBonus"
+    quiet_inputs = ("r", "k", "v")
 
     def run(self, inputs):
         p = self.process
@@ -189,7 +195,8 @@ class Bonus7Model(ProcessModel):
 @implements(Tanh)
 class TanhModel(ProcessModel):
     ops_per_entry = 4
-    lava = None
+    lava = "Unary"
+    quiet_inputs = ("inp",)
 
     def run(self, inputs):
         return {"out": np.tanh(inputs["inp"]).astype(np.float32, copy=False)}
@@ -198,7 +205,7 @@ class TanhModel(ProcessModel):
 @implements(Decay7)
 class Decay7Model(ProcessModel):
     ops_per_entry = 6  # a sigmoid (4), the scale, the exponential
-    lava = None
+    lava = "Unary"
 
     def run(self, inputs):
         with np.errstate(over="ignore"):
@@ -209,7 +216,8 @@ class Decay7Model(ProcessModel):
 @implements(Key7)
 class Key7Model(ProcessModel):
     ops_per_entry = 4
-    lava = None
+    lava = "Binary"
+    quiet_inputs = ("a",)
 
     def run(self, inputs):
         return {"out": inputs["a"] * (1 + (inputs["b"] - 1) * self.v["k_a"])}
@@ -218,7 +226,8 @@ class Key7Model(ProcessModel):
 @implements(Lerp)
 class LerpModel(ProcessModel):
     ops_per_entry = 3
-    lava = None
+    lava = "Lerp"
+    quiet_inputs = (("a", "b"),)  # a + (b − a) ⊙ t
 
     def run(self, inputs):
         a = inputs["a"]

@@ -25,6 +25,7 @@ import numpy as np
 from eventllm.errors import GraphError
 from eventllm.process.graph import ProcessGraph
 from eventllm.process.lava import processes as lp
+from eventllm.process.lava import rwkv7 as lava_rwkv7
 from eventllm.process.models import model_class_for
 
 try:
@@ -75,23 +76,20 @@ def _make_unary(p, hold):
     v = _vars(p)
     if p.kind not in lp.UNARY:
         raise GraphError(f"{p.name}: {p.kind} is not one of the Unary operations {lp.UNARY}")
-    return lp.Unary(op=p.kind, n=p.in_ports["inp"].size, hold=hold, weight=v.get("weight"), bias=v.get("bias"),
+    return lp.Unary(op=p.kind, n=p.in_ports["inp"].size, hold=hold, weight=v.get("weight", v.get("k_k")), bias=v.get("bias"),
                     theta=v.get("theta", 0.0), eps=p.attrs.get("eps", 1e-5), event_bits=p.attrs.get("event_bits", 16),
-                    name=p.name)
+                    n_head=p.attrs.get("n_head", 1), name=p.name)
 
 
 def _make_binary(p, hold):
     if p.kind not in lp.BINARY:
         raise GraphError(f"{p.name}: {p.kind} is not one of the Binary operations {lp.BINARY}")
-    return lp.Binary(op=p.kind, n=p.out_ports["out"].size, hold=hold, name=p.name)
+    return lp.Binary(op=p.kind, n=p.out_ports["out"].size, hold=hold, weight=_vars(p).get("k_a"), name=p.name)
 
 
 def _make_shift(p, hold):
     mixes = {n: a for n, a in _vars(p).items() if n.startswith("mix_")}
-    cls = {("mix_k", "mix_r"): lp.ShiftMix2, ("mix_k", "mix_r", "mix_v"): lp.ShiftMix3}.get(tuple(sorted(mixes)))
-    if cls is None:
-        raise GraphError(f"{p.name}: a token shift with mixes {sorted(mixes)} is not bridged to Lava")
-    return cls(**mixes, hold=hold, name=p.name)
+    return lp.shift_class(tuple(p.out_ports))(mixes=mixes, hold=hold, name=p.name)
 
 
 def _make_token_in(p, hold):
@@ -114,7 +112,7 @@ def _make_wkv(p, hold):
 
 # the counterparts a process model may name in its `lava` attribute
 COUNTERPARTS = {"Dense": _make_dense, "Unary": _make_unary, "Binary": _make_binary, "ShiftMix": _make_shift,
-                "TokenIn": _make_token_in, "Attention": _make_attention, "WKV": _make_wkv}
+                "TokenIn": _make_token_in, "Attention": _make_attention, "WKV": _make_wkv, **lava_rwkv7.COUNTERPARTS}
 
 
 def counterpart(p) -> str:

@@ -18,6 +18,8 @@ This module runs under Python 3.10 with lava-nc, without torch.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 try:
@@ -39,8 +41,10 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         ".venv-lava/bin/python -m eventllm.process.lava.bridge …"
     ) from None
 
-UNARY = ("layer_norm", "threshold", "sigmoid", "relu", "squared_relu", "bias")
-BINARY = ("add", "multiply")
+UNARY = ("layer_norm", "group_norm", "head_l2norm", "threshold", "sigmoid", "tanh", "rwkv7_decay", "relu", "squared_relu",
+         "bias")
+BINARY = ("add", "multiply", "rwkv7_key")
+DECAY_SCALE = math.exp(-0.5)  # RWKV-7's decay w = exp(−e^−½ · σ(x)), as eventllm.models.rwkv7
 FLOAT = "floating_pt"
 
 
@@ -89,12 +93,14 @@ class Readout(AbstractProcess):
 
 
 class Unary(Counted):
-    """One vector in, one out: LayerNorm, threshold (scalar or per-neuron θ), sigmoid, ReLU, squared ReLU or
-    a bias added (`op`)."""
+    """One vector in, one out: LayerNorm, threshold (scalar or per-neuron θ), sigmoid, tanh, ReLU, squared ReLU,
+    a bias added, or RWKV-7's group norm (a LayerNorm within each of `n_head` heads), per-head L2 norm of x ⊙ weight
+    and decay (`op`)."""
 
     def __init__(self, *, op: str, n: int, hold: int, weight=None, bias=None, theta=0.0, eps: float = 1e-5,
-                 event_bits: int = 16, **kw):
-        super().__init__(n_in=1, n_out=1, hold=hold, op=op, eps=float(eps), event_bits=int(event_bits), **kw)
+                 event_bits: int = 16, n_head: int = 1, **kw):
+        super().__init__(n_in=1, n_out=1, hold=hold, op=op, eps=float(eps), event_bits=int(event_bits), n_head=int(n_head),
+                         **kw)
         self.inp = InPort(shape=(n,))
         self.out = OutPort(shape=(n,))
         self.weight = Var(shape=(n,), init=np.ones(n) if weight is None else weight)
@@ -104,13 +110,14 @@ class Unary(Counted):
 
 
 class Binary(Counted):
-    """Two vectors a, b in: a + b or a ⊙ b."""
+    """Two vectors a, b in: a + b, a ⊙ b, or RWKV-7's key scaled by its in-context rate a ⊙ (1 + (b − 1) ⊙ weight)."""
 
-    def __init__(self, *, op: str, n: int, hold: int, **kw):
+    def __init__(self, *, op: str, n: int, hold: int, weight=None, **kw):
         super().__init__(n_in=2, n_out=1, hold=hold, op=op, **kw)
         self.a = InPort(shape=(n,))
         self.b = InPort(shape=(n,))
         self.out = OutPort(shape=(n,))
+        self.weight = Var(shape=(n,), init=np.ones(n) if weight is None else weight)
 
 
 class WKVRecurrence(Counted):
@@ -129,37 +136,19 @@ class WKVRecurrence(Counted):
         self.p = Var(shape=(n,), init=-1e38)
 
 
-class ShiftMix2(Counted):
-    """RWKV token shift with two mixes (ChannelMix: out-ports k, r in this order); state `prev`."""
+class TokenShift(Counted):
+    """RWKV token shift: out-port X = mix_X ⊙ x + (1 − mix_X) ⊙ prev for each port X of `PORTS` (in our process's
+    port order; `shift_class` makes the class of a port list); state `prev`."""
 
-    PORTS = ("k", "r")
+    PORTS: tuple[str, ...] = ()
 
-    def __init__(self, *, mix_k, mix_r, hold: int, **kw):
-        n = len(mix_k)
-        super().__init__(n_in=1, n_out=2, hold=hold, **kw)
+    def __init__(self, *, mixes: dict, hold: int, **kw):
+        n = len(mixes["mix_" + self.PORTS[0]])
+        super().__init__(n_in=1, n_out=len(self.PORTS), hold=hold, **kw)
         self.inp = InPort(shape=(n,))
-        self.k = OutPort(shape=(n,))
-        self.r = OutPort(shape=(n,))
-        self.mix_k = Var(shape=(n,), init=mix_k)
-        self.mix_r = Var(shape=(n,), init=mix_r)
-        self.prev = Var(shape=(n,), init=0)
-
-
-class ShiftMix3(Counted):
-    """RWKV token shift with three mixes (TimeMix: out-ports k, v, r in this order)."""
-
-    PORTS = ("k", "v", "r")
-
-    def __init__(self, *, mix_k, mix_v, mix_r, hold: int, **kw):
-        n = len(mix_k)
-        super().__init__(n_in=1, n_out=3, hold=hold, **kw)
-        self.inp = InPort(shape=(n,))
-        self.k = OutPort(shape=(n,))
-        self.v = OutPort(shape=(n,))
-        self.r = OutPort(shape=(n,))
-        self.mix_k = Var(shape=(n,), init=mix_k)
-        self.mix_v = Var(shape=(n,), init=mix_v)
-        self.mix_r = Var(shape=(n,), init=mix_r)
+        for port in self.PORTS:
+            setattr(self, port, OutPort(shape=(n,)))
+            setattr(self, "mix_" + port, Var(shape=(n,), init=mixes["mix_" + port]))
         self.prev = Var(shape=(n,), init=0)
 
 
@@ -327,8 +316,14 @@ class PyUnaryModel(_CountedModel):
     def run_spk(self):
         x = self.inp.recv()
         op = self.proc_params["op"]
-        if op == "layer_norm":
-            y = (x - x.mean()) / np.sqrt(x.var() + self.proc_params["eps"]) * self.weight + self.bias
+        heads = x.reshape(self.proc_params["n_head"], -1)
+        if op in ("layer_norm", "group_norm"):
+            mu = heads.mean(-1, keepdims=True)
+            y = ((heads - mu) / np.sqrt(heads.var(-1, keepdims=True) + self.proc_params["eps"])).reshape(-1)
+            y = y * self.weight + self.bias
+        elif op == "head_l2norm":
+            heads = heads * self.weight.reshape(heads.shape)
+            y = (heads / np.maximum(np.linalg.norm(heads, axis=-1, keepdims=True), 1e-12)).reshape(-1)
         elif op == "threshold":
             y = np.where(np.abs(x) > self.theta, x, 0.0)
             if self.proc_params["event_bits"] == 8:  # int8 events, one scale per token, in float32 as the graph's
@@ -337,6 +332,10 @@ class PyUnaryModel(_CountedModel):
                 y = (np.round(y32 / s) * s if s > 0 else y32).astype(np.float64)
         elif op == "sigmoid":
             y = 0.5 * (1.0 + np.tanh(0.5 * x))  # = 1 / (1 + e^-x), without overflow
+        elif op == "tanh":
+            y = np.tanh(x)
+        elif op == "rwkv7_decay":
+            y = np.exp(-DECAY_SCALE * 0.5 * (1.0 + np.tanh(0.5 * x)))
         elif op == "relu":
             y = np.maximum(x, 0.0)
         elif op == "squared_relu":
@@ -352,10 +351,12 @@ class PyBinaryModel(_CountedModel):
     a: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     b: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    weight: np.ndarray = LavaPyType(np.ndarray, float)
 
     def run_spk(self):
         a, b = self.a.recv(), self.b.recv()
-        y = a + b if self.proc_params["op"] == "add" else a * b
+        op = self.proc_params["op"]
+        y = a + b if op == "add" else a * b if op == "multiply" else a * (1.0 + (b - 1.0) * self.weight)
         self.out.send(y)
         self.tally([a, b], [y])
 
@@ -404,26 +405,6 @@ class _PyShiftMixModel(_CountedModel):
         self.tally([x], outs)
         if self.commits():
             self.prev = x.copy()
-
-
-@_model(ShiftMix2)
-class PyShiftMix2Model(_PyShiftMixModel):
-    k: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    r: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    mix_k: np.ndarray = LavaPyType(np.ndarray, float)
-    mix_r: np.ndarray = LavaPyType(np.ndarray, float)
-    PORTS = ShiftMix2.PORTS
-
-
-@_model(ShiftMix3)
-class PyShiftMix3Model(_PyShiftMixModel):
-    k: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    v: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    r: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    mix_k: np.ndarray = LavaPyType(np.ndarray, float)
-    mix_v: np.ndarray = LavaPyType(np.ndarray, float)
-    mix_r: np.ndarray = LavaPyType(np.ndarray, float)
-    PORTS = ShiftMix3.PORTS
 
 
 @_model(CausalAttention)
@@ -568,6 +549,28 @@ class _PyFusedBlockModel(PyLoihiProcessModel):
             self.last = [values[path].astype(np.float64) for path in p["outs"]]
         for j, y in enumerate(self.last):
             getattr(self, f"out_{j}").send(y)
+
+
+_SHIFTS: dict[tuple[str, ...], type] = {}
+
+
+def shift_class(ports: tuple[str, ...]) -> type:
+    """The TokenShift process class with out-ports `ports` (in this order) and its process model (lava declares a
+    model's ports and Vars on its class, so each port list gets its own classes; RWKV-4 shifts k, v, r and k, r,
+    RWKV-7's r, w, k, v, a, g and k)."""
+    ports = tuple(ports)
+    if ports not in _SHIFTS:
+        name = "TokenShift_" + "_".join(ports)
+        proc_cls = type(name, (TokenShift,), {"PORTS": ports, "__module__": __name__})
+        types = {port: LavaPyType(PyOutPort.VEC_DENSE, float) for port in ports}
+        types |= {"mix_" + port: LavaPyType(np.ndarray, float) for port in ports}
+        annotations = {k: (np.ndarray if k.startswith("mix_") else PyOutPort) for k in types}
+        model = type(f"Py{name}Model", (_PyShiftMixModel,), {**types, "PORTS": ports, "__annotations__": annotations,
+                                                              "__module__": __name__})
+        _model(proc_cls)(model)
+        globals().update({proc_cls.__name__: proc_cls, model.__name__: model})  # where lava looks
+        _SHIFTS[ports] = proc_cls
+    return _SHIFTS[ports]
 
 
 _BLOCKS: dict[tuple[int, int], type] = {}
