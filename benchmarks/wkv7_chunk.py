@@ -3,7 +3,7 @@ device: forward and forward + backward seconds per call, their ratio (scan / chu
 the faster), and the largest difference of the outputs.
 
     python benchmarks/wkv7_chunk.py [--lengths 16,32,64,128,256,512] [--batch 4] [--heads 6] [--head-size 64]
-                                    [--chunk 32] [--device cpu] [--repeats 3] [--small]
+                                    [--chunk 32] [--device cpu] [--repeats 3] [--json OUT] [--small]
 
 `--small` runs a quick check (two short lengths, small heads, one repeat). The model's sequence mode takes the
 chunked form from `eventllm.models.wkv7.CHUNKED_FROM` tokens on, where this benchmark finds it faster on a CPU.
@@ -11,11 +11,11 @@ chunked form from `eventllm.models.wkv7.CHUNKED_FROM` tokens on, where this benc
 
 from __future__ import annotations
 
-import argparse
+import json
 import math
 import time
 
-import _common  # noqa: F401  (puts the repository on sys.path)
+import _common
 import torch
 
 from eventllm.models.rwkv7 import DECAY_SCALE
@@ -52,8 +52,11 @@ def seconds(fn, args, backward: bool, repeats: int, device: str) -> float:
     return best
 
 
+SMALL = {"lengths": "16,64", "batch": 1, "heads": 2, "head_size": 32, "repeats": 1}
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = _common.parser(__file__, __doc__)
     ap.add_argument("--lengths", default="16,32,64,128,256,512", help="comma-separated sequence lengths")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--heads", type=int, default=6)
@@ -61,10 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk", type=int, default=32)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--small", action="store_true", help="a quick check: lengths 16 and 64, 2 heads of 32, one repeat")
-    args = ap.parse_args(argv)
-    if args.small:
-        args.lengths, args.batch, args.heads, args.head_size, args.repeats = "16,64", 1, 2, 32, 1
+    ap.add_argument("--json", help="write the rows as JSON here")
+    args = _common.parse_args(ap, argv, SMALL)
     try:
         lengths = [int(t) for t in args.lengths.split(",")]
     except ValueError:
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.head_size}, chunks of {args.chunk} (or T where shorter)")
     print(f"{'T':>6} {'scan fwd s':>11} {'chunk fwd s':>12} {'ratio':>6} {'scan f+b s':>11} {'chunk f+b s':>12} "
           f"{'ratio':>6} {'max |dy|':>9}")
+    rows = []
     for T in lengths:
         xs = inputs(args.batch, T, args.heads, args.head_size, args.device)
         chunked = lambda *xs, L=min(args.chunk, T): wkv7_chunked(*xs, chunk=L)  # noqa: E731  (as `wkv7` does)
@@ -82,8 +84,15 @@ def main(argv: list[str] | None = None) -> int:
         both = [seconds(f, xs, True, args.repeats, args.device) for f in (wkv7_scan, chunked)]
         print(f"{T:>6} {fwd[0]:>11.4f} {fwd[1]:>12.4f} {fwd[0] / fwd[1]:>6.2f} {both[0]:>11.4f} {both[1]:>12.4f} "
               f"{both[0] / both[1]:>6.2f} {diff:>9.1e}")
+        rows.append({"tokens": T, "scan_forward_s": fwd[0], "chunked_forward_s": fwd[1], "forward_ratio": fwd[0] / fwd[1],
+                     "scan_backward_s": both[0], "chunked_backward_s": both[1], "backward_ratio": both[0] / both[1],
+                     "max_abs_diff": diff})
+    if args.json:
+        from eventllm.atomic import write_text
+
+        write_text(args.json, json.dumps({"args": vars(args), "device": args.device, "rows": rows}, indent=2) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    _common.entry(main)

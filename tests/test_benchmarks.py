@@ -169,6 +169,14 @@ def lava_missing() -> str | None:
     return None
 
 
+def check_wkv7_chunk(tmp: Path) -> None:
+    out = read(tmp / "wkv7_chunk.json")
+    assert [r["tokens"] for r in out["rows"]] == [16, 64]
+    for r in out["rows"]:
+        assert all(positive(r[k]) for k in ("scan_forward_s", "chunked_forward_s", "forward_ratio", "backward_ratio"))
+        assert r["max_abs_diff"] < 1e-3  # the chunked form is the scan's, within float rounding
+
+
 def check_real_size(tmp: Path) -> None:
     out = read(tmp / "stages.json")
     assert [s["stage"] for s in out["stages"]] == ["write .pth", "calibrate", "build", "map", "simulate (trace)"]
@@ -194,6 +202,7 @@ CASES = {
     "simulator": (["--json", "{tmp}/simulator.json"], check_simulator),
     "training": (["--json", "{tmp}/training.json"], check_training),
     "weight_average": (["-o", "{tmp}/weight_average"], check_weight_average),
+    "wkv7_chunk": (["--json", "{tmp}/wkv7_chunk.json"], check_wkv7_chunk),
 }
 
 
