@@ -61,7 +61,7 @@ def require_sanafe():
     try:
         import sanafe
     except ImportError:
-        raise SanafeMissing(f"--backend sanafe needs the Python package sanafe, which is not installed; {INSTALL_HINT}") from None
+        raise SanafeMissing(f"the sanafe backend needs the Python package sanafe, which is not installed; {INSTALL_HINT}") from None
     return sanafe
 
 

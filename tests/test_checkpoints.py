@@ -94,7 +94,7 @@ def test_rwkv5_checkpoint_is_refused(small_rwkv, tmp_path):
     sd = {k: v.reshape(1, 1, -1) if "time_mix" in k else v for k, v in small_rwkv.state_dict().items()}
     sd["blocks.0.att.ln_x.weight"] = torch.ones(32)
     torch.save(sd, tmp_path / "v5.pth")
-    with pytest.raises(CheckpointError, match="RWKV-5/6/7 checkpoint"):
+    with pytest.raises(CheckpointError, match="RWKV-5/6 checkpoint"):
         load_checkpoint(tmp_path / "v5.pth")
 
 
