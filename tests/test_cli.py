@@ -11,7 +11,28 @@ from eventllm.tokenizer import ByteTokenizer
 
 
 def eventllm(*args, check=False):
-    return subprocess.run([sys.executable, "-m", "eventllm", *args], capture_output=True, text=True, check=check)
+    """`eventllm ARGS` through its `main()` in this process, with what it prints captured (as a subprocess's would be)."""
+    import contextlib
+    import io
+
+    from eventllm.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse: --help, or a bad option
+            code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    res = subprocess.CompletedProcess(["eventllm", *args], code, out.getvalue(), err.getvalue())
+    if check and code:
+        raise subprocess.CalledProcessError(code, res.args, res.stdout, res.stderr)
+    return res
+
+
+def test_the_command_runs_as_a_program():
+    """The one subprocess here: `python -m eventllm` is the command the tests above reach through main()."""
+    r = subprocess.run([sys.executable, "-m", "eventllm", "info"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "zoo:rwkv4-small" in r.stdout
 
 
 @pytest.fixture

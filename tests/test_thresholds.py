@@ -148,8 +148,13 @@ def _per_neuron(model, kind: str) -> None:
     text = DATA / "gutenberg" / "moby_dick.txt"
     if not text.exists():
         pytest.skip(f"shared data not found at {text}")
-    ids = load_model("zoo:rwkv4-tiny").tokenizer.encode(text.read_text()[:60000])
-    model.set_scores("gradient", gradient_scales(model, calibration_batch(ids, 4096, 128, 0)))
+    if "gradient" not in _SCALES:  # measured once per test session: the same model, θ and tokens every time
+        ids = load_model("zoo:rwkv4-tiny").tokenizer.encode(text.read_text()[:60000])
+        _SCALES["gradient"] = gradient_scales(model, calibration_batch(ids, 4096, 128, 0))
+    model.set_scores("gradient", {k: v.clone() for k, v in _SCALES["gradient"].items()})
+
+
+_SCALES: dict = {}
 
 
 @pytest.mark.parametrize("kind", ["wina", "gradient"])
