@@ -216,14 +216,17 @@ class ChannelMix(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: RWKVConfig, layer: int):
+    """One RWKV layer: LayerNorms (ln0 on layer 0's input too), time mixing and channel mixing — RWKV-4's by default,
+    RWKV-7's given its mixing classes (the same names, so BlinkDL's keys fit both)."""
+
+    def __init__(self, cfg, layer: int, time_mix: type = TimeMix, channel_mix: type = ChannelMix):
         super().__init__()
         if layer == 0:
             self.ln0 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
         self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
         self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.att = TimeMix(cfg, layer)
-        self.ffn = ChannelMix(cfg, layer)
+        self.att = time_mix(cfg, layer)
+        self.ffn = channel_mix(cfg, layer)
 
 
 class RWKV(CausalLM):

@@ -41,6 +41,7 @@ from torch import nn
 from eventllm.errors import ConfigError
 from eventllm.limits import check_memory
 from eventllm.models.base import CausalLM
+from eventllm.models.rwkv import Block, token_shift
 from eventllm.models.threshold import ActivationThreshold
 from eventllm.models.wkv7 import wkv7
 
@@ -118,11 +119,6 @@ class RWKV7State:
 
     def detach(self) -> "RWKV7State":
         return RWKV7State(*(t.detach() for t in self.tensors()))
-
-
-def token_shift(x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-    """The previous token's vector at every position: [prev, x_0, …, x_{T-2}]."""
-    return torch.cat([prev[:, None, :], x[:, :-1]], dim=1)
 
 
 # the function between a LoRA's two halves: decay, in-context learning rate, value residual, gate
@@ -209,17 +205,6 @@ class ChannelMix(nn.Module):
         return self.value(self.value_in(k)), x[:, -1]
 
 
-class Block(nn.Module):
-    def __init__(self, cfg: RWKV7Config, layer: int):
-        super().__init__()
-        if layer == 0:
-            self.ln0 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.ln1 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.ln2 = nn.LayerNorm(cfg.d_model, eps=cfg.layer_norm_eps)
-        self.att = TimeMix(cfg, layer)
-        self.ffn = ChannelMix(cfg, layer)
-
-
 class RWKV7(CausalLM):
     """RWKV-7 language model; `forward(idx[B, T], state=None) -> (logits[B, T, vocab], state)`."""
 
@@ -233,7 +218,7 @@ class RWKV7(CausalLM):
         self.config = config
         self.dropout = 0.0  # on the block outputs, in training only
         self.emb = nn.Embedding(config.vocab_size, config.d_model)
-        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.blocks = nn.ModuleList(Block(config, i, TimeMix, ChannelMix) for i in range(config.n_layer))
         self.ln_out = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.head_in = ActivationThreshold(config.n_layer, "head")  # used when `head_threshold` is on
