@@ -65,6 +65,16 @@ def parse_args(ap: argparse.ArgumentParser, argv: list[str] | None, small: dict)
     return ap.parse_args(argv)
 
 
+def write_json(path: str, obj, indent: int = 1) -> None:
+    """A benchmark's figures as JSON at `path`, written whole or not at all, and where they went."""
+    import json
+
+    from eventllm.atomic import write_text
+
+    write_text(path, json.dumps(obj, indent=indent) + "\n")
+    print(f"wrote {path}")
+
+
 def entry(main) -> None:
     """Run a benchmark's `main` as a script: a library error (a bad file, an unknown model) is one line on stderr and
     exit status 2, as the eventllm commands do."""

@@ -13,7 +13,6 @@ headline) and mean over sites.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from pathlib import Path
@@ -21,7 +20,6 @@ from pathlib import Path
 import _common
 import torch
 
-from eventllm.atomic import write_text
 from eventllm.report import format_table, pct
 
 
@@ -96,9 +94,8 @@ def main(argv: list[str] | None = None) -> None:
                        title=f"\n{args.model}: the paper's search vs greedy allocation at ≤ {100 * args.max_ppl_increase:g}% "
                              f"(test split, {len(test):,} tokens)"))
     if args.json:
-        write_text(args.json, json.dumps({"device": name, "model": args.model, "data": args.data, "args": vars(args), "runs": runs},
-                                         indent=2) + "\n")
-        print(f"wrote {args.json}")
+        _common.write_json(args.json, {"device": name, "model": args.model, "data": args.data, "args": vars(args), "runs": runs},
+                           indent=2)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,12 @@ sparsity there and LAMBADA (accuracy, perplexity).
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 
 import _common
 import torch
 
-from eventllm.atomic import write_text
 from eventllm.report import format_table, pct
 
 
@@ -101,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
         print(format_table(["calibration", "seconds", "evaluations", "scale", "test ppl", "MAC-weighted", "site mean"], rows,
                            title=f"{args.model} at the {args.max_ppl_increase:.0%} bound on {name}; {len(test_ids):,} test tokens"))
         if args.json:
-            write_text(args.json, json.dumps(figures, indent=1))
+            _common.write_json(args.json, figures)
         return
 
     trained_model = load_model(args.model).model.to(dev)
@@ -130,8 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\nwall time to the same model-wide sparsity ({pct(free.sparsity)}) on {name}: training-free {t_free:.1f} s, "
           f"training-based {t_train:.1f} s → training-based ÷ training-free = {t_train / t_free:.2f}x")
     if args.json:
-        write_text(args.json, json.dumps(figures, indent=1))
-        print(f"wrote {args.json}")
+        _common.write_json(args.json, figures)
 
 
 if __name__ == "__main__":

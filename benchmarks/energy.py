@@ -11,14 +11,12 @@ its calibrated sparsity). Dense = θ = 0 with every entry processed and sent (no
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 
 import _common
 import torch
 
-from eventllm.atomic import write_text
 from eventllm.report import format_table, pct
 
 
@@ -116,8 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         share = r["thresholded"]["by_layer"][-1]["energy_j"] / r["thresholded"]["energy_per_token_j"]
         print(f"{model}: {r['cores']:,} cores, {r['tokens']} tokens; head (output layer) share of thresholded energy {pct(share)}")
     if args.json:
-        write_text(args.json, json.dumps(results, indent=1))
-        print(f"wrote {args.json}")
+        _common.write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,11 @@ against the executor's.
 
 from __future__ import annotations
 
-import json
 import time
 
 import _common
 import numpy as np
 
-from eventllm.atomic import write_text
 
 
 def timed(step, tokens) -> tuple[np.ndarray, float, float]:
@@ -78,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['backend']:<30} {r.get('steps_per_token', 1):>11} {r.get('start_s', 0) + r['first_token_s']:>14.2f} "
               f"{r['tokens_per_s']:>10.2f} {r['tokens_per_s'] / rows[0]['tokens_per_s']:>11.4f}x {r['max_abs_diff']:>14.1e}")
     if args.json:
-        write_text(args.json, json.dumps({"model": args.model, "tokens": len(tokens), "rows": rows}, indent=1))
-        print(f"wrote {args.json}")
+        _common.write_json(args.json, {"model": args.model, "tokens": len(tokens), "rows": rows})
     return 0
 
 

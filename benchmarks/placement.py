@@ -11,7 +11,6 @@ mesh sized to fit it: cores used and wall time.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -76,10 +75,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{s['cores_used']:,} SENECA cores used of a {m.topology.rows}x{m.topology.cols} mesh on {s['chips']} chips, "
               f"{s['shards']:,} shards; build + map {total:.1f} s (mapping alone {m.seconds:.1f} s)")
     if args.json:
-        from eventllm.atomic import write_text
-
-        write_text(args.json, json.dumps(figures, indent=1))
-        print(f"wrote {args.json}")
+        _common.write_json(args.json, figures)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ each ÷ message-engine tokens/s. Goal: ≥ 100x (1000x with masks from a GPU).
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -118,10 +117,7 @@ def main(argv: list[str] | None = None) -> None:
                        title=f"\nTrace engine vs message engine, same graph and mapping, {args.trace_tokens} tokens in chunks of "
                              f"{TRACE_CHUNK} (goal: ≥ 100x; 1000x with masks from a GPU)"))
     if args.json:
-        from eventllm.atomic import write_text
-
-        write_text(args.json, json.dumps({"tokens": args.tokens, "trace_tokens": args.trace_tokens, "models": figures}, indent=1))
-        print(f"wrote {args.json}")
+        _common.write_json(args.json, {"tokens": args.tokens, "trace_tokens": args.trace_tokens, "models": figures})
 
 if __name__ == "__main__":
     _common.entry(main)

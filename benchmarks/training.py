@@ -13,7 +13,6 @@ after the warm-up steps (which compile), the compile time, and its first loss.
 
 from __future__ import annotations
 
-import json
 import time
 
 import _common
@@ -22,7 +21,6 @@ import torch.nn.functional as F
 
 from eventllm.models import wkv_kernel
 from eventllm.models.rwkv import RWKV, RWKVConfig
-from eventllm.atomic import write_text
 from eventllm.report import format_table
 
 SHAPES = {  # the zoo models' shapes and training batches (examples/zoo/*.toml)
@@ -131,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     print(format_table(heads + ["first loss (" + ("chunked / fused / compiled" if args.compile else "both") + ")"], rows))
     print(f"device: {out['device']}, torch {out['torch']}")
     if args.json:
-        write_text(args.json, json.dumps(out, indent=2))
+        _common.write_json(args.json, out, indent=2)
 
 
 if __name__ == "__main__":

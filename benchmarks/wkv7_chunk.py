@@ -11,7 +11,6 @@ chunked form from `eventllm.models.wkv7.CHUNKED_FROM` tokens on, where this benc
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
@@ -88,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                      "scan_backward_s": both[0], "chunked_backward_s": both[1], "backward_ratio": both[0] / both[1],
                      "max_abs_diff": diff})
     if args.json:
-        from eventllm.atomic import write_text
-
-        write_text(args.json, json.dumps({"args": vars(args), "device": args.device, "rows": rows}, indent=2) + "\n")
+        _common.write_json(args.json, {"args": vars(args), "device": args.device, "rows": rows}, indent=2)
     return 0
 
 
