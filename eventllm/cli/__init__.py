@@ -24,13 +24,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """Each subcommand's parser, by name."""
+    return next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)).choices
+
+
 def _config_argv(parser: argparse.ArgumentParser, command: str, path: str) -> list[str]:
     """A recipe file's settings as command-line options of `command` (keys are its long options without the dashes),
     so that argparse validates them as it validates the command line, which comes after them and wins."""
     from eventllm.config import read_toml
     from eventllm.errors import ConfigError
 
-    sub = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    sub = _subcommands(parser)[command]
     known = {s for a in sub._actions for s in a.option_strings if s.startswith("--")} - {"--config", "--help"}
     argv: list[str] = []
     for key, value in read_toml(path, "recipe").items():
@@ -50,8 +55,7 @@ def in_cli_words(message: str, parser: argparse.ArgumentParser) -> str:
     name in backticks (`max_ppl_increase`); the command line calls it --max-ppl-increase."""
     import re
 
-    sub = next(a for a in parser._subparsers._group_actions if isinstance(a, argparse._SubParsersAction))
-    flags = {a.dest: max(a.option_strings, key=len) for s in sub.choices.values() for a in s._actions if a.option_strings}
+    flags = {a.dest: max(a.option_strings, key=len) for s in _subcommands(parser).values() for a in s._actions if a.option_strings}
     return re.sub(r"`([a-z][a-z0-9_]*)`", lambda m: flags.get(m.group(1), m.group(0)), message)
 
 
