@@ -31,9 +31,7 @@ def ship(model_path: Path, thresholds_path: Path, out: Path, name: str, weight_b
          tokenizer: Path | None) -> None:
     model = load_checkpoint(model_path)
     doc = read_thresholds(thresholds_path)
-    if doc.get("head") is not None:
-        model.set_head_threshold(True)
-    apply_thresholds(model, thresholds_path)
+    apply_thresholds(model, thresholds_path)  # the head site too, when the file has one
     if weight_bits < 16 or event_bits < 16:
         quantize_model(model, weight_bits, "mse", event_bits=event_bits)
     out.mkdir(parents=True, exist_ok=True)
