@@ -244,16 +244,12 @@ def _requantize(model: CausalLM, quant: dict, fingerprint: str | None, path: Pat
 
 
 def _integer_tensors(model: CausalLM, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """`tensors` with each quantised weight as Q (int8) and its scales (KEY + SCALE_SUFFIX)."""
-    from eventllm.models.quantize import quantize_weight
-
-    bits = model.quantization["weight_bits"]
-    ints = {w.data_ptr() for w in getattr(model, "_integer_weights", [])}
+    """`tensors` with each quantised weight as the Q (int8) and scales (KEY + SCALE_SUFFIX) quantisation made."""
+    ints = {w.data_ptr(): (q, scale) for w, q, scale in getattr(model, "_integer_weights", [])}
     out = {}
     for k, v in tensors.items():
         if v.data_ptr() in ints:
-            q, scale = quantize_weight(v, bits, "rtn")  # v is scale·Q: this finds Q and the scales again
-            out[k], out[k + SCALE_SUFFIX] = q, scale
+            out[k], out[k + SCALE_SUFFIX] = ints[v.data_ptr()]
         else:
             out[k] = v
     return out

@@ -99,13 +99,13 @@ def quantize_model(model, weight_bits: int = 8, method: str = "rtn", projections
         raise ConfigError(f"`quantize` {bad[0]!r} is not a projection of {model.arch}; choose from {', '.join(known)}")
     fingerprint = model.fingerprint()
     scales: dict[str, list[float]] = {}
-    model._integer_weights = []  # the tensors that hold scale·Q now (a file may store them as Q and the scales)
+    model._integer_weights = []  # (tensor holding scale·Q now, Q, scale): what a model file stores in their place
 
     def quantize_in_place(weight: torch.Tensor, key: str) -> None:
         q, scale = quantize_weight(weight, weight_bits, method)
         weight.copy_(dequantize(q, scale).to(weight.dtype))
         scales.setdefault(key, []).extend(scale.tolist())
-        model._integer_weights.append(weight)
+        model._integer_weights.append((weight, q.cpu(), scale.cpu()))
 
     if weight_bits < 16:
         for (layer, proj), mods in linears.items():
